@@ -1,0 +1,85 @@
+//! Reading configuration from the environment with errors that name the variable.
+
+use crate::Error;
+use std::str::FromStr;
+
+/// A required variable.
+pub fn required(name: &str) -> Result<String, Error> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(Error::Config(format!("{name} must be set"))),
+    }
+}
+
+/// An optional variable with a default.
+pub fn or_default(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// An optional variable parsed as a number (or anything `FromStr`), with a default.
+pub fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, Error> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid value"))),
+        _ => Ok(default),
+    }
+}
+
+/// The names of the tables, shared by every function that touches them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableNames {
+    /// Users, concerts, seats, reservations, payments, history, queue tokens.
+    pub ticketing: String,
+    /// Outbox items; its stream feeds the relay.
+    pub outbox: String,
+    /// Idempotency records of the payment API and the notifier.
+    pub idempotency: String,
+}
+
+impl TableNames {
+    pub fn from_env() -> Self {
+        TableNames {
+            ticketing: or_default("TICKETING_TABLE", "ticketing"),
+            outbox: or_default("OUTBOX_TABLE", "ticketing-outbox"),
+            idempotency: or_default("IDEMPOTENCY_TABLE", "ticketing-idempotency"),
+        }
+    }
+
+    /// Unique names for one test or one demo run, so runs never collide.
+    pub fn with_prefix(prefix: &str) -> Self {
+        TableNames {
+            ticketing: format!("{prefix}-ticketing"),
+            outbox: format!("{prefix}-outbox"),
+            idempotency: format!("{prefix}-idempotency"),
+        }
+    }
+}
+
+/// The topic names, configurable; these are the defaults of ARCHITECTURE.md.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicNames {
+    pub payment_completed: String,
+}
+
+impl TopicNames {
+    pub fn from_env() -> Self {
+        TopicNames {
+            payment_completed: or_default("TOPIC_PAYMENT_COMPLETED", "payment.completed"),
+        }
+    }
+
+    pub fn with_prefix(prefix: &str) -> Self {
+        TopicNames {
+            payment_completed: format!("{prefix}.payment.completed"),
+        }
+    }
+
+    pub fn all(&self) -> Vec<&str> {
+        vec![self.payment_completed.as_str()]
+    }
+}

@@ -1,0 +1,18 @@
+//! Entities and their state transitions. Every rule the DynamoDB conditions enforce
+//! is stated here first, as a function with unit tests.
+
+mod ids;
+mod money;
+mod payment;
+mod reservation;
+mod seat;
+mod token;
+mod user;
+
+pub use ids::{ConcertId, EventId, PaymentId, ReservationId, SeatId, TokenId, UserId};
+pub use money::Money;
+pub use payment::{Checkout, PaymentReceipt, pay};
+pub use reservation::{Reservation, ReservationStatus};
+pub use seat::{Seat, SeatStatus};
+pub use token::{QueueToken, TokenStatus};
+pub use user::{Concert, Mail, User};

@@ -1,0 +1,243 @@
+use super::{ConcertId, Money, PaymentId, ReservationId, Seat, SeatId, UserId};
+use crate::Error;
+use chrono::{DateTime, Duration, Utc};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReservationStatus {
+    Pending,
+    Confirmed {
+        payment_id: PaymentId,
+        paid_at: DateTime<Utc>,
+    },
+    Expired,
+}
+
+impl ReservationStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReservationStatus::Pending => "PENDING",
+            ReservationStatus::Confirmed { .. } => "CONFIRMED",
+            ReservationStatus::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// A customer's claim on one seat. It copies the seat number, price and concert of
+/// the seat at hold time, so the payment reads one item to know what it charges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub user_id: UserId,
+    pub seat_id: SeatId,
+    pub seat_number: u32,
+    pub concert_id: ConcertId,
+    pub amount: Money,
+    pub status: ReservationStatus,
+    pub created_at: DateTime<Utc>,
+    pub hold_expires_at: DateTime<Utc>,
+}
+
+impl Reservation {
+    /// Holds `seat` for `user`: the new PENDING reservation and the HELD seat.
+    pub fn hold(
+        id: ReservationId,
+        user: UserId,
+        seat: &Seat,
+        now: DateTime<Utc>,
+        hold_for: Duration,
+    ) -> Result<(Reservation, Seat), Error> {
+        if hold_for <= Duration::zero() {
+            return Err(Error::Config("the hold time must be positive".into()));
+        }
+        let held = seat.hold(id, now, hold_for)?;
+        let reservation = Reservation {
+            id,
+            user_id: user,
+            seat_id: seat.id,
+            seat_number: seat.number,
+            concert_id: seat.concert_id,
+            amount: seat.price,
+            status: ReservationStatus::Pending,
+            created_at: now,
+            hold_expires_at: now + hold_for,
+        };
+        Ok((reservation, held))
+    }
+
+    pub fn ensure_owner(&self, caller: UserId) -> Result<(), Error> {
+        if self.user_id == caller {
+            Ok(())
+        } else {
+            Err(Error::NotOwner)
+        }
+    }
+
+    /// Confirms a PENDING reservation of `caller` whose hold has not expired.
+    pub fn confirm(
+        &self,
+        caller: UserId,
+        payment_id: PaymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, Error> {
+        self.ensure_owner(caller)?;
+        match self.status {
+            ReservationStatus::Confirmed { .. } => Err(Error::AlreadyPaid(self.id)),
+            ReservationStatus::Expired => Err(Error::ReservationExpired(self.id)),
+            ReservationStatus::Pending if now >= self.hold_expires_at => Err(Error::HoldExpired {
+                reservation: self.id,
+                expired_at: self.hold_expires_at,
+            }),
+            ReservationStatus::Pending => Ok(Reservation {
+                status: ReservationStatus::Confirmed {
+                    payment_id,
+                    paid_at: now,
+                },
+                ..self.clone()
+            }),
+        }
+    }
+
+    /// Expires a PENDING reservation whose hold has run out.
+    pub fn expire(&self, now: DateTime<Utc>) -> Result<Reservation, Error> {
+        match self.status {
+            ReservationStatus::Pending if now >= self.hold_expires_at => Ok(Reservation {
+                status: ReservationStatus::Expired,
+                ..self.clone()
+            }),
+            ReservationStatus::Pending => Err(Error::Conflict(format!(
+                "reservation {} (its hold runs until {})",
+                self.id, self.hold_expires_at
+            ))),
+            ReservationStatus::Confirmed { .. } => Err(Error::AlreadyPaid(self.id)),
+            ReservationStatus::Expired => Err(Error::ReservationExpired(self.id)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SeatStatus;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn available_seat() -> Seat {
+        Seat {
+            id: SeatId::random(),
+            concert_id: ConcertId::random(),
+            number: 12,
+            price: Money::krw(77_000).unwrap(),
+            status: SeatStatus::Available,
+        }
+    }
+
+    fn pending(owner: UserId) -> Reservation {
+        Reservation::hold(
+            ReservationId::random(),
+            owner,
+            &available_seat(),
+            at(0),
+            Duration::seconds(300),
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn holding_creates_a_pending_reservation_with_the_seat_price_and_expiry() {
+        let seat = available_seat();
+        let user = UserId::random();
+        let id = ReservationId::random();
+        let (r, held) = Reservation::hold(id, user, &seat, at(0), Duration::seconds(300)).unwrap();
+        assert_eq!(r.status, ReservationStatus::Pending);
+        assert_eq!(r.amount, seat.price);
+        assert_eq!(r.seat_number, 12);
+        assert_eq!(r.hold_expires_at, at(300));
+        assert_eq!(
+            held.status,
+            SeatStatus::Held {
+                reservation: id,
+                expires_at: at(300)
+            }
+        );
+    }
+
+    #[test]
+    fn holding_with_a_zero_hold_time_is_refused() {
+        let err = Reservation::hold(
+            ReservationId::random(),
+            UserId::random(),
+            &available_seat(),
+            at(0),
+            Duration::zero(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+    }
+
+    #[test]
+    fn the_owner_confirms_a_pending_reservation_before_expiry() {
+        let owner = UserId::random();
+        let payment = PaymentId::random();
+        let confirmed = pending(owner).confirm(owner, payment, at(299)).unwrap();
+        assert_eq!(
+            confirmed.status,
+            ReservationStatus::Confirmed {
+                payment_id: payment,
+                paid_at: at(299)
+            }
+        );
+    }
+
+    #[test]
+    fn another_user_cannot_confirm() {
+        let err = pending(UserId::random())
+            .confirm(UserId::random(), PaymentId::random(), at(1))
+            .unwrap_err();
+        assert!(matches!(err, Error::NotOwner));
+        assert_eq!(err.http_status(), 403);
+    }
+
+    #[test]
+    fn confirming_at_the_expiry_instant_is_refused_as_hold_expired() {
+        let owner = UserId::random();
+        let err = pending(owner)
+            .confirm(owner, PaymentId::random(), at(300))
+            .unwrap_err();
+        assert!(matches!(err, Error::HoldExpired { .. }), "{err}");
+    }
+
+    #[test]
+    fn confirming_twice_is_refused_as_already_paid() {
+        let owner = UserId::random();
+        let confirmed = pending(owner)
+            .confirm(owner, PaymentId::random(), at(1))
+            .unwrap();
+        let err = confirmed
+            .confirm(owner, PaymentId::random(), at(2))
+            .unwrap_err();
+        assert!(matches!(err, Error::AlreadyPaid(_)));
+    }
+
+    #[test]
+    fn an_expired_reservation_cannot_be_confirmed() {
+        let owner = UserId::random();
+        let expired = pending(owner).expire(at(300)).unwrap();
+        assert_eq!(expired.status, ReservationStatus::Expired);
+        let err = expired
+            .confirm(owner, PaymentId::random(), at(301))
+            .unwrap_err();
+        assert!(matches!(err, Error::ReservationExpired(_)));
+    }
+
+    #[test]
+    fn a_reservation_does_not_expire_before_its_hold_ends_nor_after_payment() {
+        let owner = UserId::random();
+        let r = pending(owner);
+        assert!(matches!(r.expire(at(299)), Err(Error::Conflict(_))));
+        let paid = r.confirm(owner, PaymentId::random(), at(1)).unwrap();
+        assert!(matches!(paid.expire(at(400)), Err(Error::AlreadyPaid(_))));
+    }
+}

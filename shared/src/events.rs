@@ -1,0 +1,276 @@
+//! The event envelope every Kafka record carries, and the events of the domain.
+
+use crate::Error;
+use crate::domain::{
+    Concert, ConcertId, EventId, Mail, Money, PaymentId, Reservation, ReservationId, SeatId,
+    UserId,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Kafka header with the event id, so a consumer can deduplicate without parsing the value.
+pub const HEADER_EVENT_ID: &str = "event-id";
+/// Kafka header with the event type.
+pub const HEADER_EVENT_TYPE: &str = "event-type";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    PaymentCompleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::PaymentCompleted => "PaymentCompleted",
+        }
+    }
+
+    pub fn schema_version(self) -> u32 {
+        1
+    }
+
+    pub fn aggregate_type(self) -> &'static str {
+        match self {
+            EventType::PaymentCompleted => "Reservation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        match text {
+            "PaymentCompleted" => Ok(EventType::PaymentCompleted),
+            other => Err(Error::MalformedEvent(format!("unknown event type {other:?}"))),
+        }
+    }
+}
+
+/// The JSON value of every record, as ARCHITECTURE.md specifies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub schema_version: u32,
+    pub payload: serde_json::Value,
+}
+
+impl EventEnvelope {
+    fn new<P: Serialize>(
+        event_id: EventId,
+        event_type: EventType,
+        aggregate_id: String,
+        occurred_at: DateTime<Utc>,
+        payload: &P,
+    ) -> Result<Self, Error> {
+        Ok(EventEnvelope {
+            event_id,
+            event_type: event_type.as_str().to_owned(),
+            aggregate_type: event_type.aggregate_type().to_owned(),
+            aggregate_id,
+            occurred_at,
+            schema_version: event_type.schema_version(),
+            payload: serde_json::to_value(payload)
+                .map_err(|e| Error::MalformedEvent(format!("payload does not serialise: {e}")))?,
+        })
+    }
+
+    pub fn payment_completed(
+        event_id: EventId,
+        payload: &PaymentCompleted,
+    ) -> Result<Self, Error> {
+        Self::new(
+            event_id,
+            EventType::PaymentCompleted,
+            payload.reservation_id.to_string(),
+            payload.paid_at,
+            payload,
+        )
+    }
+
+    pub fn event_type(&self) -> Result<EventType, Error> {
+        EventType::parse(&self.event_type)
+    }
+
+    pub fn to_json(&self) -> String {
+        // An envelope is plain data (strings, numbers, a JSON value): serialising
+        // it cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::MalformedEvent(format!("the value is not an event envelope: {e}")))
+    }
+
+    /// The payload as the event type's struct, checking type and schema version.
+    pub fn decode<P: DeserializeOwned>(&self, expected: EventType) -> Result<P, Error> {
+        let actual = self.event_type()?;
+        if actual != expected {
+            return Err(Error::MalformedEvent(format!(
+                "expected a {} event, got {}",
+                expected.as_str(),
+                actual.as_str()
+            )));
+        }
+        if self.schema_version != expected.schema_version() {
+            return Err(Error::MalformedEvent(format!(
+                "{} schema version {} is not supported (expected {})",
+                actual.as_str(),
+                self.schema_version,
+                expected.schema_version()
+            )));
+        }
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            Error::MalformedEvent(format!("{} payload: {e}", expected.as_str()))
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    pub user_id: UserId,
+    pub mail: Mail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcertInfo {
+    pub id: ConcertId,
+    pub title: String,
+    pub starts_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatInfo {
+    pub id: SeatId,
+    pub number: u32,
+}
+
+/// What the customer's payment notification needs, so the notifier reads nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCompleted {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub customer: Customer,
+    pub concert: ConcertInfo,
+    pub seat: SeatInfo,
+    pub amount_krw: Money,
+    pub paid_at: DateTime<Utc>,
+}
+
+impl PaymentCompleted {
+    pub fn new(
+        payment_id: PaymentId,
+        reservation: &Reservation,
+        mail: &Mail,
+        concert: &Concert,
+        paid_at: DateTime<Utc>,
+    ) -> Self {
+        PaymentCompleted {
+            payment_id,
+            reservation_id: reservation.id,
+            customer: Customer {
+                user_id: reservation.user_id,
+                mail: mail.clone(),
+            },
+            concert: ConcertInfo {
+                id: concert.id,
+                title: concert.title.clone(),
+                starts_at: concert.starts_at,
+            },
+            seat: SeatInfo {
+                id: reservation.seat_id,
+                number: reservation.seat_number,
+            },
+            amount_krw: reservation.amount,
+            paid_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> PaymentCompleted {
+        PaymentCompleted {
+            payment_id: PaymentId::random(),
+            reservation_id: ReservationId::random(),
+            customer: Customer {
+                user_id: UserId::random(),
+                mail: Mail::parse("kim@example.com").unwrap(),
+            },
+            concert: ConcertInfo {
+                id: ConcertId::random(),
+                title: "아이유 콘서트".into(),
+                starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
+            },
+            seat: SeatInfo {
+                id: SeatId::random(),
+                number: 3,
+            },
+            amount_krw: Money::krw(150_000).unwrap(),
+            paid_at: "2026-11-21T05:30:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_envelope_carries_the_contract_fields_in_camel_case() {
+        let p = sample();
+        let env = EventEnvelope::payment_completed(EventId::random(), &p).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
+        for field in [
+            "eventId",
+            "eventType",
+            "aggregateType",
+            "aggregateId",
+            "occurredAt",
+            "schemaVersion",
+            "payload",
+        ] {
+            assert!(json.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(json["eventType"], "PaymentCompleted");
+        assert_eq!(json["aggregateId"], p.reservation_id.to_string());
+        assert_eq!(json["payload"]["amountKrw"], 150_000);
+        assert_eq!(json["payload"]["customer"]["mail"], "kim@example.com");
+    }
+
+    #[test]
+    fn an_envelope_round_trips_and_decodes_its_payload() {
+        let p = sample();
+        let env = EventEnvelope::payment_completed(EventId::random(), &p).unwrap();
+        let back = EventEnvelope::from_json(env.to_json().as_bytes()).unwrap();
+        assert_eq!(back, env);
+        let decoded: PaymentCompleted = back.decode(EventType::PaymentCompleted).unwrap();
+        assert_eq!(decoded, p);
+    }
+
+    #[test]
+    fn decoding_refuses_an_unknown_type_or_schema_version() {
+        let mut env = EventEnvelope::payment_completed(EventId::random(), &sample()).unwrap();
+        env.schema_version = 9;
+        let err = env
+            .decode::<PaymentCompleted>(EventType::PaymentCompleted)
+            .unwrap_err();
+        assert!(err.to_string().contains("schema version 9"), "{err}");
+        env.event_type = "Refunded".into();
+        assert!(
+            env.decode::<PaymentCompleted>(EventType::PaymentCompleted)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_not_an_envelope_is_malformed() {
+        assert!(matches!(
+            EventEnvelope::from_json(b"{\"hello\":1}"),
+            Err(Error::MalformedEvent(_))
+        ));
+    }
+}

@@ -1,0 +1,152 @@
+//! The Kafka event as Lambda's self-managed Kafka / MSK event source delivers it:
+//! records grouped under `"<topic>-<partition>"`, key and value in base64, headers
+//! as a list of one-entry maps of signed bytes.
+
+use crate::Error;
+use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use std::collections::HashMap;
+
+/// One record with its key, value and headers decoded to bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl DecodedRecord {
+    /// The first header called `name`, as UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// `topic-partition@offset`, for logs and error messages.
+    pub fn coordinates(&self) -> String {
+        format!("{}-{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+fn decode_base64(what: &str, text: &str) -> Result<Vec<u8>, Error> {
+    STANDARD
+        .decode(text)
+        .map_err(|e| Error::MalformedEvent(format!("the record's {what} is not base64: {e}")))
+}
+
+/// Decodes one record. A record that is not valid base64 is malformed.
+pub fn decode_record(record: &KafkaRecord) -> Result<DecodedRecord, Error> {
+    let headers = record
+        .headers
+        .iter()
+        .flat_map(|map| map.iter())
+        .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
+        .collect();
+    Ok(DecodedRecord {
+        topic: record.topic.clone().unwrap_or_default(),
+        partition: record.partition,
+        offset: record.offset,
+        key: record
+            .key
+            .as_deref()
+            .map(|k| decode_base64("key", k))
+            .transpose()?,
+        value: record
+            .value
+            .as_deref()
+            .map(|v| decode_base64("value", v))
+            .transpose()?,
+        headers,
+    })
+}
+
+/// The headers as Lambda sends them: one map per header, bytes as signed numbers.
+pub fn encode_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<HashMap<String, Vec<i8>>> {
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            HashMap::from([(
+                name.to_owned(),
+                value.iter().map(|b| *b as i8).collect::<Vec<i8>>(),
+            )])
+        })
+        .collect()
+}
+
+/// Every record of the event, partition by partition, each partition in offset
+/// order: the order in which they must be handled.
+pub fn records_in_order(event: &KafkaEvent) -> Vec<&KafkaRecord> {
+    let mut partitions: Vec<(&String, &Vec<KafkaRecord>)> = event.records.iter().collect();
+    partitions.sort_by(|a, b| a.0.cmp(b.0));
+    partitions
+        .into_iter()
+        .flat_map(|(_, records)| {
+            let mut sorted: Vec<&KafkaRecord> = records.iter().collect();
+            sorted.sort_by_key(|r| r.offset);
+            sorted
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAMBDA_KAFKA_EVENT: &str = r#"{
+      "eventSource": "SelfManagedKafka",
+      "bootstrapServers": "127.0.0.1:9092",
+      "records": {
+        "payment.completed-0": [
+          {"topic": "payment.completed", "partition": 0, "offset": 16,
+           "timestamp": 1545084650987, "timestampType": "CREATE_TIME",
+           "key": "cmVzLTE=", "value": "eyJhIjoxfQ==",
+           "headers": [{"event-id": [101, 45, 49]}, {"neg": [-1, 0]}]},
+          {"topic": "payment.completed", "partition": 0, "offset": 15,
+           "timestamp": 1545084650986, "timestampType": "CREATE_TIME",
+           "key": null, "value": "e30=", "headers": []}
+        ]
+      }
+    }"#;
+
+    #[test]
+    fn a_lambda_kafka_event_decodes_key_value_and_signed_byte_headers() {
+        let event: KafkaEvent = serde_json::from_str(LAMBDA_KAFKA_EVENT).unwrap();
+        let ordered = records_in_order(&event);
+        assert_eq!(ordered.iter().map(|r| r.offset).collect::<Vec<_>>(), [15, 16]);
+        let record = decode_record(ordered[1]).unwrap();
+        assert_eq!(record.key.as_deref(), Some(&b"res-1"[..]));
+        assert_eq!(record.value.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(record.header("event-id"), Some("e-1"));
+        assert_eq!(record.headers[1].1, vec![255u8, 0]);
+        assert_eq!(record.coordinates(), "payment.completed-0@16");
+        assert_eq!(decode_record(ordered[0]).unwrap().key, None);
+    }
+
+    #[test]
+    fn a_value_that_is_not_base64_is_malformed() {
+        let mut record = KafkaRecord::default();
+        record.value = Some("%%%".into());
+        assert!(matches!(
+            decode_record(&record),
+            Err(Error::MalformedEvent(_))
+        ));
+    }
+
+    #[test]
+    fn encoded_headers_decode_back_to_the_same_bytes() {
+        let mut record = KafkaRecord::default();
+        record.headers = encode_headers([("h", &[0u8, 127, 128, 255][..])]);
+        assert_eq!(
+            decode_record(&record).unwrap().headers,
+            vec![("h".to_owned(), vec![0u8, 127, 128, 255])]
+        );
+    }
+}

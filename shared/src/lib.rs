@@ -1,0 +1,39 @@
+//! The ticketing domain shared by every Lambda function.
+//!
+//! The modules at the top are pure domain: entities and their state transitions,
+//! events, the notification text and the ports the functions depend on. Adapters
+//! to real services sit behind cargo features (`dynamodb`, `kafka`, `telegram`) so a
+//! function links only the clients it uses.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod kafka_event;
+pub mod notification;
+pub mod ports;
+
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "telegram")]
+pub mod telegram;
+
+pub use error::Error;
+
+/// An error and all its causes on one line, for logs: `a: b: c`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

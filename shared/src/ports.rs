@@ -1,0 +1,39 @@
+//! The ports the functions depend on: small `Send + Sync` traits, with the real
+//! adapters behind cargo features and in-memory ones for unit tests.
+
+use crate::Error;
+use crate::notification::Notification;
+use std::future::Future;
+
+pub use crate::clock::Clock;
+pub use crate::idempotency::IdempotencyStore;
+
+/// Where a customer's notification goes (Telegram; Discord later).
+pub trait NotificationChannel: Send + Sync {
+    /// A short name for logs and idempotency keys: `telegram`.
+    fn name(&self) -> &'static str;
+
+    fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// One record to publish to Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundRecord {
+    pub topic: String,
+    pub key: String,
+    pub value: String,
+    pub headers: Vec<(String, String)>,
+    /// For error messages and logs.
+    pub event_id: String,
+}
+
+/// Publishes records to Kafka.
+pub trait EventPublisher: Send + Sync {
+    /// Sends every record without waiting between them and answers one result per
+    /// record, in the same order, each only once the broker acknowledged or refused
+    /// it. `Ok` means the broker has the record.
+    fn publish_all(
+        &self,
+        records: &[OutboundRecord],
+    ) -> impl Future<Output = Vec<Result<(), Error>>> + Send;
+}
