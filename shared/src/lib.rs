@@ -15,6 +15,7 @@ pub mod events;
 pub mod idempotency;
 pub mod kafka_event;
 pub mod notification;
+pub mod outbox;
 pub mod ports;
 
 #[cfg(feature = "dynamodb")]

@@ -1,1 +1,276 @@
+//! The outbox relay: DynamoDB Streams batch of the outbox table in, Kafka records
+//! out. Each outbox INSERT becomes one record (key = aggregate id, headers
+//! `event-id` and `event-type`) sent by an idempotent producer; a record counts as
+//! sent only once the broker acknowledged it. On the first failure the relay
+//! answers `batchItemFailures` with that record's sequence number, so the stream
+//! re-delivers from there and order per key holds.
 
+use aws_lambda_events::dynamodb::{Event, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::LambdaEvent;
+use shared::config::TopicNames;
+use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
+use shared::outbox::OutboxItem;
+use shared::ports::{EventPublisher, OutboundRecord};
+
+/// Why the function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the outbox relay is misconfigured")]
+    Config(#[source] shared::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kafka: KafkaSettings,
+    pub producer: ProducerSettings,
+    pub topics: TopicNames,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Config {
+            kafka: KafkaSettings::from_env().map_err(Error::Config)?,
+            producer: ProducerSettings::from_env().map_err(Error::Config)?,
+            topics: TopicNames::from_env(),
+        })
+    }
+}
+
+pub struct Relay<P> {
+    publisher: P,
+    topics: TopicNames,
+}
+
+impl Relay<KafkaPublisher> {
+    /// The relay with its producer, built once per cold start.
+    pub fn from_config(config: &Config) -> Result<Self, Error> {
+        let publisher =
+            KafkaPublisher::new(&config.kafka, &config.producer).map_err(Error::Config)?;
+        Ok(Relay::new(publisher, config.topics.clone()))
+    }
+}
+
+/// A stream record that must be published, with its sequence number.
+struct Pending {
+    sequence_number: String,
+    record: Result<OutboundRecord, shared::Error>,
+}
+
+fn failure(sequence_number: String) -> DynamoDbEventResponse {
+    let mut item = DynamoDbBatchItemFailure::default();
+    item.item_identifier = Some(sequence_number);
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = vec![item];
+    response
+}
+
+impl<P: EventPublisher> Relay<P> {
+    pub fn new(publisher: P, topics: TopicNames) -> Self {
+        Relay { publisher, topics }
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Event>,
+    ) -> Result<DynamoDbEventResponse, lambda_runtime::Error> {
+        Ok(self.relay(&event.payload).await)
+    }
+
+    fn pending(&self, record: &EventRecord) -> Option<Pending> {
+        // Only inserts are new events; MODIFY and REMOVE (TTL) are not.
+        if record.event_name != "INSERT" {
+            return None;
+        }
+        let sequence_number = record
+            .change
+            .sequence_number
+            .clone()
+            .unwrap_or_else(|| record.event_id.clone());
+        let record = serde_dynamo::from_item::<_, OutboxItem>(record.change.new_image.clone())
+            .map_err(|e| {
+                shared::Error::MalformedEvent(format!("the stream image is not an outbox item: {e}"))
+            })
+            .and_then(|item| item.to_record(&self.topics));
+        Some(Pending {
+            sequence_number,
+            record,
+        })
+    }
+
+    /// Publishes the batch and answers which record the stream must resume from.
+    pub async fn relay(&self, event: &Event) -> DynamoDbEventResponse {
+        let pending: Vec<Pending> = event.records.iter().filter_map(|r| self.pending(r)).collect();
+        // Publish up to the first record that cannot even be built: it must not
+        // be skipped, so it and everything after it is re-delivered.
+        let buildable = pending
+            .iter()
+            .position(|p| p.record.is_err())
+            .unwrap_or(pending.len());
+        let records: Vec<OutboundRecord> = pending[..buildable]
+            .iter()
+            .filter_map(|p| p.record.as_ref().ok().cloned())
+            .collect();
+        let results = self.publisher.publish_all(&records).await;
+        for (p, result) in pending.iter().zip(results) {
+            if let Err(e) = result {
+                tracing::error!(
+                    sequence_number = %p.sequence_number,
+                    error = %shared::error_chain(&e),
+                    "publish failed; the stream re-delivers from this record"
+                );
+                return failure(p.sequence_number.clone());
+            }
+        }
+        if let Some(p) = pending.get(buildable) {
+            if let Err(e) = &p.record {
+                tracing::error!(
+                    sequence_number = %p.sequence_number,
+                    error = %shared::error_chain(e),
+                    "outbox record cannot be published; it stays in the stream until the retries run out and the on-failure destination keeps it"
+                );
+            }
+            return failure(p.sequence_number.clone());
+        }
+        tracing::info!(published = records.len(), "outbox batch published");
+        DynamoDbEventResponse::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
+    use shared::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+    use std::sync::Mutex;
+
+    /// Records what it was asked to publish; fails the records whose index is listed.
+    #[derive(Default)]
+    struct FakePublisher {
+        fail_at: Vec<usize>,
+        published: Mutex<Vec<OutboundRecord>>,
+    }
+
+    impl EventPublisher for FakePublisher {
+        async fn publish_all(&self, records: &[OutboundRecord]) -> Vec<Result<(), shared::Error>> {
+            let mut published = self.published.lock().unwrap();
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    if self.fail_at.contains(&i) {
+                        Err(shared::Error::Publish {
+                            event_id: r.event_id.clone(),
+                            topic: r.topic.clone(),
+                            source: "broker down".into(),
+                        })
+                    } else {
+                        published.push(r.clone());
+                        Ok(())
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn outbox_insert(seq: u32) -> EventRecord {
+        let payload = PaymentCompleted {
+            payment_id: PaymentId::random(),
+            reservation_id: ReservationId::random(),
+            customer: Customer {
+                user_id: UserId::random(),
+                mail: Mail::parse("a@example.com").unwrap(),
+            },
+            concert: ConcertInfo {
+                id: ConcertId::random(),
+                title: "c".into(),
+                starts_at: chrono::Utc::now(),
+            },
+            seat: SeatInfo {
+                id: SeatId::random(),
+                number: 1,
+            },
+            amount_krw: Money::krw(1).unwrap(),
+            paid_at: chrono::Utc::now(),
+        };
+        let envelope = EventEnvelope::payment_completed(EventId::random(), &payload).unwrap();
+        let item = OutboxItem::new(&envelope, chrono::Utc::now());
+        let mut record = EventRecord::default();
+        record.event_name = "INSERT".into();
+        record.change.sequence_number = Some(format!("{seq:021}"));
+        record.change.new_image = serde_dynamo::to_item(item).unwrap();
+        record
+    }
+
+    fn batch(records: Vec<EventRecord>) -> Event {
+        let mut event = Event::default();
+        event.records = records;
+        event
+    }
+
+    fn relay(fail_at: Vec<usize>) -> Relay<FakePublisher> {
+        Relay::new(
+            FakePublisher {
+                fail_at,
+                ..Default::default()
+            },
+            TopicNames::from_env(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_outbox_insert_is_published_with_key_and_headers() {
+        let relay = relay(vec![]);
+        let records: Vec<EventRecord> = (1..=3).map(outbox_insert).collect();
+        let response = relay.relay(&batch(records)).await;
+        assert!(response.batch_item_failures.is_empty());
+        let published = relay.publisher.published.lock().unwrap();
+        assert_eq!(published.len(), 3);
+        let envelope = EventEnvelope::from_json(published[0].value.as_bytes()).unwrap();
+        assert_eq!(published[0].key, envelope.aggregate_id);
+        assert_eq!(published[0].topic, "payment.completed");
+        assert_eq!(published[0].headers[0].0, "event-id");
+        assert_eq!(published[0].headers[0].1, envelope.event_id.to_string());
+        assert_eq!(published[0].headers[1], ("event-type".into(), "PaymentCompleted".into()));
+    }
+
+    #[tokio::test]
+    async fn the_first_failed_record_is_reported_so_the_stream_resumes_there() {
+        let relay = relay(vec![1, 2]);
+        let records: Vec<EventRecord> = (1..=4).map(outbox_insert).collect();
+        let response = relay.relay(&batch(records)).await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert_eq!(
+            response.batch_item_failures[0].item_identifier.as_deref(),
+            Some("000000000000000000002")
+        );
+    }
+
+    #[tokio::test]
+    async fn modify_and_remove_records_are_ignored() {
+        let relay = relay(vec![]);
+        let mut modify = outbox_insert(1);
+        modify.event_name = "MODIFY".into();
+        let mut remove = outbox_insert(2);
+        remove.event_name = "REMOVE".into();
+        let response = relay.relay(&batch(vec![modify, remove])).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert!(relay.publisher.published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_insert_that_is_not_an_outbox_item_is_reported_not_skipped() {
+        let relay = relay(vec![]);
+        let mut bad = outbox_insert(2);
+        bad.change.new_image = serde_dynamo::Item::from(std::collections::HashMap::new());
+        let response = relay
+            .relay(&batch(vec![outbox_insert(1), bad, outbox_insert(3)]))
+            .await;
+        assert_eq!(
+            response.batch_item_failures[0].item_identifier.as_deref(),
+            Some("000000000000000000002")
+        );
+        // Only the record before it went out; the one after waits its turn.
+        assert_eq!(relay.publisher.published.lock().unwrap().len(), 1);
+    }
+}

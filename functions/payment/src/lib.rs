@@ -1,1 +1,240 @@
+//! The payment function: `POST /payments` pays for the caller's held seat. The
+//! balance, seat, reservation, queue token, payment, history and the outbox item
+//! change in ONE DynamoDB transaction. A retry (same reservation, or the same
+//! `Idempotency-Key`) gets the first answer and is never charged twice.
 
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use chrono::{DateTime, Duration, Utc};
+use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
+use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
+use shared::auth::{Admission, JwtKey};
+use shared::clock::Clock;
+use shared::config::{self, TableNames};
+use shared::domain::{EventId, PaymentId, PaymentReceipt, ReservationId, pay};
+use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
+use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
+use std::sync::Arc;
+
+/// Why the function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the payment function is misconfigured")]
+    Config(#[source] shared::Error),
+}
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Used when the invocation has no deadline (a local call): how long the
+/// idempotency lock is held before another request may take over.
+const DEFAULT_LOCK: Duration = Duration::seconds(30);
+
+#[derive(Clone)]
+pub struct Config {
+    pub tables: TableNames,
+    pub jwt_secret: String,
+    /// How long a completed payment's answer is replayed.
+    pub idempotency_ttl: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("tables", &self.tables)
+            .field("idempotency_ttl", &self.idempotency_ttl)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        let read = || -> Result<Config, shared::Error> {
+            Ok(Config {
+                tables: TableNames::from_env(),
+                jwt_secret: config::required("JWT_SECRET")?,
+                idempotency_ttl: Duration::seconds(config::parsed(
+                    "IDEMPOTENCY_TTL_SECONDS",
+                    86_400i64,
+                )?),
+                max_body_bytes: config::parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
+            })
+        };
+        read().map_err(Error::Config)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PaymentRequest {
+    reservation_id: String,
+}
+
+pub struct PaymentApi {
+    repository: TicketingRepository,
+    idempotency: DynamoIdempotencyStore,
+    jwt: JwtKey,
+    clock: Arc<dyn Clock>,
+    idempotency_ttl: Duration,
+    max_body_bytes: usize,
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 128 visible ASCII characters.
+fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<Option<&str>, shared::Error> {
+    match api::header(request, "idempotency-key") {
+        None => Ok(None),
+        Some(key)
+            if !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        Some(_) => Err(shared::Error::invalid(
+            "Idempotency-Key",
+            format!("use 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        )),
+    }
+}
+
+impl PaymentApi {
+    pub fn new(
+        config: &Config,
+        client: aws_sdk_dynamodb::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        Ok(PaymentApi {
+            repository: TicketingRepository::new(client.clone(), config.tables.clone()),
+            idempotency: DynamoIdempotencyStore::new(client, config.tables.idempotency.clone()),
+            jwt: JwtKey::from_secret(config.jwt_secret.as_bytes()).map_err(Error::Config)?,
+            clock,
+            idempotency_ttl: config.idempotency_ttl,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<ApiGatewayV2httpRequest>,
+    ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
+        let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
+            .filter(|d| d.timestamp_millis() > 0);
+        let request = event.payload;
+        let path = request.raw_path.clone().unwrap_or_default();
+        let method = api::method(&request).to_owned();
+        let answer = match (method.as_str(), path.trim_end_matches('/')) {
+            ("POST", "/payments") => self.pay(&request, deadline).await,
+            (_, "/payments") => {
+                return Ok(api::json_response(
+                    405,
+                    &serde_json::json!({"error": {"code": "METHOD_NOT_ALLOWED",
+                        "message": format!("{method} is not allowed on {path}")}}),
+                ));
+            }
+            _ => Err(shared::Error::NotFound {
+                kind: "route",
+                id: format!("{method} {path}"),
+            }),
+        };
+        Ok(answer.unwrap_or_else(|e| api::log_and_respond("payments", &e)))
+    }
+
+    async fn pay(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<ApiGatewayV2httpResponse, shared::Error> {
+        let now = self.clock.now();
+        let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
+        let body: PaymentRequest = api::json_body(request, self.max_body_bytes)?;
+        let reservation_id = ReservationId::parse(&body.reservation_id)?;
+        let explicit_key = idempotency_key(request)?;
+
+        // Keys are scoped to the caller, so one user's key never answers another's.
+        let key = match explicit_key {
+            Some(k) => format!("payment:{}:key:{k}", admission.user_id),
+            None => format!("payment:{}:reservation:{reservation_id}", admission.user_id),
+        };
+        let hash = payload_hash(reservation_id.to_string().as_bytes());
+        let lock_until = deadline.unwrap_or(now + DEFAULT_LOCK);
+        let expires_at = now + self.idempotency_ttl;
+        match self
+            .idempotency
+            .acquire(&key, &hash, now, lock_until, expires_at)
+            .await?
+        {
+            Claim::Completed { response } => {
+                let receipt: serde_json::Value = response
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .ok_or_else(|| shared::Error::CorruptItem(format!("{key} has no response")))?;
+                tracing::info!(reservation = %reservation_id, "payment replayed from its idempotency record");
+                return Ok(api::json_response(200, &receipt));
+            }
+            Claim::Acquired => {}
+        }
+
+        match self.execute(admission, reservation_id).await {
+            Ok(receipt) => {
+                let stored = serde_json::to_string(&receipt).ok();
+                if let Err(e) = self.idempotency.complete(&key, stored, expires_at).await {
+                    // The payment is committed; a retry finds the reservation
+                    // CONFIRMED and gets the same receipt from it.
+                    tracing::error!(error = %shared::error_chain(&e), "could not record the payment's idempotency result");
+                }
+                Ok(api::json_response(200, &receipt))
+            }
+            Err(e) => {
+                if let Err(release) = self.idempotency.release(&key).await {
+                    tracing::error!(error = %shared::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        admission: Admission,
+        reservation_id: ReservationId,
+    ) -> Result<PaymentReceipt, shared::Error> {
+        let reservation = self
+            .repository
+            .reservation(reservation_id)
+            .await?
+            .ok_or(shared::Error::NotFound {
+                kind: "reservation",
+                id: reservation_id.to_string(),
+            })?;
+        reservation.ensure_owner(admission.user_id)?;
+        // A retry of a payment that went through: the first receipt, no charge.
+        if let Some(receipt) = self.repository.confirmed_receipt(&reservation).await? {
+            tracing::info!(reservation = %reservation_id, payment = %receipt.payment_id, "payment retried; answering the first receipt");
+            return Ok(receipt);
+        }
+        let checkout = self
+            .repository
+            .checkout(reservation, admission.token_id)
+            .await?;
+        let now = self.clock.now();
+        let outcome = pay(
+            &checkout,
+            admission.user_id,
+            PaymentId::random(),
+            EventId::random(),
+            now,
+        )?;
+        self.repository.pay(&checkout, &outcome, now).await?;
+        tracing::info!(
+            reservation = %reservation_id,
+            payment = %outcome.receipt.payment_id,
+            event = %outcome.event.event_id,
+            amount = outcome.receipt.amount.amount(),
+            customer = %checkout.user.mail,
+            "payment confirmed"
+        );
+        Ok(outcome.receipt)
+    }
+}

@@ -1,1 +1,214 @@
+//! The reservation function: `POST /reservations` holds a seat for the caller,
+//! `GET /reservations/{id}` shows the caller's reservation. API Gateway HTTP API
+//! (payload format 2.0) events in, JSON out.
 
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use chrono::{DateTime, Duration, Utc};
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
+use shared::auth::JwtKey;
+use shared::clock::Clock;
+use shared::config::{self, TableNames};
+use shared::domain::{Reservation, ReservationId, ReservationStatus, SeatId};
+use shared::dynamodb::TicketingRepository;
+use std::sync::Arc;
+
+/// Why the function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the reservation function is misconfigured")]
+    Config(#[source] shared::Error),
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub tables: TableNames,
+    /// The HS256 key of the queue tokens (from Secrets Manager in AWS, the
+    /// environment locally).
+    pub jwt_secret: String,
+    pub hold_for: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("tables", &self.tables)
+            .field("hold_for", &self.hold_for)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        let read = || -> Result<Config, shared::Error> {
+            Ok(Config {
+                tables: TableNames::from_env(),
+                jwt_secret: config::required("JWT_SECRET")?,
+                hold_for: Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
+                max_body_bytes: config::parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
+            })
+        };
+        read().map_err(Error::Config)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HoldRequest {
+    seat_id: String,
+}
+
+/// A reservation as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView {
+    pub reservation_id: ReservationId,
+    pub seat_id: SeatId,
+    pub seat_number: u32,
+    pub concert_id: String,
+    pub amount: i64,
+    pub status: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub hold_expires_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Reservation> for ReservationView {
+    fn from(r: &Reservation) -> Self {
+        let (payment_id, paid_at) = match &r.status {
+            ReservationStatus::Confirmed {
+                payment_id,
+                paid_at,
+            } => (Some(payment_id.to_string()), Some(*paid_at)),
+            _ => (None, None),
+        };
+        ReservationView {
+            reservation_id: r.id,
+            seat_id: r.seat_id,
+            seat_number: r.seat_number,
+            concert_id: r.concert_id.to_string(),
+            amount: r.amount.amount(),
+            status: r.status.name(),
+            created_at: r.created_at,
+            hold_expires_at: r.hold_expires_at,
+            payment_id,
+            paid_at,
+        }
+    }
+}
+
+pub struct ReservationApi {
+    repository: TicketingRepository,
+    jwt: JwtKey,
+    clock: Arc<dyn Clock>,
+    hold_for: Duration,
+    max_body_bytes: usize,
+}
+
+impl ReservationApi {
+    pub fn new(
+        config: &Config,
+        client: aws_sdk_dynamodb::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        Ok(ReservationApi {
+            repository: TicketingRepository::new(client, config.tables.clone()),
+            jwt: JwtKey::from_secret(config.jwt_secret.as_bytes()).map_err(Error::Config)?,
+            clock,
+            hold_for: config.hold_for,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The Lambda handler. Every outcome, refusals included, is an HTTP answer.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<ApiGatewayV2httpRequest>,
+    ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
+        let request = event.payload;
+        let path = request.raw_path.clone().unwrap_or_default();
+        let method = api::method(&request).to_owned();
+        let answer = match (method.as_str(), path_segments(&path).as_slice()) {
+            ("POST", ["reservations"]) => self.hold(&request).await,
+            ("GET", ["reservations", id]) => self.show(&request, id).await,
+            (_, ["reservations"] | ["reservations", _]) => {
+                return Ok(api::json_response(
+                    405,
+                    &serde_json::json!({"error": {"code": "METHOD_NOT_ALLOWED",
+                        "message": format!("{method} is not allowed on {path}")}}),
+                ));
+            }
+            _ => Err(shared::Error::NotFound {
+                kind: "route",
+                id: format!("{method} {path}"),
+            }),
+        };
+        Ok(answer.unwrap_or_else(|e| api::log_and_respond("reservations", &e)))
+    }
+
+    async fn hold(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, shared::Error> {
+        let now = self.clock.now();
+        let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
+        let body: HoldRequest = api::json_body(request, self.max_body_bytes)?;
+        let seat_id = SeatId::parse(&body.seat_id)?;
+        let seat = self
+            .repository
+            .seat(seat_id)
+            .await?
+            .ok_or(shared::Error::NotFound {
+                kind: "seat",
+                id: seat_id.to_string(),
+            })?;
+        let (reservation, held) = Reservation::hold(
+            ReservationId::random(),
+            admission.user_id,
+            &seat,
+            now,
+            self.hold_for,
+        )?;
+        self.repository
+            .hold(&reservation, &held, admission.token_id, now)
+            .await?;
+        tracing::info!(
+            reservation = %reservation.id,
+            seat = %seat_id,
+            user = %admission.user_id,
+            "seat held"
+        );
+        Ok(api::json_response(201, &ReservationView::from(&reservation)))
+    }
+
+    async fn show(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        id: &str,
+    ) -> Result<ApiGatewayV2httpResponse, shared::Error> {
+        let admission = self
+            .jwt
+            .verify(api::bearer_token(request)?, self.clock.now())?;
+        let id = ReservationId::parse(id)?;
+        let reservation =
+            self.repository
+                .reservation(id)
+                .await?
+                .ok_or(shared::Error::NotFound {
+                    kind: "reservation",
+                    id: id.to_string(),
+                })?;
+        reservation.ensure_owner(admission.user_id)?;
+        Ok(api::json_response(200, &ReservationView::from(&reservation)))
+    }
+}
+
+fn path_segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}

@@ -11,7 +11,7 @@ mod user;
 
 pub use ids::{ConcertId, EventId, PaymentId, ReservationId, SeatId, TokenId, UserId};
 pub use money::Money;
-pub use payment::{Checkout, PaymentReceipt, pay};
+pub use payment::{Checkout, PaymentOutcome, PaymentReceipt, pay};
 pub use reservation::{Reservation, ReservationStatus};
 pub use seat::{Seat, SeatStatus};
 pub use token::{QueueToken, TokenStatus};

@@ -1,0 +1,149 @@
+use super::items::{Item, Reader, n, s};
+use super::sdk_error;
+use crate::Error;
+use crate::clock::to_millis;
+use crate::idempotency::{Claim, IdempotencyRecord, IdempotencyStatus, IdempotencyStore};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+/// Idempotency records in their own table: `pk` is the key; `expiresAt` (epoch
+/// seconds) doubles as the TTL attribute, but expiry is judged from it here.
+#[derive(Clone, Debug)]
+pub struct DynamoIdempotencyStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoIdempotencyStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoIdempotencyStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The record of `key`, as stored.
+    pub async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem (idempotency)", e))?;
+        out.item.as_ref().map(record_from).transpose()
+    }
+}
+
+fn record_from(item: &Item) -> Result<IdempotencyRecord, Error> {
+    let r = Reader::new(item, "idempotency");
+    Ok(IdempotencyRecord {
+        key: r.str("pk")?.to_owned(),
+        status: IdempotencyStatus::parse(r.str("status")?)?,
+        payload_hash: r.str("payloadHash")?.to_owned(),
+        expires_at: DateTime::from_timestamp(r.i64("expiresAt")?, 0)
+            .ok_or_else(|| Error::CorruptItem("idempotency expiresAt out of range".into()))?,
+        in_progress_until: r.opt_time("inProgressUntil")?,
+        response: r.opt_str("response").map(str::to_owned),
+    })
+}
+
+impl IdempotencyStore for DynamoIdempotencyStore {
+    async fn acquire(
+        &self,
+        key: &str,
+        payload_hash: &str,
+        now: DateTime<Utc>,
+        in_progress_until: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Claim, Error> {
+        let item: Item = HashMap::from([
+            ("pk".to_owned(), s(key)),
+            ("status".to_owned(), s(IdempotencyStatus::InProgress.name())),
+            ("payloadHash".to_owned(), s(payload_hash)),
+            ("expiresAt".to_owned(), n(expires_at.timestamp())),
+            ("inProgressUntil".to_owned(), n(to_millis(in_progress_until))),
+        ]);
+        // One conditional write takes the key: it is free, expired, or held by an
+        // invocation whose deadline has passed.
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(pk) OR expiresAt <= :now_s \
+                 OR (#status = :inprogress AND inProgressUntil <= :now_ms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now_s", n(now.timestamp()))
+            .expression_attribute_values(":now_ms", n(to_millis(now)))
+            .expression_attribute_values(":inprogress", s(IdempotencyStatus::InProgress.name()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Acquired),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(e)) => {
+                    let existing = match e.item() {
+                        Some(item) => record_from(item)?,
+                        // Old servers do not return the item: read it.
+                        None => self.get(key).await?.ok_or(Error::InProgress)?,
+                    };
+                    existing.judge(payload_hash)
+                }
+                _ => Err(sdk_error("PutItem (idempotency)", err)),
+            },
+        }
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        response: Option<String>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":completed", s(IdempotencyStatus::Completed.name()))
+            .expression_attribute_values(":exp", n(expires_at.timestamp()));
+        update = match response {
+            Some(text) => update
+                .update_expression(
+                    "SET #status = :completed, expiresAt = :exp, #response = :response \
+                     REMOVE inProgressUntil",
+                )
+                .expression_attribute_names("#response", "response")
+                .expression_attribute_values(":response", s(text)),
+            None => update.update_expression(
+                "SET #status = :completed, expiresAt = :exp REMOVE inProgressUntil",
+            ),
+        };
+        update
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem (idempotency complete)", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), Error> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteItem (idempotency release)", e))?;
+        Ok(())
+    }
+}

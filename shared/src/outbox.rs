@@ -1,0 +1,62 @@
+//! The outbox item: written in the payment's transaction, carried by the table's
+//! stream to the relay, published as one Kafka record. This struct is the contract
+//! between the writer and the relay.
+
+use crate::Error;
+use crate::config::TopicNames;
+use crate::events::{EventEnvelope, EventType, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
+use crate::ports::OutboundRecord;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How long a published outbox item is kept before DynamoDB TTL may delete it.
+pub const RETENTION: Duration = Duration::days(7);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxItem {
+    /// The partition key: the event id.
+    pub pk: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The Kafka record's value, exactly as it will be published.
+    pub envelope: String,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// Epoch seconds: the table's TTL attribute.
+    pub expires_at: i64,
+}
+
+impl OutboxItem {
+    pub fn new(event: &EventEnvelope, now: DateTime<Utc>) -> Self {
+        OutboxItem {
+            pk: event.event_id.to_string(),
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.clone(),
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            envelope: event.to_json(),
+            created_at: now.timestamp_millis(),
+            expires_at: (now + RETENTION).timestamp(),
+        }
+    }
+
+    /// The Kafka record: key = aggregate id, headers `event-id` and `event-type`.
+    pub fn to_record(&self, topics: &TopicNames) -> Result<OutboundRecord, Error> {
+        let topic = match EventType::parse(&self.event_type)? {
+            EventType::PaymentCompleted => topics.payment_completed.clone(),
+        };
+        Ok(OutboundRecord {
+            topic,
+            key: self.aggregate_id.clone(),
+            value: self.envelope.clone(),
+            headers: vec![
+                (HEADER_EVENT_ID.to_owned(), self.event_id.clone()),
+                (HEADER_EVENT_TYPE.to_owned(), self.event_type.clone()),
+            ],
+            event_id: self.event_id.clone(),
+        })
+    }
+}

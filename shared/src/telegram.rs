@@ -1,0 +1,118 @@
+//! The Telegram Bot API channel (`sendMessage`).
+
+use crate::Error;
+use crate::notification::Notification;
+use crate::ports::NotificationChannel;
+use serde::Deserialize;
+use std::time::Duration;
+
+pub const DEFAULT_API_BASE_URL: &str = "https://api.telegram.org";
+
+#[derive(Clone)]
+pub struct TelegramChannel {
+    client: reqwest::Client,
+    /// `<base>/bot<token>/sendMessage`: holds the secret, so never logged.
+    send_url: String,
+    chat_id: String,
+}
+
+impl std::fmt::Debug for TelegramChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramChannel")
+            .field("chat_id", &self.chat_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the Bot API answers on failure.
+#[derive(Debug, Deserialize)]
+struct ApiAnswer {
+    ok: bool,
+    description: Option<String>,
+    parameters: Option<ApiParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiParameters {
+    retry_after: Option<u64>,
+}
+
+impl TelegramChannel {
+    pub fn new(
+        api_base_url: &str,
+        bot_token: &str,
+        chat_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        if bot_token.trim().is_empty() {
+            return Err(Error::Config("the Telegram bot token is empty".into()));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(TelegramChannel {
+            client,
+            send_url: format!(
+                "{}/bot{}/sendMessage",
+                api_base_url.trim_end_matches('/'),
+                bot_token.trim()
+            ),
+            chat_id: chat_id.to_owned(),
+        })
+    }
+
+    fn failure(retryable: bool, message: String, source: Option<reqwest::Error>) -> Error {
+        Error::Channel {
+            channel: "telegram",
+            retryable,
+            message,
+            source: source.map(|e| Box::new(e.without_url()) as _),
+        }
+    }
+}
+
+impl NotificationChannel for TelegramChannel {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+        let response = self
+            .client
+            .post(&self.send_url)
+            .json(&serde_json::json!({"chat_id": self.chat_id, "text": notification.text}))
+            .send()
+            .await
+            .map_err(|e| {
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "request failed"
+                };
+                Self::failure(true, format!("sendMessage {what}"), Some(e))
+            })?;
+        let status = response.status();
+        let answer: Option<ApiAnswer> = response.json().await.ok();
+        if status.is_success() && answer.as_ref().is_none_or(|a| a.ok) {
+            return Ok(());
+        }
+        let description = answer
+            .as_ref()
+            .and_then(|a| a.description.clone())
+            .unwrap_or_else(|| "no description".into());
+        let retry_after = answer
+            .as_ref()
+            .and_then(|a| a.parameters.as_ref())
+            .and_then(|p| p.retry_after);
+        let retryable = status.as_u16() == 429 || status.is_server_error();
+        let mut message = format!("sendMessage answered HTTP {}: {description}", status.as_u16());
+        if let Some(secs) = retry_after {
+            message.push_str(&format!(" (retry after {secs} s)"));
+        }
+        Err(Self::failure(retryable, message, None))
+    }
+}
