@@ -1,1 +1,49 @@
+//! The local runner does on a laptop what AWS does around the functions:
+//!
+//! - [`http_api`]: serves the HTTP API on 127.0.0.1:3000 as API Gateway HTTP API
+//!   (payload format 2.0) events, like `sam local start-api`;
+//! - [`stream_source`]: polls the outbox table's DynamoDB stream and invokes the
+//!   relay with Lambda's DynamoDB event JSON, honouring `batchItemFailures`;
+//! - [`kafka_source`]: consumes Kafka in a consumer group and invokes the notifier
+//!   with Lambda's self-managed Kafka event JSON, committing offsets only after
+//!   the invocation succeeded;
+//! - [`telegram_sandbox`]: a Telegram-Bot-API-compatible server that records
+//!   every `sendMessage` and can be told to fail.
+//!
+//! Functions run in this process, but every invocation goes through JSON exactly
+//! as the Lambda runtime would hand it to them.
 
+pub mod http_api;
+pub mod invoke;
+pub mod kafka_source;
+pub mod pipeline;
+pub mod stream_source;
+pub mod telegram_sandbox;
+
+pub use pipeline::{Pipeline, PipelineConfig};
+
+/// What can go wrong running the local pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("function {function} failed: {message}")]
+    Invocation { function: String, message: String },
+    #[error("function {function} did not answer within {seconds} s")]
+    Timeout { function: String, seconds: u64 },
+    #[error("the local runner is misconfigured: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("DynamoDB Streams call {operation} failed: {message}")]
+    Streams {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("Kafka consumer failed")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Domain(#[from] shared::Error),
+}

@@ -1,1 +1,383 @@
+//! Helpers of the end-to-end tests. Each test makes its own tables, topics and
+//! consumer groups (unique names), so tests never collide on the shared moto and
+//! tansu, and starts its own pipeline in-process on free ports.
 
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{Duration, Utc};
+use local_runner::kafka_source::KafkaSourceSettings;
+use local_runner::stream_source::StreamSourceSettings;
+use local_runner::telegram_sandbox::TelegramSandbox;
+use local_runner::{Pipeline, PipelineConfig};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use serde_json::Value;
+use shared::auth::{Admission, JwtKey};
+use shared::clock::Clock;
+use shared::config::{TableNames, TopicNames};
+use shared::domain::{
+    Concert, ConcertId, Mail, Money, QueueToken, Seat, SeatId, SeatStatus, TokenId, TokenStatus,
+    User, UserId,
+};
+use shared::dynamodb::{SeedData, TicketingRepository, create_tables};
+use shared::kafka::{KafkaSettings, ProducerSettings, create_topics};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+pub const JWT_SECRET: &str = "e2e-test-secret-e2e-test-secret-0123";
+pub const BOT_TOKEN: &str = "e2e-bot-token";
+pub const CHAT_ID: &str = "4242";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The AWS configuration of the local stack (moto on 127.0.0.1:4566 unless
+/// AWS_ENDPOINT_URL says otherwise).
+pub async fn aws() -> SdkConfig {
+    let endpoint = env_or("AWS_ENDPOINT_URL", "http://127.0.0.1:4566");
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "e2e",
+        ))
+        .load()
+        .await
+}
+
+pub fn kafka() -> KafkaSettings {
+    KafkaSettings::new(env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+}
+
+/// A short unique name: `e2e-<8 hex>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+pub struct SeededUser {
+    pub user: User,
+    pub token_id: TokenId,
+    pub jwt: String,
+}
+
+pub struct Seeded {
+    pub concert: Concert,
+    pub seats: Vec<Seat>,
+    pub users: Vec<SeededUser>,
+}
+
+/// Seeds a concert with `seats` seats at `price` and `users` users with `balance`.
+pub async fn seed(
+    repo: &TicketingRepository,
+    seats: u32,
+    users: u32,
+    balance: i64,
+    price: i64,
+) -> Seeded {
+    let key = JwtKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
+    let now = Utc::now();
+    let concert = Concert {
+        id: ConcertId::random(),
+        title: "아이유 콘서트".into(),
+        starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
+    };
+    let mut data = SeedData {
+        concerts: vec![concert.clone()],
+        ..Default::default()
+    };
+    for number in 1..=seats {
+        data.seats.push(Seat {
+            id: SeatId::random(),
+            concert_id: concert.id,
+            number,
+            price: Money::krw(price).unwrap(),
+            status: SeatStatus::Available,
+        });
+    }
+    let mut seeded_users = Vec::new();
+    for i in 0..users {
+        let user = User {
+            id: UserId::random(),
+            mail: Mail::parse(&format!("fan{i}@example.com")).unwrap(),
+            balance: Money::krw(balance).unwrap(),
+        };
+        let token = QueueToken {
+            id: TokenId::random(),
+            user_id: user.id,
+            status: TokenStatus::Active,
+            expires_at: now + Duration::hours(2),
+        };
+        let jwt = key
+            .issue(
+                Admission {
+                    user_id: user.id,
+                    token_id: token.id,
+                },
+                now,
+                token.expires_at,
+            )
+            .unwrap();
+        data.users.push(user.clone());
+        data.tokens.push(token.clone());
+        seeded_users.push(SeededUser {
+            user,
+            token_id: token.id,
+            jwt,
+        });
+    }
+    repo.seed(&data).await.unwrap();
+    Seeded {
+        concert,
+        seats: data.seats,
+        users: seeded_users,
+    }
+}
+
+/// A pipeline of its own: tables, topics, a Telegram sandbox and the runner.
+pub struct TestPipeline {
+    pub tables: TableNames,
+    pub topics: TopicNames,
+    pub repo: TicketingRepository,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sandbox: TelegramSandbox,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pipeline: Option<Pipeline>,
+}
+
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    pub hold_for: Duration,
+    pub partitions: i32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(shared::clock::SystemClock),
+            hold_for: Duration::minutes(5),
+            partitions: 3,
+        }
+    }
+}
+
+/// Creates tables and topics with unique names.
+pub async fn provision(aws: &SdkConfig, partitions: i32) -> (TableNames, TopicNames) {
+    let prefix = unique("e2e");
+    let tables = TableNames::with_prefix(&prefix);
+    let topics = TopicNames::with_prefix(&prefix);
+    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+    create_tables(&dynamodb, &tables).await.expect(
+        "cannot create tables: is moto running on 127.0.0.1:4566? `make services` starts it",
+    );
+    create_topics(&kafka(), &topics.all(), partitions)
+        .await
+        .expect("cannot create topics: is tansu running on 127.0.0.1:9092? `make services` starts it");
+    (tables, topics)
+}
+
+impl TestPipeline {
+    pub async fn start(options: Options) -> TestPipeline {
+        let aws = aws().await;
+        let (tables, topics) = provision(&aws, options.partitions).await;
+        let sandbox = TelegramSandbox::default();
+        let sandbox_addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let config = PipelineConfig {
+            tables: tables.clone(),
+            topics: topics.clone(),
+            kafka: kafka(),
+            producer: ProducerSettings::default(),
+            jwt_secret: JWT_SECRET.into(),
+            hold_for: options.hold_for,
+            telegram_api_base_url: format!("http://{sandbox_addr}"),
+            telegram_bot_token: BOT_TOKEN.into(),
+            telegram_chat_id: CHAT_ID.into(),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            stream: StreamSourceSettings {
+                poll_interval: StdDuration::from_millis(50),
+                retry_backoff: StdDuration::from_millis(200),
+                ..Default::default()
+            },
+            kafka_source: KafkaSourceSettings {
+                group_id: unique("notifier"),
+                batching_window: StdDuration::from_millis(50),
+                retry_backoff: StdDuration::from_millis(200),
+                ..Default::default()
+            },
+            function_timeout: StdDuration::from_secs(30),
+        };
+        let pipeline = Pipeline::start(config, &aws, options.clock).await.unwrap();
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        TestPipeline {
+            repo: TicketingRepository::new(dynamodb.clone(), tables.clone()),
+            dynamodb,
+            tables,
+            topics,
+            sandbox,
+            base_url: format!("http://{}", pipeline.api_addr),
+            http: reqwest::Client::new(),
+            pipeline: Some(pipeline),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(p) = self.pipeline.take() {
+            p.stop().await;
+        }
+    }
+
+    /// `POST path` with a bearer token and a JSON body: status and JSON answer.
+    pub async fn post(&self, path: &str, jwt: Option<&str>, body: &str) -> (u16, Value) {
+        self.post_with(path, jwt, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        jwt: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(jwt) = jwt {
+            request = request.bearer_auth(jwt);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, jwt: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base_url));
+        if let Some(jwt) = jwt {
+            request = request.bearer_auth(jwt);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+
+    pub async fn hold(&self, jwt: &str, seat: SeatId) -> (u16, Value) {
+        self.post(
+            "/reservations",
+            Some(jwt),
+            &serde_json::json!({"seatId": seat}).to_string(),
+        )
+        .await
+    }
+
+    pub async fn pay(&self, jwt: &str, reservation: &str) -> (u16, Value) {
+        self.post(
+            "/payments",
+            Some(jwt),
+            &serde_json::json!({"reservationId": reservation}).to_string(),
+        )
+        .await
+    }
+
+    /// Every item of the three tables, for "nothing changed" checks.
+    pub async fn snapshot(&self) -> BTreeMap<String, Vec<String>> {
+        let mut all = BTreeMap::new();
+        for table in [
+            &self.tables.ticketing,
+            &self.tables.outbox,
+            &self.tables.idempotency,
+        ] {
+            all.insert(table.clone(), scan(&self.dynamodb, table).await);
+        }
+        all
+    }
+
+    pub async fn outbox_count(&self) -> usize {
+        scan(&self.dynamodb, &self.tables.outbox).await.len()
+    }
+
+    /// Waits until the sandbox has received `n` messages (or panics after `timeout`).
+    pub async fn wait_for_messages(&self, n: usize, timeout: StdDuration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.sandbox.messages().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} Telegram messages within {timeout:?}, got {}",
+                self.sandbox.messages().len()
+            );
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json)
+}
+
+/// Every item of a table, each rendered in a stable order.
+pub async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in out.items() {
+            let sorted: BTreeMap<&String, &AttributeValue> = item.iter().collect();
+            items.push(format!("{sorted:?}"));
+        }
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    items.sort();
+    items
+}
+
+/// Reads `topic` from the beginning with a fresh consumer group until `n`
+/// records arrived (or `timeout`), then a little longer to catch extras.
+pub async fn consume(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    timeout: StdDuration,
+) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = KafkaSettings::new(bootstrap)
+        .client_config()
+        .set("group.id", unique("e2e-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut extra_until: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        let until = extra_until.unwrap_or(deadline);
+        if now >= until {
+            break;
+        }
+        match tokio::time::timeout(until - now, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                messages.push(m.detach());
+                if messages.len() >= n && extra_until.is_none() {
+                    extra_until = Some(tokio::time::Instant::now() + StdDuration::from_secs(1));
+                }
+            }
+            Ok(Err(e)) => panic!("consuming {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    messages
+}

@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both install and start what they
+# need (see scripts/local-stack.sh); slow installs are cached in
+# ~/.cache/ticket-pipeline (PIPELINE_CACHE_DIR).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+STACK := scripts/local-stack.sh
+
+.PHONY: help demo test up down services install lint fmt
+
+help:
+	@echo "make demo   run the whole pipeline locally and show it working"
+	@echo "make test   unit and end-to-end tests against moto + tansu"
+	@echo "make up     start the local stack (moto, tansu, sandbox, runner); make down stops it"
+	@echo "make lint   cargo fmt --check and clippy -D warnings"
+
+install:
+	@$(STACK) install
+
+services:
+	@$(STACK) services
+
+up:
+	@$(STACK) up
+
+down:
+	@$(STACK) down
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Starts moto and tansu for the tests (reusing running ones) and stops what it started.
+test:
+	@scripts/test.sh
+
+demo:
+	@scripts/demo.sh

@@ -1,0 +1,186 @@
+//! The Kafka event source, as Lambda's self-managed Kafka / MSK mapping runs it:
+//! a consumer group, batches of up to `batch_size` records or `batching_window`,
+//! an event with records keyed `"<topic>-<partition>"`, base64 key and value and
+//! headers as signed bytes. Offsets are committed only after the function
+//! succeeded; on failure the batch is delivered again.
+
+use crate::Error;
+use crate::http_api::Invoker;
+use crate::stream_source::sleep_or_stop;
+use aws_lambda_events::encodings::MillisecondTimestamp;
+use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
+use rdkafka::{Offset, TopicPartitionList};
+use shared::kafka::KafkaSettings;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct KafkaSourceSettings {
+    pub group_id: String,
+    pub batch_size: usize,
+    pub batching_window: Duration,
+    pub retry_backoff: Duration,
+}
+
+impl Default for KafkaSourceSettings {
+    fn default() -> Self {
+        KafkaSourceSettings {
+            group_id: "notifier".into(),
+            batch_size: 100,
+            batching_window: Duration::from_millis(200),
+            retry_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A consumed record in Lambda's format.
+pub fn lambda_record(message: &OwnedMessage) -> KafkaRecord {
+    let mut record = KafkaRecord::default();
+    record.topic = Some(message.topic().to_owned());
+    record.partition = i64::from(message.partition());
+    record.offset = message.offset();
+    let (millis, kind) = match message.timestamp() {
+        Timestamp::CreateTime(ms) => (ms, "CREATE_TIME"),
+        Timestamp::LogAppendTime(ms) => (ms, "LOG_APPEND_TIME"),
+        Timestamp::NotAvailable => (0, "NO_TIMESTAMP_TYPE"),
+    };
+    record.timestamp = MillisecondTimestamp(
+        chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default(),
+    );
+    record.timestamp_type = Some(kind.to_owned());
+    record.key = message.key().map(|k| STANDARD.encode(k));
+    record.value = message.payload().map(|v| STANDARD.encode(v));
+    record.headers = message
+        .headers()
+        .map(|headers| {
+            shared::kafka_event::encode_headers(
+                headers
+                    .iter()
+                    .map(|h| (h.key, h.value.unwrap_or_default())),
+            )
+        })
+        .unwrap_or_default();
+    record
+}
+
+/// The Lambda event for a batch of messages.
+pub fn lambda_event(messages: &[OwnedMessage], bootstrap_servers: &str) -> KafkaEvent {
+    let mut records: HashMap<String, Vec<KafkaRecord>> = HashMap::new();
+    for m in messages {
+        records
+            .entry(format!("{}-{}", m.topic(), m.partition()))
+            .or_default()
+            .push(lambda_record(m));
+    }
+    let mut event = KafkaEvent::default();
+    event.event_source = Some("SelfManagedKafka".into());
+    event.bootstrap_servers = Some(bootstrap_servers.to_owned());
+    event.records = records;
+    event
+}
+
+async fn next_batch(
+    consumer: &StreamConsumer,
+    settings: &KafkaSourceSettings,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Vec<OwnedMessage> {
+    let mut batch = Vec::new();
+    let first = tokio::select! {
+        m = consumer.recv() => m,
+        _ = shutdown.changed() => return batch,
+    };
+    match first {
+        Ok(m) => batch.push(m.detach()),
+        Err(e) => {
+            tracing::warn!(error = %e, "Kafka receive failed");
+            return batch;
+        }
+    }
+    let window_end = Instant::now() + settings.batching_window;
+    while batch.len() < settings.batch_size {
+        let left = window_end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka receive failed");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// First and last offset of each partition in the batch.
+fn ranges(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), (i64, i64)> {
+    let mut ranges: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    for m in batch {
+        let entry = ranges
+            .entry((m.topic().to_owned(), m.partition()))
+            .or_insert((m.offset(), m.offset()));
+        entry.0 = entry.0.min(m.offset());
+        entry.1 = entry.1.max(m.offset());
+    }
+    ranges
+}
+
+/// Consumes `topics` and invokes `function` until `shutdown` turns true.
+pub async fn run(
+    kafka: KafkaSettings,
+    topics: Vec<String>,
+    settings: KafkaSourceSettings,
+    function: Invoker,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(Error::Kafka)?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(Error::Kafka)?;
+    tracing::info!(topics = ?topics, group = %settings.group_id, "consuming");
+
+    while !*shutdown.borrow() {
+        let batch = next_batch(&consumer, &settings, &mut shutdown).await;
+        if batch.is_empty() {
+            continue;
+        }
+        let event = lambda_event(&batch, &kafka.bootstrap_servers);
+        let payload = serde_json::to_value(&event).map_err(|e| Error::Config(e.to_string()))?;
+        let ranges = ranges(&batch);
+        match function(payload).await {
+            Ok(_) => {
+                let mut offsets = TopicPartitionList::new();
+                for ((topic, partition), (_, last)) in &ranges {
+                    offsets
+                        .add_partition_offset(topic, *partition, Offset::Offset(last + 1))
+                        .map_err(Error::Kafka)?;
+                }
+                if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+                    // Not committed means delivered again: at least once.
+                    tracing::warn!(error = %e, "offset commit failed; the batch may be delivered again");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %shared::error_chain(&e), records = batch.len(), "notifier invocation failed; the batch is delivered again");
+                for ((topic, partition), (first, _)) in &ranges {
+                    if let Err(e) =
+                        consumer.seek(topic, *partition, Offset::Offset(*first), Duration::from_secs(5))
+                    {
+                        tracing::error!(error = %e, topic = %topic, partition, "seek back failed");
+                    }
+                }
+                sleep_or_stop(&mut shutdown, settings.retry_backoff).await;
+            }
+        }
+    }
+    Ok(())
+}

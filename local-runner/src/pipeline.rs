@@ -1,0 +1,241 @@
+//! The whole pipeline wired as template.yaml wires it on AWS: the HTTP API to the
+//! reservation and payment functions, the outbox stream to the relay, the payment
+//! topic to the notifier.
+
+use crate::Error;
+use crate::http_api::{self, Invoker, Route};
+use crate::invoke::invoke;
+use crate::kafka_source::{self, KafkaSourceSettings};
+use crate::stream_source::{self, StreamSourceSettings};
+use notifier::Notifier;
+use outbox_relay::Relay;
+use payment::PaymentApi;
+use reservation::ReservationApi;
+use shared::clock::Clock;
+use shared::config::{self, TableNames, TopicNames};
+use shared::kafka::{KafkaSettings, ProducerSettings};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Clone)]
+pub struct PipelineConfig {
+    pub tables: TableNames,
+    pub topics: TopicNames,
+    pub kafka: KafkaSettings,
+    pub producer: ProducerSettings,
+    pub jwt_secret: String,
+    pub hold_for: chrono::Duration,
+    pub telegram_api_base_url: String,
+    pub telegram_bot_token: String,
+    pub telegram_chat_id: String,
+    pub api_addr: SocketAddr,
+    pub stream: StreamSourceSettings,
+    pub kafka_source: KafkaSourceSettings,
+    /// The functions' timeout, as template.yaml sets it.
+    pub function_timeout: Duration,
+}
+
+impl std::fmt::Debug for PipelineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineConfig")
+            .field("tables", &self.tables)
+            .field("topics", &self.topics)
+            .field("kafka", &self.kafka.bootstrap_servers)
+            .field("api_addr", &self.api_addr)
+            .field("telegram_api_base_url", &self.telegram_api_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineConfig {
+    /// Reads the same variables the functions read, plus the runner's own.
+    pub fn from_env() -> Result<Self, Error> {
+        let api_addr = config::or_default("API_ADDR", "127.0.0.1:3000");
+        Ok(PipelineConfig {
+            tables: TableNames::from_env(),
+            topics: TopicNames::from_env(),
+            kafka: KafkaSettings::from_env()?,
+            producer: ProducerSettings::from_env()?,
+            jwt_secret: config::required("JWT_SECRET")?,
+            hold_for: chrono::Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
+            telegram_api_base_url: config::or_default(
+                "TELEGRAM_API_BASE_URL",
+                "http://127.0.0.1:8081",
+            ),
+            telegram_bot_token: config::required("TELEGRAM_BOT_TOKEN")?,
+            telegram_chat_id: config::required("TELEGRAM_CHAT_ID")?,
+            api_addr: api_addr
+                .parse()
+                .map_err(|_| Error::Config(format!("API_ADDR={api_addr:?} is not host:port")))?,
+            stream: StreamSourceSettings {
+                batch_size: config::parsed("STREAM_BATCH_SIZE", 100)?,
+                poll_interval: Duration::from_millis(config::parsed(
+                    "STREAM_POLL_INTERVAL_MS",
+                    200u64,
+                )?),
+                region: config::or_default("AWS_REGION", "us-east-1"),
+                ..StreamSourceSettings::default()
+            },
+            kafka_source: KafkaSourceSettings {
+                group_id: config::or_default("NOTIFIER_GROUP_ID", "notifier"),
+                batch_size: config::parsed("KAFKA_BATCH_SIZE", 100)?,
+                batching_window: Duration::from_millis(config::parsed(
+                    "KAFKA_BATCHING_WINDOW_MS",
+                    200u64,
+                )?),
+                ..KafkaSourceSettings::default()
+            },
+            function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
+        })
+    }
+}
+
+/// An invoker calling `$handler.handle(event)` through the runtime's JSON.
+macro_rules! invoker {
+    ($name:literal, $timeout:expr, $handler:expr) => {{
+        let handler = $handler;
+        let timeout = $timeout;
+        let invoker: Invoker = Arc::new(move |payload| {
+            let handler = handler.clone();
+            Box::pin(async move { invoke($name, timeout, payload, |e| handler.handle(e)).await })
+        });
+        invoker
+    }};
+}
+
+/// A running pipeline; `stop` ends every task it started.
+pub struct Pipeline {
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub async fn start(
+        config: PipelineConfig,
+        aws: &aws_config::SdkConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Pipeline, Error> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        let streams = aws_sdk_dynamodbstreams::Client::new(aws);
+        let timeout = config.function_timeout;
+
+        let reservation = Arc::new(
+            ReservationApi::new(
+                &reservation::Config {
+                    tables: config.tables.clone(),
+                    jwt_secret: config.jwt_secret.clone(),
+                    hold_for: config.hold_for,
+                    max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
+                },
+                dynamodb.clone(),
+                clock.clone(),
+            )
+            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
+        );
+        let payment = Arc::new(
+            PaymentApi::new(
+                &payment::Config {
+                    tables: config.tables.clone(),
+                    jwt_secret: config.jwt_secret.clone(),
+                    idempotency_ttl: chrono::Duration::days(1),
+                    max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
+                },
+                dynamodb.clone(),
+                clock.clone(),
+            )
+            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
+        );
+        let relay = Arc::new(
+            Relay::from_config(&outbox_relay::Config {
+                kafka: config.kafka.clone(),
+                producer: config.producer.clone(),
+                topics: config.topics.clone(),
+            })
+            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
+        );
+        let notifier = Arc::new(
+            Notifier::from_config(
+                &notifier::Config {
+                    tables: config.tables.clone(),
+                    telegram_api_base_url: config.telegram_api_base_url.clone(),
+                    telegram_bot_token: config.telegram_bot_token.clone(),
+                    telegram_chat_id: config.telegram_chat_id.clone(),
+                    telegram_timeout: Duration::from_secs(5),
+                    idempotency_ttl: chrono::Duration::days(7),
+                },
+                dynamodb.clone(),
+                clock,
+            )
+            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
+        );
+
+        let routes = vec![
+            Route {
+                method: "POST",
+                path: "/reservations",
+                invoker: invoker!("reservation", timeout, reservation.clone()),
+            },
+            Route {
+                method: "GET",
+                path: "/reservations/{id}",
+                invoker: invoker!("reservation", timeout, reservation),
+            },
+            Route {
+                method: "POST",
+                path: "/payments",
+                invoker: invoker!("payment", timeout, payment),
+            },
+        ];
+        let api_addr = http_api::serve(config.api_addr, routes).await?;
+
+        let (shutdown, watcher) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let relay_invoker = invoker!("outbox-relay", timeout, relay);
+        let outbox_table = config.tables.outbox.clone();
+        let stream_settings = config.stream.clone();
+        let stop = watcher.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = stream_source::run(
+                dynamodb,
+                streams,
+                outbox_table,
+                stream_settings,
+                relay_invoker,
+                stop,
+            )
+            .await
+            {
+                tracing::error!(error = %shared::error_chain(&e), "the stream source stopped");
+            }
+        }));
+        let notifier_invoker = invoker!("notifier", timeout, notifier);
+        let kafka = config.kafka.clone();
+        let topics = vec![config.topics.payment_completed.clone()];
+        let source_settings = config.kafka_source.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) =
+                kafka_source::run(kafka, topics, source_settings, notifier_invoker, watcher).await
+            {
+                tracing::error!(error = %shared::error_chain(&e), "the Kafka source stopped");
+            }
+        }));
+        tracing::info!(api = %api_addr, "local pipeline running");
+        Ok(Pipeline {
+            api_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops the event sources and waits for them to finish their current batch.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}

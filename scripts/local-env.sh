@@ -1,0 +1,12 @@
+# The environment of a local run: endpoints on 127.0.0.1 and local-only secrets.
+# Sourced by the scripts and the Makefile; anything already set wins.
+export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}
+export AWS_REGION=${AWS_REGION:-us-east-1}
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}
+export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+export TELEGRAM_API_BASE_URL=${TELEGRAM_API_BASE_URL:-http://127.0.0.1:8081}
+# Local secrets only: in AWS these come from Secrets Manager / SSM.
+export TELEGRAM_BOT_TOKEN=${TELEGRAM_BOT_TOKEN:-local-sandbox-token}
+export TELEGRAM_CHAT_ID=${TELEGRAM_CHAT_ID:-10001}
+export JWT_SECRET=${JWT_SECRET:-local-only-jwt-secret-change-me-0123456789}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The local stack: installs what is missing into a cache folder, starts and stops
+# moto (DynamoDB + Streams, 127.0.0.1:4566), tansu (Kafka, 127.0.0.1:9092), the
+# Telegram sandbox (127.0.0.1:8081) and the local runner (HTTP API, 127.0.0.1:3000).
+#
+#   scripts/local-stack.sh install    install moto and tansu into the cache
+#   scripts/local-stack.sh services   start moto and tansu (what the tests need)
+#   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
+#   scripts/local-stack.sh down       stop what this script started
+#
+# Every command is safe to run twice. A server already listening on its port is
+# reused, not started again, and never stopped by `down`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE_DIR=${PIPELINE_CACHE_DIR:-$HOME/.cache/ticket-pipeline}
+STATE_DIR=${PIPELINE_STATE_DIR:-$ROOT/.local}
+MOTO_VERSION=5.2.5
+TANSU_VERSION=0.6.0
+VENV=$CACHE_DIR/venv
+TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
+
+# shellcheck source=scripts/local-env.sh
+source "$ROOT/scripts/local-env.sh"
+
+log() { printf '[local-stack] %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2 tries=${3:-150}
+  for _ in $(seq "$tries"); do
+    port_open "$port" && return 0
+    sleep 0.2
+  done
+  log "$name did not start listening on 127.0.0.1:$port; see $STATE_DIR/logs/$name.log"
+  tail -n 30 "$STATE_DIR/logs/$name.log" >&2 || true
+  return 1
+}
+
+install_moto() {
+  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  log "installing moto $MOTO_VERSION into $VENV (about a minute)"
+  mkdir -p "$CACHE_DIR"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server,dynamodb,dynamodbstreams]==$MOTO_VERSION"
+}
+
+install_tansu() {
+  [ -x "$TANSU" ] && return 0
+  log "building tansu $TANSU_VERSION into $CACHE_DIR (12 to 17 minutes on 2 cores, once per machine)"
+  mkdir -p "$CACHE_DIR"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+    --root "$CACHE_DIR/tansu-$TANSU_VERSION" >"$CACHE_DIR/tansu-build.log" 2>&1 || {
+    tail -n 40 "$CACHE_DIR/tansu-build.log" >&2
+    log "tansu build failed; full log: $CACHE_DIR/tansu-build.log"
+    return 1
+  }
+}
+
+# start NAME PORT COMMAND...: starts COMMAND in the background unless PORT is taken.
+start() {
+  local name=$1 port=$2
+  shift 2
+  mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids"
+  if port_open "$port"; then
+    log "$name: 127.0.0.1:$port is already listening; reusing it"
+    return 0
+  fi
+  nohup "$@" >"$STATE_DIR/logs/$name.log" 2>&1 &
+  echo $! >"$STATE_DIR/pids/$name.pid"
+  wait_port "$port" "$name"
+  log "$name: started on 127.0.0.1:$port (log: $STATE_DIR/logs/$name.log)"
+}
+
+stop() {
+  local name=$1 pidfile="$STATE_DIR/pids/$1.pid"
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "$name: stopped"
+  fi
+  rm -f "$pidfile"
+}
+
+services() {
+  install_moto
+  install_tansu
+  start moto 4566 "$VENV/bin/moto_server" -H 127.0.0.1 -p 4566
+  start tansu 9092 "$TANSU" broker \
+    --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine "${TANSU_STORAGE:-memory://tansu/}"
+}
+
+up() {
+  services
+  log "building the local runner, the sandbox and ops"
+  cargo build --quiet --workspace --bins
+  "$ROOT/target/debug/ops" provision >/dev/null
+  log "tables and topics ready"
+  start telegram-sandbox 8081 "$ROOT/target/debug/telegram-sandbox"
+  start local-runner 3000 "$ROOT/target/debug/local-runner"
+  cat >&2 <<EOT
+[local-stack] up:
+  DynamoDB + Streams  http://127.0.0.1:4566   (moto)
+  Kafka               127.0.0.1:9092          (tansu)
+  HTTP API            http://127.0.0.1:3000   (local runner)
+  Telegram sandbox    http://127.0.0.1:8081   (GET /sandbox/messages)
+  logs                $STATE_DIR/logs/
+EOT
+}
+
+down() {
+  for name in local-runner telegram-sandbox tansu moto; do stop "$name"; done
+}
+
+case "${1:-}" in
+  install) install_moto; install_tansu ;;
+  services) services ;;
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 install|services|up|down" >&2; exit 2 ;;
+esac

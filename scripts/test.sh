@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make test`: lint, then unit and end-to-end tests against real moto and tansu,
+# which it starts (installing them first if needed) and stops again.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+source scripts/local-env.sh
+
+# Its own state folder: stopping at the end never touches a stack `make up` started.
+export PIPELINE_STATE_DIR="$ROOT/.local/test"
+mkdir -p "$PIPELINE_STATE_DIR"
+trap 'scripts/local-stack.sh down' EXIT
+scripts/local-stack.sh services
+
+echo "== fmt and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== tests"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$PIPELINE_STATE_DIR/test-output.log"
