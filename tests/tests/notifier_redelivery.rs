@@ -1,0 +1,122 @@
+//! The notifier against real Kafka records, the real idempotency table and the
+//! Telegram sandbox over HTTP: a redelivered record is not sent twice, and a
+//! failed send is sent when the batch comes back.
+
+use e2e_tests::{BOT_TOKEN, CHAT_ID, aws, consume, kafka, provision};
+use local_runner::invoke::invoke;
+use local_runner::kafka_source::lambda_event;
+use local_runner::telegram_sandbox::{FailurePlan, TelegramSandbox};
+use notifier::Notifier;
+use rdkafka::message::OwnedMessage;
+use shared::clock::SystemClock;
+use shared::config::TopicNames;
+use shared::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
+use shared::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+use shared::kafka::{KafkaPublisher, ProducerSettings};
+use shared::outbox::OutboxItem;
+use shared::ports::EventPublisher;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Setup {
+    notifier: Arc<Notifier<shared::telegram::TelegramChannel, shared::dynamodb::DynamoIdempotencyStore>>,
+    sandbox: TelegramSandbox,
+    record: OwnedMessage,
+}
+
+async fn setup() -> Setup {
+    let aws = aws().await;
+    let (tables, topics): (_, TopicNames) = provision(&aws, 1).await;
+    let sandbox = TelegramSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = notifier::Config {
+        tables,
+        telegram_api_base_url: format!("http://{addr}"),
+        telegram_bot_token: BOT_TOKEN.into(),
+        telegram_chat_id: CHAT_ID.into(),
+        telegram_timeout: Duration::from_secs(5),
+        idempotency_ttl: chrono::Duration::days(7),
+    };
+    let notifier = Notifier::from_config(
+        &config,
+        aws_sdk_dynamodb::Client::new(&aws),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+
+    let payload = PaymentCompleted {
+        payment_id: PaymentId::random(),
+        reservation_id: ReservationId::random(),
+        customer: Customer {
+            user_id: UserId::random(),
+            mail: Mail::parse("twice@example.com").unwrap(),
+        },
+        concert: ConcertInfo {
+            id: ConcertId::random(),
+            title: "Redelivery".into(),
+            starts_at: chrono::Utc::now(),
+        },
+        seat: SeatInfo {
+            id: SeatId::random(),
+            number: 9,
+        },
+        amount_krw: Money::krw(12_000).unwrap(),
+        paid_at: chrono::Utc::now(),
+    };
+    let event = EventEnvelope::payment_completed(EventId::random(), &payload).unwrap();
+    let publisher = KafkaPublisher::new(&kafka(), &ProducerSettings::default()).unwrap();
+    let record = OutboxItem::new(&event, chrono::Utc::now())
+        .to_record(&topics)
+        .unwrap();
+    for result in publisher.publish_all(&[record]).await {
+        result.unwrap();
+    }
+    let mut consumed = consume(
+        &kafka().bootstrap_servers,
+        &topics.payment_completed,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    Setup {
+        notifier: Arc::new(notifier),
+        sandbox,
+        record: consumed.remove(0),
+    }
+}
+
+async fn deliver(s: &Setup, records: &[OwnedMessage]) -> Result<(), local_runner::Error> {
+    let event = serde_json::to_value(lambda_event(records, &kafka().bootstrap_servers)).unwrap();
+    let notifier = s.notifier.clone();
+    invoke("notifier", Duration::from_secs(30), event, |e| notifier.handle(e))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_kafka_record_delivered_twice_sends_one_message() {
+    let s = setup().await;
+    deliver(&s, std::slice::from_ref(&s.record)).await.unwrap();
+    deliver(&s, std::slice::from_ref(&s.record)).await.unwrap();
+    let messages = s.sandbox.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].text.contains("12,000원"));
+    assert_eq!(s.sandbox.attempts(), 1, "the redelivery did not even try to send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_send_fails_the_invocation_and_the_redelivered_batch_sends_it_once() {
+    let s = setup().await;
+    s.sandbox.fail_next(FailurePlan {
+        count: 1,
+        status: 502,
+        retry_after: None,
+    });
+    let err = deliver(&s, std::slice::from_ref(&s.record)).await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 502"), "{err}");
+    assert!(s.sandbox.messages().is_empty());
+    deliver(&s, std::slice::from_ref(&s.record)).await.unwrap();
+    deliver(&s, std::slice::from_ref(&s.record)).await.unwrap();
+    assert_eq!(s.sandbox.messages().len(), 1);
+    assert_eq!(s.sandbox.attempts(), 2);
+}
