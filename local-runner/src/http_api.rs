@@ -112,7 +112,15 @@ async fn handle(
     let Some((route, params)) = matched else {
         return gateway_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let event = v2_event(&route.route_key(), &method, &uri, &headers, &body, &params, peer);
+    let event = v2_event(
+        &route.route_key(),
+        &method,
+        &uri,
+        &headers,
+        &body,
+        &params,
+        peer,
+    );
     match (route.invoker)(event).await {
         Ok(answer) => into_http(answer),
         Err(e) => {

@@ -49,9 +49,8 @@ pub fn lambda_record(message: &OwnedMessage) -> KafkaRecord {
         Timestamp::LogAppendTime(ms) => (ms, "LOG_APPEND_TIME"),
         Timestamp::NotAvailable => (0, "NO_TIMESTAMP_TYPE"),
     };
-    record.timestamp = MillisecondTimestamp(
-        chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default(),
-    );
+    record.timestamp =
+        MillisecondTimestamp(chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default());
     record.timestamp_type = Some(kind.to_owned());
     record.key = message.key().map(|k| STANDARD.encode(k));
     record.value = message.payload().map(|v| STANDARD.encode(v));
@@ -59,9 +58,7 @@ pub fn lambda_record(message: &OwnedMessage) -> KafkaRecord {
         .headers()
         .map(|headers| {
             shared::kafka_event::encode_headers(
-                headers
-                    .iter()
-                    .map(|h| (h.key, h.value.unwrap_or_default())),
+                headers.iter().map(|h| (h.key, h.value.unwrap_or_default())),
             )
         })
         .unwrap_or_default();
@@ -172,9 +169,12 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(error = %shared::error_chain(&e), records = batch.len(), "notifier invocation failed; the batch is delivered again");
                 for ((topic, partition), (first, _)) in &ranges {
-                    if let Err(e) =
-                        consumer.seek(topic, *partition, Offset::Offset(*first), Duration::from_secs(5))
-                    {
+                    if let Err(e) = consumer.seek(
+                        topic,
+                        *partition,
+                        Offset::Offset(*first),
+                        Duration::from_secs(5),
+                    ) {
                         tracing::error!(error = %e, topic = %topic, partition, "seek back failed");
                     }
                 }

@@ -89,10 +89,12 @@ impl TelegramSandbox {
 
     /// Serves on `addr` (port 0 picks a free one) until the task is dropped.
     pub async fn serve(&self, addr: SocketAddr) -> Result<SocketAddr, crate::Error> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| crate::Error::Listen {
-            addr: addr.to_string(),
-            source: e,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| crate::Error::Listen {
+                addr: addr.to_string(),
+                source: e,
+            })?;
         let bound = listener.local_addr().map_err(|e| crate::Error::Listen {
             addr: addr.to_string(),
             source: e,

@@ -20,7 +20,9 @@ use shared::kafka::{KafkaSettings, create_topics};
 enum Error {
     #[error(transparent)]
     Domain(#[from] shared::Error),
-    #[error("JWT_SECRET must be set to sign the queue tokens (the same key the functions verify with)")]
+    #[error(
+        "JWT_SECRET must be set to sign the queue tokens (the same key the functions verify with)"
+    )]
     MissingJwtSecret,
 }
 
@@ -63,8 +65,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     if let Err(e) = run(Cli::parse()).await {

@@ -64,7 +64,9 @@ pub fn json_body<T: DeserializeOwned>(
 ) -> Result<T, Error> {
     let bytes = body_bytes(request, limit)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::MalformedBody("the body is empty; send a JSON object".into()));
+        return Err(Error::MalformedBody(
+            "the body is empty; send a JSON object".into(),
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| Error::MalformedBody(e.to_string()))
 }

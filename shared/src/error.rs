@@ -32,7 +32,9 @@ pub enum Error {
     SeatTaken(SeatId),
     #[error("reservation {0} is already paid")]
     AlreadyPaid(ReservationId),
-    #[error("the hold of reservation {reservation} expired at {expired_at}; reserve the seat again")]
+    #[error(
+        "the hold of reservation {reservation} expired at {expired_at}; reserve the seat again"
+    )]
     HoldExpired {
         reservation: ReservationId,
         expired_at: DateTime<Utc>,

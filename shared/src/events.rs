@@ -2,8 +2,7 @@
 
 use crate::Error;
 use crate::domain::{
-    Concert, ConcertId, EventId, Mail, Money, PaymentId, Reservation, ReservationId, SeatId,
-    UserId,
+    Concert, ConcertId, EventId, Mail, Money, PaymentId, Reservation, ReservationId, SeatId, UserId,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -38,7 +37,9 @@ impl EventType {
     pub fn parse(text: &str) -> Result<Self, Error> {
         match text {
             "PaymentCompleted" => Ok(EventType::PaymentCompleted),
-            other => Err(Error::MalformedEvent(format!("unknown event type {other:?}"))),
+            other => Err(Error::MalformedEvent(format!(
+                "unknown event type {other:?}"
+            ))),
         }
     }
 }
@@ -76,10 +77,7 @@ impl EventEnvelope {
         })
     }
 
-    pub fn payment_completed(
-        event_id: EventId,
-        payload: &PaymentCompleted,
-    ) -> Result<Self, Error> {
+    pub fn payment_completed(event_id: EventId, payload: &PaymentCompleted) -> Result<Self, Error> {
         Self::new(
             event_id,
             EventType::PaymentCompleted,
@@ -122,9 +120,8 @@ impl EventEnvelope {
                 expected.schema_version()
             )));
         }
-        serde_json::from_value(self.payload.clone()).map_err(|e| {
-            Error::MalformedEvent(format!("{} payload: {e}", expected.as_str()))
-        })
+        serde_json::from_value(self.payload.clone())
+            .map_err(|e| Error::MalformedEvent(format!("{} payload: {e}", expected.as_str())))
     }
 }
 

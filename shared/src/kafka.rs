@@ -210,7 +210,9 @@ pub async fn create_topics(
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(Error::Config(format!("cannot create topic {topic}: {code}")));
+                return Err(Error::Config(format!(
+                    "cannot create topic {topic}: {code}"
+                )));
             }
         }
     }

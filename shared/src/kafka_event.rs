@@ -120,7 +120,10 @@ mod tests {
     fn a_lambda_kafka_event_decodes_key_value_and_signed_byte_headers() {
         let event: KafkaEvent = serde_json::from_str(LAMBDA_KAFKA_EVENT).unwrap();
         let ordered = records_in_order(&event);
-        assert_eq!(ordered.iter().map(|r| r.offset).collect::<Vec<_>>(), [15, 16]);
+        assert_eq!(
+            ordered.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [15, 16]
+        );
         let record = decode_record(ordered[1]).unwrap();
         assert_eq!(record.key.as_deref(), Some(&b"res-1"[..]));
         assert_eq!(record.value.as_deref(), Some(&b"{\"a\":1}"[..]));

@@ -14,7 +14,10 @@ pub struct Notification {
 /// Concerts are in Korea: times are shown in KST (UTC+9, no daylight saving).
 fn kst(t: DateTime<Utc>) -> String {
     match FixedOffset::east_opt(9 * 3600) {
-        Some(offset) => t.with_timezone(&offset).format("%Y-%m-%d %H:%M (KST)").to_string(),
+        Some(offset) => t
+            .with_timezone(&offset)
+            .format("%Y-%m-%d %H:%M (KST)")
+            .to_string(),
         None => t.format("%Y-%m-%d %H:%M (UTC)").to_string(),
     }
 }

@@ -109,7 +109,10 @@ impl NotificationChannel for TelegramChannel {
             .and_then(|a| a.parameters.as_ref())
             .and_then(|p| p.retry_after);
         let retryable = status.as_u16() == 429 || status.is_server_error();
-        let mut message = format!("sendMessage answered HTTP {}: {description}", status.as_u16());
+        let mut message = format!(
+            "sendMessage answered HTTP {}: {description}",
+            status.as_u16()
+        );
         if let Some(secs) = retry_after {
             message.push_str(&format!(" (retry after {secs} s)"));
         }

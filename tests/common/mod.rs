@@ -40,6 +40,10 @@ pub async fn aws() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
+        // moto's server is not thread-safe: under many concurrent requests it
+        // sometimes answers HTTP 500 ("dictionary changed size during
+        // iteration"). The SDK retries 500s; give it room to.
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "e2e",
         ))
@@ -53,7 +57,10 @@ pub fn kafka() -> KafkaSettings {
 
 /// A short unique name: `e2e-<8 hex>`.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 pub struct SeededUser {
@@ -174,7 +181,9 @@ pub async fn provision(aws: &SdkConfig, partitions: i32) -> (TableNames, TopicNa
     );
     create_topics(&kafka(), &topics.all(), partitions)
         .await
-        .expect("cannot create topics: is tansu running on 127.0.0.1:9092? `make services` starts it");
+        .expect(
+            "cannot create topics: is tansu running on 127.0.0.1:9092? `make services` starts it",
+        );
     (tables, topics)
 }
 

@@ -24,7 +24,10 @@ async fn fifty_concurrent_payments_of_one_reservation_charge_once_and_notify_onc
     }
     // Every success is the same payment: the first one, replayed.
     let payment_id = &ok[0].1["paymentId"];
-    assert!(ok.iter().all(|(_, b)| &b["paymentId"] == payment_id), "{ok:?}");
+    assert!(
+        ok.iter().all(|(_, b)| &b["paymentId"] == payment_id),
+        "{ok:?}"
+    );
 
     let user = p.repo.user(fan.user.id).await.unwrap().unwrap();
     assert_eq!(user.balance.amount(), 70_000, "debited exactly once");

@@ -25,10 +25,16 @@ where
     assert_eq!(actual, status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
-    assert_eq!(p.snapshot().await, before, "a refused request changed a table");
+    assert_eq!(
+        p.snapshot().await,
+        before,
+        "a refused request changed a table"
+    );
 }
 
 async fn held(p: &TestPipeline, jwt: &str, seat: SeatId) -> String {
@@ -41,8 +47,20 @@ async fn held(p: &TestPipeline, jwt: &str, seat: SeatId) -> String {
 async fn a_malformed_body_or_id_is_400() {
     let (p, s) = start().await;
     let jwt = s.users[0].jwt.as_str();
-    assert_refused(&p, p.post("/reservations", Some(jwt), "not json"), 400, "MALFORMED_BODY").await;
-    assert_refused(&p, p.post("/reservations", Some(jwt), ""), 400, "MALFORMED_BODY").await;
+    assert_refused(
+        &p,
+        p.post("/reservations", Some(jwt), "not json"),
+        400,
+        "MALFORMED_BODY",
+    )
+    .await;
+    assert_refused(
+        &p,
+        p.post("/reservations", Some(jwt), ""),
+        400,
+        "MALFORMED_BODY",
+    )
+    .await;
     assert_refused(
         &p,
         p.post("/reservations", Some(jwt), r#"{"seat": "x"}"#),
@@ -64,7 +82,13 @@ async fn a_malformed_body_or_id_is_400() {
         "MALFORMED_BODY",
     )
     .await;
-    assert_refused(&p, p.get("/reservations/nope", Some(jwt)), 400, "INVALID_INPUT").await;
+    assert_refused(
+        &p,
+        p.get("/reservations/nope", Some(jwt)),
+        400,
+        "INVALID_INPUT",
+    )
+    .await;
     let reservation = ReservationId::random().to_string();
     let body = json!({"reservationId": reservation}).to_string();
     assert_refused(
@@ -81,7 +105,13 @@ async fn a_malformed_body_or_id_is_400() {
 async fn a_missing_invalid_or_expired_token_is_401() {
     let (p, s) = start().await;
     let seat = json!({"seatId": s.seats[0].id}).to_string();
-    assert_refused(&p, p.post("/reservations", None, &seat), 401, "MISSING_TOKEN").await;
+    assert_refused(
+        &p,
+        p.post("/reservations", None, &seat),
+        401,
+        "MISSING_TOKEN",
+    )
+    .await;
     assert_refused(
         &p,
         p.post("/reservations", Some("abc.def.ghi"), &seat),
@@ -100,7 +130,13 @@ async fn a_missing_invalid_or_expired_token_is_401() {
             Utc::now() + Duration::hours(1),
         )
         .unwrap();
-    assert_refused(&p, p.post("/reservations", Some(&forged), &seat), 401, "INVALID_TOKEN").await;
+    assert_refused(
+        &p,
+        p.post("/reservations", Some(&forged), &seat),
+        401,
+        "INVALID_TOKEN",
+    )
+    .await;
     let expired = JwtKey::from_secret(JWT_SECRET.as_bytes())
         .unwrap()
         .issue(
@@ -112,7 +148,13 @@ async fn a_missing_invalid_or_expired_token_is_401() {
             Utc::now() - Duration::hours(1),
         )
         .unwrap();
-    assert_refused(&p, p.post("/reservations", Some(&expired), &seat), 401, "TOKEN_EXPIRED").await;
+    assert_refused(
+        &p,
+        p.post("/reservations", Some(&expired), &seat),
+        401,
+        "TOKEN_EXPIRED",
+    )
+    .await;
     let unknown_token = JwtKey::from_secret(JWT_SECRET.as_bytes())
         .unwrap()
         .issue(
@@ -175,7 +217,13 @@ async fn an_unknown_seat_reservation_or_route_is_404() {
 async fn a_seat_held_by_another_customer_is_409_seat_taken() {
     let (p, s) = start().await;
     held(&p, &s.users[0].jwt, s.seats[0].id).await;
-    assert_refused(&p, p.hold(&s.users[1].jwt, s.seats[0].id), 409, "SEAT_TAKEN").await;
+    assert_refused(
+        &p,
+        p.hold(&s.users[1].jwt, s.seats[0].id),
+        409,
+        "SEAT_TAKEN",
+    )
+    .await;
     p.stop().await;
 }
 
@@ -191,7 +239,13 @@ async fn paying_after_the_hold_expired_is_409_hold_expired() {
     let s = seed(&p.repo, 1, 1, 100_000, 60_000).await;
     let reservation = held(&p, &s.users[0].jwt, s.seats[0].id).await;
     clock.set(clock.now() + Duration::minutes(5));
-    assert_refused(&p, p.pay(&s.users[0].jwt, &reservation), 409, "HOLD_EXPIRED").await;
+    assert_refused(
+        &p,
+        p.pay(&s.users[0].jwt, &reservation),
+        409,
+        "HOLD_EXPIRED",
+    )
+    .await;
     p.stop().await;
 }
 

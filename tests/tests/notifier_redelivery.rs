@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 struct Setup {
-    notifier: Arc<Notifier<shared::telegram::TelegramChannel, shared::dynamodb::DynamoIdempotencyStore>>,
+    notifier:
+        Arc<Notifier<shared::telegram::TelegramChannel, shared::dynamodb::DynamoIdempotencyStore>>,
     sandbox: TelegramSandbox,
     record: OwnedMessage,
 }
@@ -88,9 +89,11 @@ async fn setup() -> Setup {
 async fn deliver(s: &Setup, records: &[OwnedMessage]) -> Result<(), local_runner::Error> {
     let event = serde_json::to_value(lambda_event(records, &kafka().bootstrap_servers)).unwrap();
     let notifier = s.notifier.clone();
-    invoke("notifier", Duration::from_secs(30), event, |e| notifier.handle(e))
-        .await
-        .map(|_| ())
+    invoke("notifier", Duration::from_secs(30), event, |e| {
+        notifier.handle(e)
+    })
+    .await
+    .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,7 +104,11 @@ async fn the_same_kafka_record_delivered_twice_sends_one_message() {
     let messages = s.sandbox.messages();
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(messages[0].text.contains("12,000원"));
-    assert_eq!(s.sandbox.attempts(), 1, "the redelivery did not even try to send");
+    assert_eq!(
+        s.sandbox.attempts(),
+        1,
+        "the redelivery did not even try to send"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,7 +119,9 @@ async fn a_failed_send_fails_the_invocation_and_the_redelivered_batch_sends_it_o
         status: 502,
         retry_after: None,
     });
-    let err = deliver(&s, std::slice::from_ref(&s.record)).await.unwrap_err();
+    let err = deliver(&s, std::slice::from_ref(&s.record))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("HTTP 502"), "{err}");
     assert!(s.sandbox.messages().is_empty());
     deliver(&s, std::slice::from_ref(&s.record)).await.unwrap();

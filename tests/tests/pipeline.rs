@@ -35,7 +35,10 @@ async fn hold_and_pay_sends_exactly_one_telegram_message_with_the_payment_text()
     assert!(text.contains("공연: 아이유 콘서트"), "{text}");
     assert!(text.contains("공연 시작: 2026-12-24 19:00 (KST)"), "{text}");
     assert!(text.contains("결제 금액: 150,000원"), "{text}");
-    assert!(text.contains("공연 시작 10분 전까지 입장해 주세요."), "{text}");
+    assert!(
+        text.contains("공연 시작 10분 전까지 입장해 주세요."),
+        "{text}"
+    );
 
     let user = p.repo.user(fan.user.id).await.unwrap().unwrap();
     assert_eq!(user.balance.amount(), 50_000);
@@ -83,7 +86,10 @@ async fn the_kafka_record_is_keyed_by_reservation_with_event_headers_and_the_env
     assert_eq!(envelope.aggregate_id, reservation);
     assert_eq!(envelope.schema_version, 1);
     let payload: PaymentCompleted = envelope.decode(EventType::PaymentCompleted).unwrap();
-    assert_eq!(payload.payment_id.to_string(), paid["paymentId"].as_str().unwrap());
+    assert_eq!(
+        payload.payment_id.to_string(),
+        paid["paymentId"].as_str().unwrap()
+    );
     assert_eq!(payload.customer.user_id, fan.user.id);
     assert_eq!(payload.customer.mail.as_str(), "fan0@example.com");
     assert_eq!(payload.concert.title, "아이유 콘서트");

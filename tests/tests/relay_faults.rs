@@ -44,7 +44,7 @@ fn envelope(reservation: ReservationId) -> EventEnvelope {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_broker_down_the_first_record_fails_and_after_it_returns_all_arrive_once_in_order()
- {
+{
     let aws = aws().await;
     let (tables, _) = provision(&aws, 1).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
@@ -119,14 +119,23 @@ async fn with_the_broker_down_the_first_record_fails_and_after_it_returns_all_ar
         if let Some(a) = answers.lock().unwrap().first().cloned() {
             break a;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the relay was never invoked");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay was never invoked"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let failures = first_answer["batchItemFailures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{first_answer}");
 
     cluster.broker_up(1).unwrap();
-    let records = consume(&bootstrap, &topics.payment_completed, 6, Duration::from_secs(60)).await;
+    let records = consume(
+        &bootstrap,
+        &topics.payment_completed,
+        6,
+        Duration::from_secs(60),
+    )
+    .await;
     stop.send(true).unwrap();
     let _ = source.await;
 
@@ -148,7 +157,11 @@ async fn with_the_broker_down_the_first_record_fails_and_after_it_returns_all_ar
         let got: Vec<_> = records
             .iter()
             .filter(|m| m.key() == Some(key.to_string().as_bytes()))
-            .map(|m| EventEnvelope::from_json(m.payload().unwrap()).unwrap().event_id)
+            .map(|m| {
+                EventEnvelope::from_json(m.payload().unwrap())
+                    .unwrap()
+                    .event_id
+            })
             .collect();
         assert_eq!(got, sent, "order of key {key}");
     }

@@ -130,7 +130,10 @@ impl<C: NotificationChannel, S: IdempotencyStore> Notifier<C, S> {
         &self.store
     }
 
-    pub async fn handle(&self, event: LambdaEvent<KafkaEvent>) -> Result<(), lambda_runtime::Error> {
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<KafkaEvent>,
+    ) -> Result<(), lambda_runtime::Error> {
         let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
             .filter(|d| d.timestamp_millis() > 0);
         for record in records_in_order(&event.payload) {
@@ -213,7 +216,9 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use shared::clock::SystemClock;
-    use shared::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
+    use shared::domain::{
+        ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId,
+    };
     use shared::events::{ConcertInfo, Customer, SeatInfo};
     use shared::idempotency::InMemoryIdempotencyStore;
     use shared::kafka_event::encode_headers;
@@ -269,10 +274,7 @@ mod tests {
         r.topic = Some("payment.completed".into());
         r.value = Some(STANDARD.encode(envelope.to_json()));
         r.key = Some(STANDARD.encode(envelope.aggregate_id.as_bytes()));
-        r.headers = encode_headers([(
-            HEADER_EVENT_ID,
-            envelope.event_id.to_string().as_bytes(),
-        )]);
+        r.headers = encode_headers([(HEADER_EVENT_ID, envelope.event_id.to_string().as_bytes())]);
         r
     }
 

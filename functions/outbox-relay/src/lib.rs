@@ -89,7 +89,9 @@ impl<P: EventPublisher> Relay<P> {
             .unwrap_or_else(|| record.event_id.clone());
         let record = serde_dynamo::from_item::<_, OutboxItem>(record.change.new_image.clone())
             .map_err(|e| {
-                shared::Error::MalformedEvent(format!("the stream image is not an outbox item: {e}"))
+                shared::Error::MalformedEvent(format!(
+                    "the stream image is not an outbox item: {e}"
+                ))
             })
             .and_then(|item| item.to_record(&self.topics));
         Some(Pending {
@@ -100,7 +102,11 @@ impl<P: EventPublisher> Relay<P> {
 
     /// Publishes the batch and answers which record the stream must resume from.
     pub async fn relay(&self, event: &Event) -> DynamoDbEventResponse {
-        let pending: Vec<Pending> = event.records.iter().filter_map(|r| self.pending(r)).collect();
+        let pending: Vec<Pending> = event
+            .records
+            .iter()
+            .filter_map(|r| self.pending(r))
+            .collect();
         // Publish up to the first record that cannot even be built: it must not
         // be skipped, so it and everything after it is re-delivered.
         let buildable = pending
@@ -140,7 +146,9 @@ impl<P: EventPublisher> Relay<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
+    use shared::domain::{
+        ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId,
+    };
     use shared::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
     use std::sync::Mutex;
 
@@ -231,7 +239,10 @@ mod tests {
         assert_eq!(published[0].topic, "payment.completed");
         assert_eq!(published[0].headers[0].0, "event-id");
         assert_eq!(published[0].headers[0].1, envelope.event_id.to_string());
-        assert_eq!(published[0].headers[1], ("event-type".into(), "PaymentCompleted".into()));
+        assert_eq!(
+            published[0].headers[1],
+            ("event-type".into(), "PaymentCompleted".into())
+        );
     }
 
     #[tokio::test]
@@ -262,7 +273,10 @@ mod tests {
     async fn an_insert_that_is_not_an_outbox_item_is_reported_not_skipped() {
         let relay = relay(vec![]);
         let mut bad = outbox_insert(2);
-        bad.change.new_image = serde_dynamo::Item::from(std::collections::HashMap::new());
+        bad.change.new_image = serde_dynamo::Item::from(std::collections::HashMap::<
+            String,
+            serde_dynamo::AttributeValue,
+        >::new());
         let response = relay
             .relay(&batch(vec![outbox_insert(1), bad, outbox_insert(3)]))
             .await;

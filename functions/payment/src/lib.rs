@@ -200,14 +200,14 @@ impl PaymentApi {
         admission: Admission,
         reservation_id: ReservationId,
     ) -> Result<PaymentReceipt, shared::Error> {
-        let reservation = self
-            .repository
-            .reservation(reservation_id)
-            .await?
-            .ok_or(shared::Error::NotFound {
-                kind: "reservation",
-                id: reservation_id.to_string(),
-            })?;
+        let reservation =
+            self.repository
+                .reservation(reservation_id)
+                .await?
+                .ok_or(shared::Error::NotFound {
+                    kind: "reservation",
+                    id: reservation_id.to_string(),
+                })?;
         reservation.ensure_owner(admission.user_id)?;
         // A retry of a payment that went through: the first receipt, no charge.
         if let Some(receipt) = self.repository.confirmed_receipt(&reservation).await? {

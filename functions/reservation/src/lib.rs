@@ -184,7 +184,10 @@ impl ReservationApi {
             user = %admission.user_id,
             "seat held"
         );
-        Ok(api::json_response(201, &ReservationView::from(&reservation)))
+        Ok(api::json_response(
+            201,
+            &ReservationView::from(&reservation),
+        ))
     }
 
     async fn show(
@@ -205,7 +208,10 @@ impl ReservationApi {
                     id: id.to_string(),
                 })?;
         reservation.ensure_owner(admission.user_id)?;
-        Ok(api::json_response(200, &ReservationView::from(&reservation)))
+        Ok(api::json_response(
+            200,
+            &ReservationView::from(&reservation),
+        ))
     }
 }
 

@@ -6,7 +6,9 @@ use uuid::Uuid;
 /// Identifiers are UUIDs wrapped in their own type, parsed once at the edge.
 macro_rules! id_type {
     ($name:ident, $field:literal) => {
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(Uuid);
 
@@ -21,9 +23,9 @@ macro_rules! id_type {
 
             /// Parses the text form, naming the field in the error.
             pub fn parse(text: &str) -> Result<Self, Error> {
-                Uuid::parse_str(text.trim()).map(Self).map_err(|_| {
-                    Error::invalid($field, format!("{text:?} is not a UUID"))
-                })
+                Uuid::parse_str(text.trim())
+                    .map(Self)
+                    .map_err(|_| Error::invalid($field, format!("{text:?} is not a UUID")))
             }
 
             pub fn as_uuid(&self) -> Uuid {
@@ -63,7 +65,10 @@ mod tests {
         let id = SeatId::random();
         assert_eq!(SeatId::parse(&id.to_string()).unwrap(), id);
         let err = SeatId::parse("seat-1").unwrap_err();
-        assert_eq!(err.to_string(), "seatId is invalid: \"seat-1\" is not a UUID");
+        assert_eq!(
+            err.to_string(),
+            "seatId is invalid: \"seat-1\" is not a UUID"
+        );
         assert_eq!(err.http_status(), 400);
     }
 }

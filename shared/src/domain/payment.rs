@@ -85,9 +85,7 @@ pub fn pay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        ConcertId, Mail, ReservationStatus, SeatStatus, TokenId, TokenStatus,
-    };
+    use crate::domain::{ConcertId, Mail, ReservationStatus, SeatStatus, TokenId, TokenStatus};
     use crate::events::EventType;
     use chrono::Duration;
 
@@ -137,13 +135,7 @@ mod tests {
     }
 
     fn pay_now(c: &Checkout, now: DateTime<Utc>) -> Result<PaymentOutcome, Error> {
-        pay(
-            c,
-            c.user.id,
-            PaymentId::random(),
-            EventId::random(),
-            now,
-        )
+        pay(c, c.user.id, PaymentId::random(), EventId::random(), now)
     }
 
     #[test]
@@ -187,14 +179,7 @@ mod tests {
     fn a_payment_by_another_user_is_forbidden() {
         let c = checkout(80_000);
         let other = UserId::random();
-        let err = pay(
-            &c,
-            other,
-            PaymentId::random(),
-            EventId::random(),
-            at(10),
-        )
-        .unwrap_err();
+        let err = pay(&c, other, PaymentId::random(), EventId::random(), at(10)).unwrap_err();
         assert!(matches!(err, Error::NotOwner));
     }
 
@@ -209,6 +194,9 @@ mod tests {
             user: out.user,
             concert: c.concert.clone(),
         };
-        assert!(matches!(pay_now(&again, at(11)), Err(Error::AlreadyPaid(_))));
+        assert!(matches!(
+            pay_now(&again, at(11)),
+            Err(Error::AlreadyPaid(_))
+        ));
     }
 }

@@ -138,7 +138,9 @@ mod tests {
                 reservation: ReservationId::random(),
             },
         ] {
-            let err = seat(status).hold(r, at(0), Duration::minutes(5)).unwrap_err();
+            let err = seat(status)
+                .hold(r, at(0), Duration::minutes(5))
+                .unwrap_err();
             assert!(matches!(err, Error::SeatTaken(_)), "{err}");
             assert_eq!(err.http_status(), 409);
         }

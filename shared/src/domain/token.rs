@@ -23,7 +23,9 @@ impl TokenStatus {
             "ACTIVE" => Ok(TokenStatus::Active),
             "DONE" => Ok(TokenStatus::Done),
             "EXPIRED" => Ok(TokenStatus::Expired),
-            other => Err(Error::CorruptItem(format!("unknown token status {other:?}"))),
+            other => Err(Error::CorruptItem(format!(
+                "unknown token status {other:?}"
+            ))),
         }
     }
 }
@@ -82,7 +84,10 @@ mod tests {
     #[test]
     fn an_active_token_is_finished_by_the_payment() {
         let t = token(TokenStatus::Active);
-        assert_eq!(t.finish(t.user_id, at(0)).unwrap().status, TokenStatus::Done);
+        assert_eq!(
+            t.finish(t.user_id, at(0)).unwrap().status,
+            TokenStatus::Done
+        );
     }
 
     #[test]

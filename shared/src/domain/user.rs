@@ -30,7 +30,10 @@ impl Mail {
             Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
                 Ok(Mail(text.to_owned()))
             }
-            _ => Err(Error::invalid("mail", "expected an address like name@example.com")),
+            _ => Err(Error::invalid(
+                "mail",
+                "expected an address like name@example.com",
+            )),
         }
     }
 

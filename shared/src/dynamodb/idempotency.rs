@@ -67,7 +67,10 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             ("status".to_owned(), s(IdempotencyStatus::InProgress.name())),
             ("payloadHash".to_owned(), s(payload_hash)),
             ("expiresAt".to_owned(), n(expires_at.timestamp())),
-            ("inProgressUntil".to_owned(), n(to_millis(in_progress_until))),
+            (
+                "inProgressUntil".to_owned(),
+                n(to_millis(in_progress_until)),
+            ),
         ]);
         // One conditional write takes the key: it is free, expired, or held by an
         // invocation whose deadline has passed.

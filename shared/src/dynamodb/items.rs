@@ -343,6 +343,9 @@ mod tests {
         });
         item.remove("balance");
         let err = user_from(&item).unwrap_err();
-        assert_eq!(err.to_string(), "stored item is corrupt: user item has no valid balance");
+        assert_eq!(
+            err.to_string(),
+            "stored item is corrupt: user item has no valid balance"
+        );
     }
 }

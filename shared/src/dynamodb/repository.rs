@@ -6,11 +6,11 @@ use super::sdk_error;
 use crate::Error;
 use crate::clock::to_millis;
 use crate::config::TableNames;
+use crate::domain::PaymentOutcome;
 use crate::domain::{
     Checkout, Concert, PaymentId, PaymentReceipt, QueueToken, Reservation, ReservationId,
     ReservationStatus, Seat, SeatId, TokenId, User, UserId, pay,
 };
-use crate::domain::PaymentOutcome;
 use crate::outbox::OutboxItem;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -83,7 +83,11 @@ impl TicketingRepository {
     }
 
     pub async fn seat(&self, id: SeatId) -> Result<Option<Seat>, Error> {
-        self.get(seat_key(id)).await?.as_ref().map(seat_from).transpose()
+        self.get(seat_key(id))
+            .await?
+            .as_ref()
+            .map(seat_from)
+            .transpose()
     }
 
     pub async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, Error> {
@@ -95,11 +99,19 @@ impl TicketingRepository {
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, Error> {
-        self.get(user_key(id)).await?.as_ref().map(user_from).transpose()
+        self.get(user_key(id))
+            .await?
+            .as_ref()
+            .map(user_from)
+            .transpose()
     }
 
     pub async fn token(&self, id: TokenId) -> Result<Option<QueueToken>, Error> {
-        self.get(token_key(id)).await?.as_ref().map(token_from).transpose()
+        self.get(token_key(id))
+            .await?
+            .as_ref()
+            .map(token_from)
+            .transpose()
     }
 
     /// The receipt stored with a payment, for a retry that must get the first answer.
@@ -161,7 +173,11 @@ impl TicketingRepository {
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(seat_update).build())
-            .transact_items(TransactWriteItem::builder().condition_check(token_check).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(token_check)
+                    .build(),
+            )
             .transact_items(TransactWriteItem::builder().put(reservation_put).build())
             .send()
             .await;
@@ -381,7 +397,11 @@ impl TicketingRepository {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(reservation_update).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(reservation_update)
+                    .build(),
+            )
             .transact_items(TransactWriteItem::builder().update(token_update).build())
             .transact_items(TransactWriteItem::builder().update(seat_update).build())
             .transact_items(TransactWriteItem::builder().update(balance_update).build())
@@ -404,10 +424,13 @@ impl TicketingRepository {
         // caller hears the same reason the domain gives.
         let mut seen = checkout.clone();
         if let Some(old) = failed_condition(reasons, 0) {
-            seen.reservation = old.map(reservation_from).transpose()?.ok_or(Error::NotFound {
-                kind: "reservation",
-                id: reservation.id.to_string(),
-            })?;
+            seen.reservation = old
+                .map(reservation_from)
+                .transpose()?
+                .ok_or(Error::NotFound {
+                    kind: "reservation",
+                    id: reservation.id.to_string(),
+                })?;
         }
         if let Some(old) = failed_condition(reasons, 1) {
             seen.token = old
