@@ -3,7 +3,8 @@
 # moto (DynamoDB + Streams, 127.0.0.1:4566), tansu (Kafka, 127.0.0.1:9092), the
 # Telegram sandbox (127.0.0.1:8081) and the local runner (HTTP API, 127.0.0.1:3000).
 #
-#   scripts/local-stack.sh install    install moto and tansu into the cache
+#   scripts/local-stack.sh install    install moto, cfn-lint and tansu into the cache
+#   scripts/local-stack.sh cfn-lint   lint template.yaml
 #   scripts/local-stack.sh services   start moto and tansu (what the tests need)
 #   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
 #   scripts/local-stack.sh down       stop what this script started
@@ -16,6 +17,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE_DIR=${PIPELINE_CACHE_DIR:-$HOME/.cache/ticket-pipeline}
 STATE_DIR=${PIPELINE_STATE_DIR:-$ROOT/.local}
 MOTO_VERSION=5.2.5
+CFN_LINT_VERSION=1.58.0
 TANSU_VERSION=0.6.0
 VENV=$CACHE_DIR/venv
 TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
@@ -38,14 +40,17 @@ wait_port() {
   return 1
 }
 
-install_moto() {
-  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+# The Python tools: moto (the DynamoDB + Streams server) and cfn-lint (template checks).
+install_python_tools() {
+  if [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/cfn-lint" ] &&
+    "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
     return 0
   fi
-  log "installing moto $MOTO_VERSION into $VENV (about a minute)"
+  log "installing moto $MOTO_VERSION and cfn-lint $CFN_LINT_VERSION into $VENV (about a minute)"
   mkdir -p "$CACHE_DIR"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server,dynamodb,dynamodbstreams]==$MOTO_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "moto[server,dynamodb,dynamodbstreams]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION"
 }
 
 install_tansu() {
@@ -90,7 +95,7 @@ stop() {
 }
 
 services() {
-  install_moto
+  install_python_tools
   install_tansu
   start moto 4566 "$VENV/bin/moto_server" -H 127.0.0.1 -p 4566
   start tansu 9092 "$TANSU" broker \
@@ -122,9 +127,10 @@ down() {
 }
 
 case "${1:-}" in
-  install) install_moto; install_tansu ;;
+  install) install_python_tools; install_tansu ;;
+  cfn-lint) install_python_tools; "$VENV/bin/cfn-lint" "$ROOT/template.yaml" ;;
   services) services ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|services|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|cfn-lint|services|up|down" >&2; exit 2 ;;
 esac

@@ -12,6 +12,9 @@ mkdir -p "$PIPELINE_STATE_DIR"
 trap 'scripts/local-stack.sh down' EXIT
 scripts/local-stack.sh services
 
+echo "== template.yaml (cfn-lint)"
+scripts/local-stack.sh cfn-lint
+
 echo "== fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

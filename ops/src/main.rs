@@ -2,28 +2,40 @@
 //!
 //! - `ops provision`: creates the tables and topics (safe to run twice);
 //! - `ops seed`: creates a concert with seats and users with a balance and an
-//!   ACTIVE queue token, and prints them as one JSON object.
+//!   ACTIVE queue token, and prints them as one JSON object;
+//! - `ops demo`: runs the demo scenario through a running pipeline.
 
-use chrono::{Duration, Utc};
+mod demo;
+mod seed;
+
+use chrono::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use shared::auth::{Admission, JwtKey};
+use shared::auth::JwtKey;
 use shared::config::{TableNames, TopicNames};
-use shared::domain::{
-    Concert, ConcertId, Mail, Money, QueueToken, Seat, SeatId, SeatStatus, TokenId, TokenStatus,
-    User, UserId,
-};
-use shared::dynamodb::{SeedData, TicketingRepository, create_tables};
+use shared::domain::Money;
+use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KafkaSettings, create_topics};
 
 #[derive(Debug, thiserror::Error)]
-enum Error {
+pub enum Error {
     #[error(transparent)]
     Domain(#[from] shared::Error),
-    #[error(
-        "JWT_SECRET must be set to sign the queue tokens (the same key the functions verify with)"
-    )]
+    #[error("JWT_SECRET must be set to sign the queue tokens (the key the functions verify with)")]
     MissingJwtSecret,
+    #[error("calling {url} failed")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the demo could not go on: {0}")]
+    Demo(String),
+}
+
+fn jwt_key() -> Result<JwtKey, Error> {
+    let secret = std::env::var("JWT_SECRET").map_err(|_| Error::MissingJwtSecret)?;
+    Ok(JwtKey::from_secret(secret.as_bytes())?)
 }
 
 #[derive(Parser)]
@@ -57,6 +69,17 @@ enum Command {
         /// How long the queue tokens stay valid.
         #[arg(long, default_value_t = 120)]
         token_minutes: i64,
+    },
+    /// Run the demo scenario through a running pipeline and report what happened.
+    Demo {
+        #[arg(long, env = "DEMO_API_URL", default_value = "http://127.0.0.1:3000")]
+        api: String,
+        #[arg(
+            long,
+            env = "DEMO_SANDBOX_URL",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        sandbox: String,
     },
 }
 
@@ -97,72 +120,28 @@ async fn run(cli: Cli) -> Result<(), Error> {
             title,
             token_minutes,
         } => {
-            let secret = std::env::var("JWT_SECRET").map_err(|_| Error::MissingJwtSecret)?;
-            let key = JwtKey::from_secret(secret.as_bytes())?;
-            let now = Utc::now();
-            let concert = Concert {
-                id: ConcertId::random(),
-                title,
-                starts_at: now + Duration::days(30),
-            };
-            let price = Money::krw(price)?;
-            let balance = Money::krw(balance)?;
-            let mut data = SeedData {
-                concerts: vec![concert.clone()],
-                ..SeedData::default()
-            };
-            for number in 1..=seats {
-                data.seats.push(Seat {
-                    id: SeatId::random(),
-                    concert_id: concert.id,
-                    number,
-                    price,
-                    status: SeatStatus::Available,
-                });
+            let repo = TicketingRepository::new(client, tables);
+            let seeded = seed::seed(
+                &repo,
+                &jwt_key()?,
+                &seed::SeedRequest {
+                    seats,
+                    users,
+                    balance: Money::krw(balance)?,
+                    price: Money::krw(price)?,
+                    title,
+                    token_ttl: Duration::minutes(token_minutes),
+                },
+            )
+            .await?;
+            println!("{}", seeded.to_json());
+        }
+        Command::Demo { api, sandbox } => {
+            let repo = TicketingRepository::new(client, tables);
+            let ok = demo::run(&repo, &jwt_key()?, &api, &sandbox).await?;
+            if !ok {
+                std::process::exit(1);
             }
-            let mut printed_users = Vec::new();
-            for _ in 0..users {
-                let id = UserId::random();
-                let user = User {
-                    id,
-                    mail: Mail::parse(&format!("user-{}@example.com", &id.to_string()[..8]))?,
-                    balance,
-                };
-                let token = QueueToken {
-                    id: TokenId::random(),
-                    user_id: id,
-                    status: TokenStatus::Active,
-                    expires_at: now + Duration::minutes(token_minutes),
-                };
-                let jwt = key.issue(
-                    Admission {
-                        user_id: id,
-                        token_id: token.id,
-                    },
-                    now,
-                    token.expires_at,
-                )?;
-                printed_users.push(json!({
-                    "id": id, "mail": user.mail.as_str(), "balance": balance.amount(),
-                    "token": jwt, "tokenId": token.id,
-                }));
-                data.users.push(user);
-                data.tokens.push(token);
-            }
-            TicketingRepository::new(client, tables).seed(&data).await?;
-            let seats: Vec<_> = data
-                .seats
-                .iter()
-                .map(|s| json!({"id": s.id, "price": s.price.amount(), "number": s.number}))
-                .collect();
-            println!(
-                "{}",
-                json!({
-                    "concert": {"id": concert.id, "title": concert.title, "startsAt": concert.starts_at},
-                    "seats": seats,
-                    "users": printed_users,
-                })
-            );
         }
     }
     Ok(())

@@ -1,0 +1,344 @@
+//! `ops demo`: drives the running pipeline as customers would and shows every
+//! step: the hold, the payment, the outbox item, the Kafka record, the Telegram
+//! message; then a double payment and a payment without enough balance.
+
+use crate::Error;
+use crate::seed::{SeedRequest, Seeded, SeededUser, seed};
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Duration;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::{Value, json};
+use shared::auth::JwtKey;
+use shared::config::TopicNames;
+use shared::domain::{Money, UserId};
+use shared::dynamodb::TicketingRepository;
+use shared::kafka::KafkaSettings;
+use std::collections::HashSet;
+use std::time::Duration as StdDuration;
+
+struct Demo<'a> {
+    http: reqwest::Client,
+    api: &'a str,
+    sandbox: &'a str,
+    repo: &'a TicketingRepository,
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+impl Demo<'_> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        jwt: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), Error> {
+        let mut request = self.http.request(method, &url).bearer_auth(jwt);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| Error::Http { url, source })?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn hold(
+        &self,
+        user: &SeededUser,
+        seat: &shared::domain::Seat,
+    ) -> Result<(u16, Value), Error> {
+        self.call(
+            reqwest::Method::POST,
+            format!("{}/reservations", self.api),
+            &user.jwt,
+            Some(json!({"seatId": seat.id})),
+        )
+        .await
+    }
+
+    async fn pay(&self, user: &SeededUser, reservation: &str) -> Result<(u16, Value), Error> {
+        self.call(
+            reqwest::Method::POST,
+            format!("{}/payments", self.api),
+            &user.jwt,
+            Some(json!({"reservationId": reservation})),
+        )
+        .await
+    }
+
+    async fn balance(&self, user: UserId) -> Result<i64, Error> {
+        Ok(self
+            .repo
+            .user(user)
+            .await?
+            .map(|u| u.balance.amount())
+            .unwrap_or_default())
+    }
+
+    /// Holds and pays; answers the reservation id of a confirmed payment.
+    async fn hold_and_pay(
+        &self,
+        who: &str,
+        user: &SeededUser,
+        seat: &shared::domain::Seat,
+    ) -> Result<String, Error> {
+        let (status, held) = self.hold(user, seat).await?;
+        println!("{who} holds seat {} -> {status} {held}", seat.number);
+        if status != 201 {
+            return Err(Error::Demo(format!("the hold was refused: {held}")));
+        }
+        let reservation = held["reservationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (status, paid) = self.pay(user, &reservation).await?;
+        println!("{who} pays -> {status} {paid}");
+        if status != 200 {
+            return Err(Error::Demo(format!("the payment was refused: {paid}")));
+        }
+        println!(
+            "{who}'s balance is now {}",
+            Money::krw(self.balance(user.user.id).await?)?.to_won_string()
+        );
+        Ok(reservation)
+    }
+
+    async fn sandbox_messages(&self) -> Result<Vec<Value>, Error> {
+        let url = format!("{}/sandbox/messages", self.sandbox);
+        let body: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?
+            .json()
+            .await
+            .map_err(|source| Error::Http { url, source })?;
+        Ok(body["messages"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// How many sandbox messages name each of `mails`.
+    async fn delivered(&self, mails: &[String]) -> Result<Vec<usize>, Error> {
+        let messages = self.sandbox_messages().await?;
+        Ok(mails
+            .iter()
+            .map(|mail| {
+                messages
+                    .iter()
+                    .filter(|m| {
+                        m["text"]
+                            .as_str()
+                            .is_some_and(|t| t.contains(mail.as_str()))
+                    })
+                    .count()
+            })
+            .collect())
+    }
+}
+
+/// Runs the scenario; answers whether every confirmed payment was notified
+/// exactly once.
+pub async fn run(
+    repo: &TicketingRepository,
+    key: &JwtKey,
+    api: &str,
+    sandbox: &str,
+) -> Result<bool, Error> {
+    let demo = Demo {
+        http: reqwest::Client::builder()
+            .timeout(StdDuration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Demo(e.to_string()))?,
+        api: api.trim_end_matches('/'),
+        sandbox: sandbox.trim_end_matches('/'),
+        repo,
+    };
+
+    step(
+        "1. seed: a concert with 3 seats at 150,000원, two fans with 200,000원, one with 10,000원",
+    );
+    let rich: Seeded = seed(
+        repo,
+        key,
+        &SeedRequest {
+            seats: 3,
+            users: 2,
+            balance: Money::krw(200_000)?,
+            price: Money::krw(150_000)?,
+            title: "아이유 콘서트 2026".into(),
+            token_ttl: Duration::hours(2),
+        },
+    )
+    .await?;
+    let poor = seed(
+        repo,
+        key,
+        &SeedRequest {
+            seats: 0,
+            users: 1,
+            balance: Money::krw(10_000)?,
+            price: Money::krw(150_000)?,
+            title: "unused".into(),
+            token_ttl: Duration::hours(2),
+        },
+    )
+    .await?;
+    let (a, c, b) = (&rich.users[0], &rich.users[1], &poor.users[0]);
+    println!(
+        "concert {} ({}); fans {}, {}, {}",
+        rich.concert.id, rich.concert.title, a.user.mail, c.user.mail, b.user.mail
+    );
+
+    step("2. two fans hold a seat and pay");
+    let paid = vec![
+        demo.hold_and_pay("fan A", a, &rich.seats[0]).await?,
+        demo.hold_and_pay("fan C", c, &rich.seats[1]).await?,
+    ];
+    let mails: Vec<String> = vec![a.user.mail.as_str().into(), c.user.mail.as_str().into()];
+
+    step("3. the outbox items, written in the payments' transactions");
+    for reservation in &paid {
+        let out = repo
+            .client()
+            .scan()
+            .table_name(&repo.tables().outbox)
+            .filter_expression("aggregateId = :r")
+            .expression_attribute_values(":r", AttributeValue::S(reservation.clone()))
+            .send()
+            .await
+            .map_err(|e| Error::Demo(format!("scanning the outbox: {e}")))?;
+        for item in out.items() {
+            let get = |k: &str| match item.get(k) {
+                Some(AttributeValue::S(v)) => v.clone(),
+                _ => String::new(),
+            };
+            println!(
+                "outbox {} {} for reservation {}",
+                get("eventId"),
+                get("eventType"),
+                get("aggregateId")
+            );
+        }
+    }
+
+    step("4. the relay published them to Kafka (read back with a consumer)");
+    let topics = TopicNames::from_env();
+    let consumer: StreamConsumer = KafkaSettings::from_env()?
+        .client_config()
+        .set("group.id", format!("demo-{}", UserId::random()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| Error::Demo(format!("Kafka consumer: {e}")))?;
+    consumer
+        .subscribe(&[&topics.payment_completed])
+        .map_err(|e| Error::Demo(format!("Kafka subscribe: {e}")))?;
+    let mut waiting: HashSet<&str> = paid.iter().map(String::as_str).collect();
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
+    while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
+        let Ok(Ok(message)) =
+            tokio::time::timeout(StdDuration::from_secs(5), consumer.recv()).await
+        else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        if waiting.remove(key.as_str()) {
+            let header = |name: &str| {
+                message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == name))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            println!(
+                "kafka {}[{}]@{} key={} event-id={} event-type={}",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                key,
+                header("event-id"),
+                header("event-type")
+            );
+        }
+    }
+    if !waiting.is_empty() {
+        println!("NOT on Kafka within 60 s: {waiting:?}");
+    }
+
+    step("5. the notifier sent the Telegram messages (the sandbox's record)");
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
+    loop {
+        let counts = demo.delivered(&mails).await?;
+        if counts.iter().all(|n| *n >= 1) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+    for message in demo.sandbox_messages().await? {
+        let text = message["text"].as_str().unwrap_or_default();
+        if mails.iter().any(|m| text.contains(m.as_str())) {
+            println!(
+                "telegram to chat {}:\n  {}",
+                message["chatId"],
+                text.replace('\n', "\n  ")
+            );
+        }
+    }
+
+    step("6. fan A pays the same reservation again: the first receipt, no second charge");
+    let before = demo.balance(a.user.id).await?;
+    let (status, again) = demo.pay(a, &paid[0]).await?;
+    let after = demo.balance(a.user.id).await?;
+    println!("fan A pays again -> {status} {again}");
+    println!(
+        "balance before {} and after {}: {}",
+        Money::krw(before)?.to_won_string(),
+        Money::krw(after)?.to_won_string(),
+        if before == after {
+            "not charged twice"
+        } else {
+            "CHARGED TWICE"
+        }
+    );
+
+    step("7. fan B holds a seat but has only 10,000원");
+    let (status, held) = demo.hold(b, &rich.seats[2]).await?;
+    println!("fan B holds seat 3 -> {status} {held}");
+    let reservation = held["reservationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, refused) = demo.pay(b, &reservation).await?;
+    println!("fan B pays -> {status} {refused}");
+    println!(
+        "fan B's balance is still {}",
+        Money::krw(demo.balance(b.user.id).await?)?.to_won_string()
+    );
+
+    // Give a duplicate every chance to arrive before counting.
+    tokio::time::sleep(StdDuration::from_secs(3)).await;
+    let counts = demo.delivered(&mails).await?;
+    let delivered = counts.iter().filter(|n| **n == 1).count();
+    let lost = counts.iter().filter(|n| **n == 0).count();
+    let duplicated = counts.iter().filter(|n| **n > 1).count();
+    let ok = lost == 0 && duplicated == 0 && before == after && status == 402;
+    if duplicated > 0 {
+        println!("\n{duplicated} payments were notified more than once");
+    }
+    println!(
+        "\ndemo: {} payments confirmed, {delivered} notifications delivered, {lost} lost",
+        paid.len()
+    );
+    Ok(ok)
+}
