@@ -97,7 +97,8 @@ stop() {
 services() {
   install_python_tools
   install_tansu
-  start moto 4566 "$VENV/bin/moto_server" -H 127.0.0.1 -p 4566
+  # moto with its requests serialised, so writes are atomic as on DynamoDB.
+  MOTO_PORT=4566 start moto 4566 "$VENV/bin/python" "$ROOT/scripts/moto_server.py" 127.0.0.1 4566
   start tansu 9092 "$TANSU" broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \

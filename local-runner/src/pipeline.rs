@@ -12,7 +12,7 @@ use outbox_relay::Relay;
 use payment::PaymentApi;
 use reservation::ReservationApi;
 use shared::clock::Clock;
-use shared::config::{self, TableNames, TopicNames};
+use shared::config::{self, Secret, TableNames, TopicNames};
 use shared::kafka::{KafkaSettings, ProducerSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,34 +20,22 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub tables: TableNames,
     pub topics: TopicNames,
     pub kafka: KafkaSettings,
     pub producer: ProducerSettings,
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     pub hold_for: chrono::Duration,
     pub telegram_api_base_url: String,
-    pub telegram_bot_token: String,
+    pub telegram_bot_token: Secret,
     pub telegram_chat_id: String,
     pub api_addr: SocketAddr,
     pub stream: StreamSourceSettings,
     pub kafka_source: KafkaSourceSettings,
     /// The functions' timeout, as template.yaml sets it.
     pub function_timeout: Duration,
-}
-
-impl std::fmt::Debug for PipelineConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PipelineConfig")
-            .field("tables", &self.tables)
-            .field("topics", &self.topics)
-            .field("kafka", &self.kafka.bootstrap_servers)
-            .field("api_addr", &self.api_addr)
-            .field("telegram_api_base_url", &self.telegram_api_base_url)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PipelineConfig {
@@ -59,13 +47,13 @@ impl PipelineConfig {
             topics: TopicNames::from_env(),
             kafka: KafkaSettings::from_env()?,
             producer: ProducerSettings::from_env()?,
-            jwt_secret: config::required("JWT_SECRET")?,
+            jwt_secret: config::secret("JWT_SECRET")?,
             hold_for: chrono::Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
             telegram_api_base_url: config::or_default(
                 "TELEGRAM_API_BASE_URL",
                 "http://127.0.0.1:8081",
             ),
-            telegram_bot_token: config::required("TELEGRAM_BOT_TOKEN")?,
+            telegram_bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
             telegram_chat_id: config::required("TELEGRAM_CHAT_ID")?,
             api_addr: api_addr
                 .parse()
@@ -92,6 +80,14 @@ impl PipelineConfig {
         })
     }
 }
+
+/// The HTTP API's routes as template.yaml declares them: method, path, function.
+/// A test checks the two agree.
+pub const HTTP_ROUTES: [(&str, &str, &str); 3] = [
+    ("POST", "/reservations", "reservation"),
+    ("GET", "/reservations/{id}", "reservation"),
+    ("POST", "/payments", "payment"),
+];
 
 /// An invoker calling `$handler.handle(event)` through the runtime's JSON.
 macro_rules! invoker {
@@ -173,23 +169,19 @@ impl Pipeline {
             .map_err(|e| Error::Config(shared::error_chain(&e)))?,
         );
 
-        let routes = vec![
-            Route {
-                method: "POST",
-                path: "/reservations",
-                invoker: invoker!("reservation", timeout, reservation.clone()),
-            },
-            Route {
-                method: "GET",
-                path: "/reservations/{id}",
-                invoker: invoker!("reservation", timeout, reservation),
-            },
-            Route {
-                method: "POST",
-                path: "/payments",
-                invoker: invoker!("payment", timeout, payment),
-            },
-        ];
+        let reservation_invoker = invoker!("reservation", timeout, reservation);
+        let payment_invoker = invoker!("payment", timeout, payment);
+        let routes = HTTP_ROUTES
+            .iter()
+            .map(|(method, path, function)| Route {
+                method,
+                path,
+                invoker: match *function {
+                    "payment" => payment_invoker.clone(),
+                    _ => reservation_invoker.clone(),
+                },
+            })
+            .collect();
         let api_addr = http_api::serve(config.api_addr, routes).await?;
 
         let (shutdown, watcher) = watch::channel(false);
@@ -237,5 +229,44 @@ impl Pipeline {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HTTP_ROUTES;
+
+    /// The (method, path, function) of every HttpApi event in template.yaml.
+    fn template_routes() -> Vec<(String, String, String)> {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+                .expect("template.yaml next to the workspace");
+        let mut routes = Vec::new();
+        let (mut resource, mut method) = (String::new(), String::new());
+        for line in template.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let text = line.trim();
+            if indent == 2 && text.ends_with(':') {
+                resource = text.trim_end_matches(':').to_owned();
+            } else if let Some(m) = text.strip_prefix("Method: ") {
+                method = m.to_owned();
+            } else if let Some(path) = text.strip_prefix("Path: ") {
+                let function = resource.trim_end_matches("Function").to_ascii_lowercase();
+                routes.push((method.clone(), path.to_owned(), function));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_runner_serves_exactly_the_routes_of_the_template() {
+        let mut ours: Vec<(String, String, String)> = HTTP_ROUTES
+            .iter()
+            .map(|(m, p, f)| (m.to_string(), p.to_string(), f.to_string()))
+            .collect();
+        let mut theirs = template_routes();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs);
     }
 }

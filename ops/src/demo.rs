@@ -3,7 +3,6 @@
 //! message; then a double payment and a payment without enough balance.
 
 use crate::Error;
-use crate::seed::{SeedRequest, Seeded, SeededUser, seed};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -14,6 +13,7 @@ use shared::config::TopicNames;
 use shared::domain::{Money, UserId};
 use shared::dynamodb::TicketingRepository;
 use shared::kafka::KafkaSettings;
+use shared::seed::{SeedRequest, Seeded, SeededUser, generate};
 use std::collections::HashSet;
 use std::time::Duration as StdDuration;
 
@@ -167,32 +167,23 @@ pub async fn run(
     step(
         "1. seed: a concert with 3 seats at 150,000원, two fans with 200,000원, one with 10,000원",
     );
-    let rich: Seeded = seed(
-        repo,
-        key,
-        &SeedRequest {
+    let now = chrono::Utc::now();
+    let request = |users, balance| -> Result<SeedRequest, Error> {
+        Ok(SeedRequest {
             seats: 3,
-            users: 2,
-            balance: Money::krw(200_000)?,
+            users,
+            balance: Money::krw(balance)?,
             price: Money::krw(150_000)?,
             title: "아이유 콘서트 2026".into(),
+            starts_at: crate::concert_start(now),
             token_ttl: Duration::hours(2),
-        },
-    )
-    .await?;
-    let poor = seed(
-        repo,
-        key,
-        &SeedRequest {
-            seats: 0,
-            users: 1,
-            balance: Money::krw(10_000)?,
-            price: Money::krw(150_000)?,
-            title: "unused".into(),
-            token_ttl: Duration::hours(2),
-        },
-    )
-    .await?;
+            mail_prefix: "fan".into(),
+        })
+    };
+    let rich: Seeded = generate(&request(2, 200_000)?, key, now)?;
+    let poor = generate(&request(1, 10_000)?, key, now)?;
+    repo.seed(&rich.data()).await?;
+    repo.seed(&poor.data()).await?;
     let (a, c, b) = (&rich.users[0], &rich.users[1], &poor.users[0]);
     println!(
         "concert {} ({}); fans {}, {}, {}",

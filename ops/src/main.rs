@@ -6,9 +6,8 @@
 //! - `ops demo`: runs the demo scenario through a running pipeline.
 
 mod demo;
-mod seed;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use shared::auth::JwtKey;
@@ -16,6 +15,7 @@ use shared::config::{TableNames, TopicNames};
 use shared::domain::Money;
 use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KafkaSettings, create_topics};
+use shared::seed::{SeedRequest, generate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,6 +31,15 @@ pub enum Error {
     },
     #[error("the demo could not go on: {0}")]
     Demo(String),
+}
+
+/// Doors at 19:00 KST (10:00 UTC), a month from now.
+pub fn concert_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    (now + Duration::days(30))
+        .date_naive()
+        .and_hms_opt(10, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now)
 }
 
 fn jwt_key() -> Result<JwtKey, Error> {
@@ -121,19 +130,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
             token_minutes,
         } => {
             let repo = TicketingRepository::new(client, tables);
-            let seeded = seed::seed(
-                &repo,
-                &jwt_key()?,
-                &seed::SeedRequest {
+            let now = Utc::now();
+            let seeded = generate(
+                &SeedRequest {
                     seats,
                     users,
                     balance: Money::krw(balance)?,
                     price: Money::krw(price)?,
                     title,
+                    starts_at: concert_start(now),
                     token_ttl: Duration::minutes(token_minutes),
+                    mail_prefix: "user".into(),
                 },
-            )
-            .await?;
+                &jwt_key()?,
+                now,
+            )?;
+            repo.seed(&seeded.data()).await?;
             println!("{}", seeded.to_json());
         }
         Command::Demo { api, sandbox } => {

@@ -3,6 +3,32 @@
 use crate::Error;
 use std::str::FromStr;
 
+/// A secret value: its `Debug` never shows it, so configs can derive `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A required secret: from the environment locally; in AWS the deployment puts it
+/// there from Secrets Manager.
+pub fn secret(name: &str) -> Result<Secret, Error> {
+    required(name).map(Secret)
+}
+
 /// A required variable.
 pub fn required(name: &str) -> Result<String, Error> {
     match std::env::var(name) {
@@ -81,5 +107,17 @@ impl TopicNames {
 
     pub fn all(&self) -> Vec<&str> {
         vec![self.payment_completed.as_str()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_shows_in_debug_output() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -194,26 +194,8 @@ impl PaymentCompleted {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> PaymentCompleted {
-        PaymentCompleted {
-            payment_id: PaymentId::random(),
-            reservation_id: ReservationId::random(),
-            customer: Customer {
-                user_id: UserId::random(),
-                mail: Mail::parse("kim@example.com").unwrap(),
-            },
-            concert: ConcertInfo {
-                id: ConcertId::random(),
-                title: "아이유 콘서트".into(),
-                starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
-            },
-            seat: SeatInfo {
-                id: SeatId::random(),
-                number: 3,
-            },
-            amount_krw: Money::krw(150_000).unwrap(),
-            paid_at: "2026-11-21T05:30:00Z".parse().unwrap(),
-        }
+    fn sample() -> PaymentCompleted {
+        crate::fixtures::payment_completed(ReservationId::random(), "kim@example.com", 150_000)
     }
 
     #[test]

@@ -12,11 +12,14 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod idempotency;
 pub mod kafka_event;
 pub mod notification;
 pub mod outbox;
 pub mod ports;
+pub mod seed;
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;

@@ -51,30 +51,14 @@ pub fn payment_completed(event_id: EventId, event: &PaymentCompleted) -> Notific
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ConcertId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
-    use crate::events::{ConcertInfo, Customer, SeatInfo};
 
     #[test]
     fn the_payment_message_has_every_line_of_the_original_in_kst() {
-        let event = PaymentCompleted {
-            payment_id: PaymentId::random(),
-            reservation_id: ReservationId::random(),
-            customer: Customer {
-                user_id: UserId::random(),
-                mail: Mail::parse("kim@example.com").unwrap(),
-            },
-            concert: ConcertInfo {
-                id: ConcertId::random(),
-                title: "아이유 콘서트".into(),
-                starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
-            },
-            seat: SeatInfo {
-                id: SeatId::random(),
-                number: 3,
-            },
-            amount_krw: Money::krw(150_000).unwrap(),
-            paid_at: "2026-11-21T05:30:00Z".parse().unwrap(),
-        };
+        let event = crate::fixtures::payment_completed(
+            crate::domain::ReservationId::random(),
+            "kim@example.com",
+            150_000,
+        );
         let text = payment_completed_text(&event);
         assert_eq!(
             text,

@@ -12,15 +12,13 @@ use local_runner::{Pipeline, PipelineConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use serde_json::Value;
-use shared::auth::{Admission, JwtKey};
+use shared::auth::JwtKey;
 use shared::clock::Clock;
-use shared::config::{TableNames, TopicNames};
-use shared::domain::{
-    Concert, ConcertId, Mail, Money, QueueToken, Seat, SeatId, SeatStatus, TokenId, TokenStatus,
-    User, UserId,
-};
-use shared::dynamodb::{SeedData, TicketingRepository, create_tables};
+use shared::config::{Secret, TableNames, TopicNames};
+use shared::domain::{Money, SeatId};
+use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KafkaSettings, ProducerSettings, create_topics};
+use shared::seed::{SeedRequest, Seeded, generate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -63,19 +61,8 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-pub struct SeededUser {
-    pub user: User,
-    pub token_id: TokenId,
-    pub jwt: String,
-}
-
-pub struct Seeded {
-    pub concert: Concert,
-    pub seats: Vec<Seat>,
-    pub users: Vec<SeededUser>,
-}
-
-/// Seeds a concert with `seats` seats at `price` and `users` users with `balance`.
+/// Seeds a concert with `seats` seats at `price` and `users` users with `balance`
+/// (mail `fan<n>.<hex>@example.com`).
 pub async fn seed(
     repo: &TicketingRepository,
     seats: u32,
@@ -83,63 +70,23 @@ pub async fn seed(
     balance: i64,
     price: i64,
 ) -> Seeded {
-    let key = JwtKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
-    let now = Utc::now();
-    let concert = Concert {
-        id: ConcertId::random(),
-        title: "아이유 콘서트".into(),
-        starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
-    };
-    let mut data = SeedData {
-        concerts: vec![concert.clone()],
-        ..Default::default()
-    };
-    for number in 1..=seats {
-        data.seats.push(Seat {
-            id: SeatId::random(),
-            concert_id: concert.id,
-            number,
-            price: Money::krw(price).unwrap(),
-            status: SeatStatus::Available,
-        });
-    }
-    let mut seeded_users = Vec::new();
-    for i in 0..users {
-        let user = User {
-            id: UserId::random(),
-            mail: Mail::parse(&format!("fan{i}@example.com")).unwrap(),
+    let seeded = generate(
+        &SeedRequest {
+            seats,
+            users,
             balance: Money::krw(balance).unwrap(),
-        };
-        let token = QueueToken {
-            id: TokenId::random(),
-            user_id: user.id,
-            status: TokenStatus::Active,
-            expires_at: now + Duration::hours(2),
-        };
-        let jwt = key
-            .issue(
-                Admission {
-                    user_id: user.id,
-                    token_id: token.id,
-                },
-                now,
-                token.expires_at,
-            )
-            .unwrap();
-        data.users.push(user.clone());
-        data.tokens.push(token.clone());
-        seeded_users.push(SeededUser {
-            user,
-            token_id: token.id,
-            jwt,
-        });
-    }
-    repo.seed(&data).await.unwrap();
-    Seeded {
-        concert,
-        seats: data.seats,
-        users: seeded_users,
-    }
+            price: Money::krw(price).unwrap(),
+            title: "아이유 콘서트".into(),
+            starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
+            token_ttl: Duration::hours(2),
+            mail_prefix: "fan".into(),
+        },
+        &JwtKey::from_secret(JWT_SECRET.as_bytes()).unwrap(),
+        Utc::now(),
+    )
+    .unwrap();
+    repo.seed(&seeded.data()).await.unwrap();
+    seeded
 }
 
 /// A pipeline of its own: tables, topics, a Telegram sandbox and the runner.
@@ -187,8 +134,20 @@ pub async fn provision(aws: &SdkConfig, partitions: i32) -> (TableNames, TopicNa
     (tables, topics)
 }
 
+/// Logs of the pipeline, shown with a failing test's output (`RUST_LOG` filters).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestPipeline {
     pub async fn start(options: Options) -> TestPipeline {
+        init_logs();
         let aws = aws().await;
         let (tables, topics) = provision(&aws, options.partitions).await;
         let sandbox = TelegramSandbox::default();
@@ -198,10 +157,10 @@ impl TestPipeline {
             topics: topics.clone(),
             kafka: kafka(),
             producer: ProducerSettings::default(),
-            jwt_secret: JWT_SECRET.into(),
+            jwt_secret: Secret::new(JWT_SECRET),
             hold_for: options.hold_for,
             telegram_api_base_url: format!("http://{sandbox_addr}"),
-            telegram_bot_token: BOT_TOKEN.into(),
+            telegram_bot_token: Secret::new(BOT_TOKEN),
             telegram_chat_id: CHAT_ID.into(),
             api_addr: "127.0.0.1:0".parse().unwrap(),
             stream: StreamSourceSettings {

@@ -2,11 +2,12 @@
 //! wrong, and no table changed.
 
 use chrono::{Duration, Utc};
-use e2e_tests::{JWT_SECRET, Options, Seeded, TestPipeline, seed};
+use e2e_tests::{JWT_SECRET, Options, TestPipeline, seed};
 use serde_json::{Value, json};
 use shared::auth::{Admission, JwtKey};
 use shared::clock::{Clock, ManualClock};
 use shared::domain::{ReservationId, SeatId};
+use shared::seed::Seeded;
 use std::sync::Arc;
 
 async fn start() -> (TestPipeline, Seeded) {
@@ -124,7 +125,7 @@ async fn a_missing_invalid_or_expired_token_is_401() {
         .issue(
             Admission {
                 user_id: s.users[0].user.id,
-                token_id: s.users[0].token_id,
+                token_id: s.users[0].token.id,
             },
             Utc::now(),
             Utc::now() + Duration::hours(1),
@@ -142,7 +143,7 @@ async fn a_missing_invalid_or_expired_token_is_401() {
         .issue(
             Admission {
                 user_id: s.users[0].user.id,
-                token_id: s.users[0].token_id,
+                token_id: s.users[0].token.id,
             },
             Utc::now() - Duration::hours(2),
             Utc::now() - Duration::hours(1),

@@ -10,8 +10,7 @@ use notifier::Notifier;
 use rdkafka::message::OwnedMessage;
 use shared::clock::SystemClock;
 use shared::config::TopicNames;
-use shared::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
-use shared::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+use shared::domain::ReservationId;
 use shared::kafka::{KafkaPublisher, ProducerSettings};
 use shared::outbox::OutboxItem;
 use shared::ports::EventPublisher;
@@ -33,7 +32,7 @@ async fn setup() -> Setup {
     let config = notifier::Config {
         tables,
         telegram_api_base_url: format!("http://{addr}"),
-        telegram_bot_token: BOT_TOKEN.into(),
+        telegram_bot_token: shared::config::Secret::new(BOT_TOKEN),
         telegram_chat_id: CHAT_ID.into(),
         telegram_timeout: Duration::from_secs(5),
         idempotency_ttl: chrono::Duration::days(7),
@@ -45,26 +44,11 @@ async fn setup() -> Setup {
     )
     .unwrap();
 
-    let payload = PaymentCompleted {
-        payment_id: PaymentId::random(),
-        reservation_id: ReservationId::random(),
-        customer: Customer {
-            user_id: UserId::random(),
-            mail: Mail::parse("twice@example.com").unwrap(),
-        },
-        concert: ConcertInfo {
-            id: ConcertId::random(),
-            title: "Redelivery".into(),
-            starts_at: chrono::Utc::now(),
-        },
-        seat: SeatInfo {
-            id: SeatId::random(),
-            number: 9,
-        },
-        amount_krw: Money::krw(12_000).unwrap(),
-        paid_at: chrono::Utc::now(),
-    };
-    let event = EventEnvelope::payment_completed(EventId::random(), &payload).unwrap();
+    let event = shared::fixtures::payment_completed_envelope(
+        ReservationId::random(),
+        "twice@example.com",
+        12_000,
+    );
     let publisher = KafkaPublisher::new(&kafka(), &ProducerSettings::default()).unwrap();
     let record = OutboxItem::new(&event, chrono::Utc::now())
         .to_record(&topics)

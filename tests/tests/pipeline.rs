@@ -31,7 +31,10 @@ async fn hold_and_pay_sends_exactly_one_telegram_message_with_the_payment_text()
     let text = &messages[0].text;
     assert_eq!(messages[0].chat_id, CHAT_ID);
     assert!(text.starts_with("[결제 완료]"), "{text}");
-    assert!(text.contains("예약자: fan0@example.com"), "{text}");
+    assert!(
+        text.contains(&format!("예약자: {}", fan.user.mail.as_str())),
+        "{text}"
+    );
     assert!(text.contains("공연: 아이유 콘서트"), "{text}");
     assert!(text.contains("공연 시작: 2026-12-24 19:00 (KST)"), "{text}");
     assert!(text.contains("결제 금액: 150,000원"), "{text}");
@@ -91,7 +94,7 @@ async fn the_kafka_record_is_keyed_by_reservation_with_event_headers_and_the_env
         paid["paymentId"].as_str().unwrap()
     );
     assert_eq!(payload.customer.user_id, fan.user.id);
-    assert_eq!(payload.customer.mail.as_str(), "fan0@example.com");
+    assert_eq!(payload.customer.mail, fan.user.mail);
     assert_eq!(payload.concert.title, "아이유 콘서트");
     assert_eq!(payload.seat.id, s.seats[0].id);
     assert_eq!(payload.amount_krw.amount(), 70_000);

@@ -12,34 +12,15 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 use shared::config::TopicNames;
-use shared::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
-use shared::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+use shared::domain::ReservationId;
+use shared::events::EventEnvelope;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::outbox::OutboxItem;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn envelope(reservation: ReservationId) -> EventEnvelope {
-    let payload = PaymentCompleted {
-        payment_id: PaymentId::random(),
-        reservation_id: reservation,
-        customer: Customer {
-            user_id: UserId::random(),
-            mail: Mail::parse("relay@example.com").unwrap(),
-        },
-        concert: ConcertInfo {
-            id: ConcertId::random(),
-            title: "t".into(),
-            starts_at: chrono::Utc::now(),
-        },
-        seat: SeatInfo {
-            id: SeatId::random(),
-            number: 1,
-        },
-        amount_krw: Money::krw(1_000).unwrap(),
-        paid_at: chrono::Utc::now(),
-    };
-    EventEnvelope::payment_completed(EventId::random(), &payload).unwrap()
+    shared::fixtures::payment_completed_envelope(reservation, "relay@example.com", 1_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

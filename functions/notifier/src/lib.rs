@@ -11,7 +11,7 @@ use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use shared::clock::Clock;
-use shared::config::{self, TableNames};
+use shared::config::{self, Secret, TableNames};
 use shared::dynamodb::DynamoIdempotencyStore;
 use shared::events::{EventEnvelope, EventType, HEADER_EVENT_ID, PaymentCompleted};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
@@ -31,25 +31,15 @@ pub enum Error {
 /// Used when the invocation has no deadline (a local call).
 const DEFAULT_LOCK: Duration = Duration::seconds(60);
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
     pub telegram_api_base_url: String,
-    pub telegram_bot_token: String,
+    pub telegram_bot_token: Secret,
     pub telegram_chat_id: String,
     pub telegram_timeout: std::time::Duration,
     /// How long a sent event is remembered, so a late redelivery is still skipped.
     pub idempotency_ttl: Duration,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("tables", &self.tables)
-            .field("telegram_api_base_url", &self.telegram_api_base_url)
-            .field("telegram_chat_id", &self.telegram_chat_id)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Config {
@@ -61,7 +51,7 @@ impl Config {
                     "TELEGRAM_API_BASE_URL",
                     DEFAULT_API_BASE_URL,
                 ),
-                telegram_bot_token: config::required("TELEGRAM_BOT_TOKEN")?,
+                telegram_bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
                 telegram_chat_id: config::required("TELEGRAM_CHAT_ID")?,
                 telegram_timeout: std::time::Duration::from_millis(config::parsed(
                     "TELEGRAM_TIMEOUT_MS",
@@ -79,7 +69,7 @@ impl Config {
     pub fn telegram(&self) -> Result<TelegramChannel, Error> {
         TelegramChannel::new(
             &self.telegram_api_base_url,
-            &self.telegram_bot_token,
+            self.telegram_bot_token.expose(),
             &self.telegram_chat_id,
             self.telegram_timeout,
         )
@@ -216,10 +206,7 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use shared::clock::SystemClock;
-    use shared::domain::{
-        ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId,
-    };
-    use shared::events::{ConcertInfo, Customer, SeatInfo};
+    use shared::domain::ReservationId;
     use shared::idempotency::InMemoryIdempotencyStore;
     use shared::kafka_event::encode_headers;
     use shared::notification::Notification;
@@ -250,26 +237,11 @@ mod tests {
     }
 
     fn record() -> KafkaRecord {
-        let payload = PaymentCompleted {
-            payment_id: PaymentId::random(),
-            reservation_id: ReservationId::random(),
-            customer: Customer {
-                user_id: UserId::random(),
-                mail: Mail::parse("park@example.com").unwrap(),
-            },
-            concert: ConcertInfo {
-                id: ConcertId::random(),
-                title: "Spring".into(),
-                starts_at: Utc::now(),
-            },
-            seat: SeatInfo {
-                id: SeatId::random(),
-                number: 2,
-            },
-            amount_krw: Money::krw(1000).unwrap(),
-            paid_at: Utc::now(),
-        };
-        let envelope = EventEnvelope::payment_completed(EventId::random(), &payload).unwrap();
+        let envelope = shared::fixtures::payment_completed_envelope(
+            ReservationId::random(),
+            "park@example.com",
+            1000,
+        );
         let mut r = KafkaRecord::default();
         r.topic = Some("payment.completed".into());
         r.value = Some(STANDARD.encode(envelope.to_json()));

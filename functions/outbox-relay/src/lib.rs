@@ -146,10 +146,8 @@ impl<P: EventPublisher> Relay<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{
-        ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId,
-    };
-    use shared::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+    use shared::domain::ReservationId;
+    use shared::events::EventEnvelope;
     use std::sync::Mutex;
 
     /// Records what it was asked to publish; fails the records whose index is listed.
@@ -182,26 +180,11 @@ mod tests {
     }
 
     fn outbox_insert(seq: u32) -> EventRecord {
-        let payload = PaymentCompleted {
-            payment_id: PaymentId::random(),
-            reservation_id: ReservationId::random(),
-            customer: Customer {
-                user_id: UserId::random(),
-                mail: Mail::parse("a@example.com").unwrap(),
-            },
-            concert: ConcertInfo {
-                id: ConcertId::random(),
-                title: "c".into(),
-                starts_at: chrono::Utc::now(),
-            },
-            seat: SeatInfo {
-                id: SeatId::random(),
-                number: 1,
-            },
-            amount_krw: Money::krw(1).unwrap(),
-            paid_at: chrono::Utc::now(),
-        };
-        let envelope = EventEnvelope::payment_completed(EventId::random(), &payload).unwrap();
+        let envelope = shared::fixtures::payment_completed_envelope(
+            ReservationId::random(),
+            "a@example.com",
+            1,
+        );
         let item = OutboxItem::new(&envelope, chrono::Utc::now());
         let mut record = EventRecord::default();
         record.event_name = "INSERT".into();

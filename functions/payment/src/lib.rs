@@ -10,7 +10,7 @@ use serde::Deserialize;
 use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
 use shared::auth::{Admission, JwtKey};
 use shared::clock::Clock;
-use shared::config::{self, TableNames};
+use shared::config::{self, Secret, TableNames};
 use shared::domain::{EventId, PaymentId, PaymentReceipt, ReservationId, pay};
 use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
@@ -30,23 +30,13 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// idempotency lock is held before another request may take over.
 const DEFAULT_LOCK: Duration = Duration::seconds(30);
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// How long a completed payment's answer is replayed.
     pub idempotency_ttl: Duration,
     pub max_body_bytes: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("tables", &self.tables)
-            .field("idempotency_ttl", &self.idempotency_ttl)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Config {
@@ -54,7 +44,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 tables: TableNames::from_env(),
-                jwt_secret: config::required("JWT_SECRET")?,
+                jwt_secret: config::secret("JWT_SECRET")?,
                 idempotency_ttl: Duration::seconds(config::parsed(
                     "IDEMPOTENCY_TTL_SECONDS",
                     86_400i64,
@@ -108,7 +98,8 @@ impl PaymentApi {
         Ok(PaymentApi {
             repository: TicketingRepository::new(client.clone(), config.tables.clone()),
             idempotency: DynamoIdempotencyStore::new(client, config.tables.idempotency.clone()),
-            jwt: JwtKey::from_secret(config.jwt_secret.as_bytes()).map_err(Error::Config)?,
+            jwt: JwtKey::from_secret(config.jwt_secret.expose().as_bytes())
+                .map_err(Error::Config)?,
             clock,
             idempotency_ttl: config.idempotency_ttl,
             max_body_bytes: config.max_body_bytes,

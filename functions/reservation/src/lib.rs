@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
 use shared::auth::JwtKey;
 use shared::clock::Clock;
-use shared::config::{self, TableNames};
+use shared::config::{self, Secret, TableNames};
 use shared::domain::{Reservation, ReservationId, ReservationStatus, SeatId};
 use shared::dynamodb::TicketingRepository;
 use std::sync::Arc;
@@ -21,24 +21,14 @@ pub enum Error {
     Config(#[source] shared::Error),
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
     /// The HS256 key of the queue tokens (from Secrets Manager in AWS, the
     /// environment locally).
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     pub hold_for: Duration,
     pub max_body_bytes: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("tables", &self.tables)
-            .field("hold_for", &self.hold_for)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Config {
@@ -46,7 +36,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 tables: TableNames::from_env(),
-                jwt_secret: config::required("JWT_SECRET")?,
+                jwt_secret: config::secret("JWT_SECRET")?,
                 hold_for: Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
                 max_body_bytes: config::parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             })
@@ -119,7 +109,8 @@ impl ReservationApi {
     ) -> Result<Self, Error> {
         Ok(ReservationApi {
             repository: TicketingRepository::new(client, config.tables.clone()),
-            jwt: JwtKey::from_secret(config.jwt_secret.as_bytes()).map_err(Error::Config)?,
+            jwt: JwtKey::from_secret(config.jwt_secret.expose().as_bytes())
+                .map_err(Error::Config)?,
             clock,
             hold_for: config.hold_for,
             max_body_bytes: config.max_body_bytes,

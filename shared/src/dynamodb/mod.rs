@@ -9,7 +9,7 @@ mod repository;
 
 pub use idempotency::DynamoIdempotencyStore;
 pub use provision::{create_tables, delete_tables};
-pub use repository::{SeedData, TicketingRepository};
+pub use repository::TicketingRepository;
 
 use crate::Error;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};

@@ -8,10 +8,11 @@ use crate::clock::to_millis;
 use crate::config::TableNames;
 use crate::domain::PaymentOutcome;
 use crate::domain::{
-    Checkout, Concert, PaymentId, PaymentReceipt, QueueToken, Reservation, ReservationId,
-    ReservationStatus, Seat, SeatId, TokenId, User, UserId, pay,
+    Checkout, PaymentId, PaymentReceipt, QueueToken, Reservation, ReservationId, ReservationStatus,
+    Seat, SeatId, TokenId, User, UserId, pay,
 };
 use crate::outbox::OutboxItem;
+use crate::seed::SeedData;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -20,15 +21,6 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-
-/// Everything `ops seed` writes.
-#[derive(Clone, Debug, Default)]
-pub struct SeedData {
-    pub concerts: Vec<Concert>,
-    pub seats: Vec<Seat>,
-    pub users: Vec<User>,
-    pub tokens: Vec<QueueToken>,
-}
 
 /// Reads and transactional writes of the ticketing entities.
 #[derive(Clone, Debug)]
@@ -82,36 +74,28 @@ impl TicketingRepository {
         Ok(out.item)
     }
 
+    async fn get_as<T>(
+        &self,
+        key: Item,
+        parse: fn(&Item) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        self.get(key).await?.as_ref().map(parse).transpose()
+    }
+
     pub async fn seat(&self, id: SeatId) -> Result<Option<Seat>, Error> {
-        self.get(seat_key(id))
-            .await?
-            .as_ref()
-            .map(seat_from)
-            .transpose()
+        self.get_as(seat_key(id), seat_from).await
     }
 
     pub async fn reservation(&self, id: ReservationId) -> Result<Option<Reservation>, Error> {
-        self.get(reservation_key(id))
-            .await?
-            .as_ref()
-            .map(reservation_from)
-            .transpose()
+        self.get_as(reservation_key(id), reservation_from).await
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, Error> {
-        self.get(user_key(id))
-            .await?
-            .as_ref()
-            .map(user_from)
-            .transpose()
+        self.get_as(user_key(id), user_from).await
     }
 
     pub async fn token(&self, id: TokenId) -> Result<Option<QueueToken>, Error> {
-        self.get(token_key(id))
-            .await?
-            .as_ref()
-            .map(token_from)
-            .transpose()
+        self.get_as(token_key(id), token_from).await
     }
 
     /// The receipt stored with a payment, for a retry that must get the first answer.

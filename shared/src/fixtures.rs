@@ -1,0 +1,40 @@
+//! Sample events for tests (feature `fixtures`; never in a function's build).
+
+use crate::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
+use crate::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+
+/// A PaymentCompleted of `reservation` for a customer with `mail`.
+pub fn payment_completed(reservation: ReservationId, mail: &str, amount: i64) -> PaymentCompleted {
+    PaymentCompleted {
+        payment_id: PaymentId::random(),
+        reservation_id: reservation,
+        customer: Customer {
+            user_id: UserId::random(),
+            mail: Mail::parse(mail).expect("a valid sample mail"),
+        },
+        concert: ConcertInfo {
+            id: ConcertId::random(),
+            title: "아이유 콘서트".into(),
+            starts_at: "2026-12-24T10:00:00Z".parse().expect("a valid time"),
+        },
+        seat: SeatInfo {
+            id: SeatId::random(),
+            number: 3,
+        },
+        amount_krw: Money::krw(amount).expect("a valid amount"),
+        paid_at: "2026-11-21T05:30:00Z".parse().expect("a valid time"),
+    }
+}
+
+/// The envelope of a sample PaymentCompleted, with a new event id.
+pub fn payment_completed_envelope(
+    reservation: ReservationId,
+    mail: &str,
+    amount: i64,
+) -> EventEnvelope {
+    EventEnvelope::payment_completed(
+        EventId::random(),
+        &payment_completed(reservation, mail, amount),
+    )
+    .expect("a sample payload serialises")
+}
