@@ -2,7 +2,8 @@
 //! a consumer group, batches of up to `batch_size` records or `batching_window`,
 //! an event with records keyed `"<topic>-<partition>"`, base64 key and value and
 //! headers as signed bytes. Offsets are committed only after the function
-//! succeeded; on failure the batch is delivered again.
+//! succeeded; on failure the batch is delivered again, and a partial-batch answer
+//! (`batchItemFailures`) re-delivers each listed partition from its failed offset.
 
 use crate::Error;
 use crate::http_api::Invoker;
@@ -15,6 +16,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use shared::kafka::KafkaSettings;
+use shared::kafka_event::KafkaBatchResponse;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -126,6 +128,17 @@ fn ranges(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), (i64, i64)> {
     ranges
 }
 
+fn seek(consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.seek(
+        topic,
+        partition,
+        Offset::Offset(offset),
+        Duration::from_secs(5),
+    ) {
+        tracing::error!(error = %e, topic = %topic, partition, "seek back failed");
+    }
+}
+
 /// Consumes `topics` and invokes `function` until `shutdown` turns true.
 pub async fn run(
     kafka: KafkaSettings,
@@ -154,16 +167,31 @@ pub async fn run(
         let payload = serde_json::to_value(&event).map_err(|e| Error::Config(e.to_string()))?;
         let ranges = ranges(&batch);
         match function(payload).await {
-            Ok(_) => {
+            Ok(answer) => {
+                // A partial-batch answer: each listed partition resumes at its
+                // lowest failed offset; the others are done.
+                let resume = serde_json::from_value::<KafkaBatchResponse>(answer)
+                    .unwrap_or_default()
+                    .resume_points();
                 let mut offsets = TopicPartitionList::new();
                 for ((topic, partition), (_, last)) in &ranges {
+                    let next = match resume.get(&format!("{topic}-{partition}")) {
+                        Some(failed) => {
+                            seek(&consumer, topic, *partition, *failed);
+                            *failed
+                        }
+                        None => last + 1,
+                    };
                     offsets
-                        .add_partition_offset(topic, *partition, Offset::Offset(last + 1))
+                        .add_partition_offset(topic, *partition, Offset::Offset(next))
                         .map_err(Error::Kafka)?;
                 }
                 if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
                     // Not committed means delivered again: at least once.
                     tracing::warn!(error = %e, "offset commit failed; the batch may be delivered again");
+                }
+                if !resume.is_empty() {
+                    sleep_or_stop(&mut shutdown, settings.retry_backoff).await;
                 }
             }
             Err(e) => {

@@ -7,7 +7,7 @@ use crate::http_api::{self, Invoker, Route};
 use crate::invoke::invoke;
 use crate::kafka_source::{self, KafkaSourceSettings};
 use crate::stream_source::{self, StreamSourceSettings};
-use notifier::Notifier;
+use notifier::LambdaNotifier;
 use outbox_relay::Relay;
 use payment::PaymentApi;
 use reservation::ReservationApi;
@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub kafka_source: KafkaSourceSettings,
     /// The functions' timeout, as template.yaml sets it.
     pub function_timeout: Duration,
+    /// The notifier's first retry delay for a dead letter.
+    pub retry_delay: chrono::Duration,
 }
 
 impl PipelineConfig {
@@ -77,6 +79,7 @@ impl PipelineConfig {
                 ..KafkaSourceSettings::default()
             },
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
+            retry_delay: chrono::Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
         })
     }
 }
@@ -154,7 +157,7 @@ impl Pipeline {
             .map_err(|e| Error::Config(shared::error_chain(&e)))?,
         );
         let notifier = Arc::new(
-            Notifier::from_config(
+            LambdaNotifier::from_config(
                 &notifier::Config {
                     tables: config.tables.clone(),
                     telegram_api_base_url: config.telegram_api_base_url.clone(),
@@ -162,6 +165,10 @@ impl Pipeline {
                     telegram_chat_id: config.telegram_chat_id.clone(),
                     telegram_timeout: Duration::from_secs(5),
                     idempotency_ttl: chrono::Duration::days(7),
+                    kafka: config.kafka.clone(),
+                    producer: config.producer.clone(),
+                    topics: config.topics.clone(),
+                    retry_delay: config.retry_delay,
                 },
                 dynamodb.clone(),
                 clock,

@@ -65,6 +65,8 @@ pub struct TableNames {
     pub outbox: String,
     /// Idempotency records of the payment API and the notifier.
     pub idempotency: String,
+    /// The failed-message ledger: one row per event that failed to notify.
+    pub failed_messages: String,
 }
 
 impl TableNames {
@@ -73,6 +75,7 @@ impl TableNames {
             ticketing: or_default("TICKETING_TABLE", "ticketing"),
             outbox: or_default("OUTBOX_TABLE", "ticketing-outbox"),
             idempotency: or_default("IDEMPOTENCY_TABLE", "ticketing-idempotency"),
+            failed_messages: or_default("FAILED_MESSAGES_TABLE", "ticketing-failed-messages"),
         }
     }
 
@@ -82,6 +85,7 @@ impl TableNames {
             ticketing: format!("{prefix}-ticketing"),
             outbox: format!("{prefix}-outbox"),
             idempotency: format!("{prefix}-idempotency"),
+            failed_messages: format!("{prefix}-failed-messages"),
         }
     }
 }
@@ -90,23 +94,41 @@ impl TableNames {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicNames {
     pub payment_completed: String,
+    /// Dead letters waiting to be retried by dlq-retry.
+    pub payment_completed_dlq: String,
+    /// Dead letters that failed for good: kept for operators.
+    pub payment_completed_failed: String,
 }
 
 impl TopicNames {
     pub fn from_env() -> Self {
         TopicNames {
             payment_completed: or_default("TOPIC_PAYMENT_COMPLETED", "payment.completed"),
+            payment_completed_dlq: or_default(
+                "TOPIC_PAYMENT_COMPLETED_DLQ",
+                "payment.completed.dlq",
+            ),
+            payment_completed_failed: or_default(
+                "TOPIC_PAYMENT_COMPLETED_FAILED",
+                "payment.completed.failed",
+            ),
         }
     }
 
     pub fn with_prefix(prefix: &str) -> Self {
         TopicNames {
             payment_completed: format!("{prefix}.payment.completed"),
+            payment_completed_dlq: format!("{prefix}.payment.completed.dlq"),
+            payment_completed_failed: format!("{prefix}.payment.completed.failed"),
         }
     }
 
     pub fn all(&self) -> Vec<&str> {
-        vec![self.payment_completed.as_str()]
+        vec![
+            self.payment_completed.as_str(),
+            self.payment_completed_dlq.as_str(),
+            self.payment_completed_failed.as_str(),
+        ]
     }
 }
 

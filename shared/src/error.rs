@@ -71,6 +71,8 @@ pub enum Error {
     Channel {
         channel: &'static str,
         retryable: bool,
+        /// How long the channel asked us to wait (HTTP 429 `retry_after`).
+        retry_after: Option<std::time::Duration>,
         message: String,
         #[source]
         source: Option<Cause>,
@@ -149,8 +151,61 @@ impl Error {
         }
     }
 
+    /// Whether trying the same thing again later may succeed: a channel that is
+    /// down or throttling, storage or a broker that is unavailable. A malformed
+    /// event or a refused message will fail the same way every time.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Channel { retryable, .. } => *retryable,
+            Error::Storage { .. }
+            | Error::Publish { .. }
+            | Error::InProgress
+            | Error::Conflict(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The variant's path, for the dead-letter header `kafka_dlt-exception-fqcn`.
+    pub fn kind_name(&self) -> String {
+        let debug = format!("{self:?}");
+        let variant = debug
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .next()
+            .unwrap_or("Unknown");
+        format!("shared::Error::{variant}")
+    }
+
     /// True for failures a client caused (4xx): logged at warn, not error.
     pub fn is_client_error(&self) -> bool {
         self.http_status() < 500
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_outages_and_storage_are_retryable_and_malformed_events_are_not() {
+        let down = Error::Channel {
+            channel: "telegram",
+            retryable: true,
+            retry_after: None,
+            message: "HTTP 502".into(),
+            source: None,
+        };
+        assert!(down.is_retryable());
+        assert!(Error::storage("GetItem", "timeout").is_retryable());
+        assert!(!Error::MalformedEvent("not json".into()).is_retryable());
+        assert!(!Error::IdempotencyKeyReused.is_retryable());
+    }
+
+    #[test]
+    fn the_kind_name_is_the_variant_path() {
+        assert_eq!(
+            Error::MalformedEvent("x".into()).kind_name(),
+            "shared::Error::MalformedEvent"
+        );
+        assert_eq!(Error::InProgress.kind_name(), "shared::Error::InProgress");
     }
 }

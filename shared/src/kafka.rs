@@ -151,13 +151,17 @@ impl EventPublisher for KafkaPublisher {
             for (k, v) in &record.headers {
                 headers = headers.insert(Header {
                     key: k,
-                    value: Some(v.as_bytes()),
+                    value: Some(v.as_slice()),
                 });
             }
-            let mut future_record = FutureRecord::to(&record.topic)
-                .key(record.key.as_bytes())
-                .payload(record.value.as_bytes())
-                .headers(headers);
+            let mut future_record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&record.topic).headers(headers);
+            if let Some(key) = &record.key {
+                future_record = future_record.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                future_record = future_record.payload(value.as_slice());
+            }
             let enqueued = loop {
                 match self.producer.send_result(future_record) {
                     Ok(delivery) => break Ok(delivery),

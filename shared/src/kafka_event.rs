@@ -6,6 +6,7 @@ use crate::Error;
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// One record with its key, value and headers decoded to bytes.
@@ -14,6 +15,8 @@ pub struct DecodedRecord {
     pub topic: String,
     pub partition: i64,
     pub offset: i64,
+    /// The record's timestamp, epoch milliseconds.
+    pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -40,18 +43,22 @@ fn decode_base64(what: &str, text: &str) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::MalformedEvent(format!("the record's {what} is not base64: {e}")))
 }
 
-/// Decodes one record. A record that is not valid base64 is malformed.
-pub fn decode_record(record: &KafkaRecord) -> Result<DecodedRecord, Error> {
-    let headers = record
+fn headers_of(record: &KafkaRecord) -> Vec<(String, Vec<u8>)> {
+    record
         .headers
         .iter()
         .flat_map(|map| map.iter())
         .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
-        .collect();
+        .collect()
+}
+
+/// Decodes one record. A record that is not valid base64 is malformed.
+pub fn decode_record(record: &KafkaRecord) -> Result<DecodedRecord, Error> {
     Ok(DecodedRecord {
         topic: record.topic.clone().unwrap_or_default(),
         partition: record.partition,
         offset: record.offset,
+        timestamp_ms: record.timestamp.timestamp_millis(),
         key: record
             .key
             .as_deref()
@@ -62,8 +69,71 @@ pub fn decode_record(record: &KafkaRecord) -> Result<DecodedRecord, Error> {
             .as_deref()
             .map(|v| decode_base64("value", v))
             .transpose()?,
-        headers,
+        headers: headers_of(record),
     })
+}
+
+/// Decodes what can be decoded: a key or value that is not base64 is kept as the
+/// text it arrived as. For dead letters, which must carry even a poison record.
+pub fn decode_lossy(record: &KafkaRecord) -> DecodedRecord {
+    let lossy = |text: &Option<String>| {
+        text.as_deref()
+            .map(|t| STANDARD.decode(t).unwrap_or_else(|_| t.as_bytes().to_vec()))
+    };
+    DecodedRecord {
+        topic: record.topic.clone().unwrap_or_default(),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp.timestamp_millis(),
+        key: lossy(&record.key),
+        value: lossy(&record.value),
+        headers: headers_of(record),
+    }
+}
+
+/// The partial-batch answer of a Kafka-triggered function (the upstream crate has
+/// none yet): `{"batchItemFailures": [{"itemIdentifier": {"partition":
+/// "<topic>-<n>", "offset": n}}]}`. Lambda then resumes each listed partition from
+/// its failed offset. An empty list means the whole batch succeeded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchResponse {
+    pub batch_item_failures: Vec<KafkaBatchItemFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchItemFailure {
+    pub item_identifier: KafkaItemIdentifier,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaItemIdentifier {
+    /// `"<topic>-<partition>"`, as the event's record keys.
+    pub partition: String,
+    pub offset: i64,
+}
+
+impl KafkaBatchResponse {
+    pub fn fail(&mut self, topic: &str, partition: i64, offset: i64) {
+        self.batch_item_failures.push(KafkaBatchItemFailure {
+            item_identifier: KafkaItemIdentifier {
+                partition: format!("{topic}-{partition}"),
+                offset,
+            },
+        });
+    }
+
+    /// The lowest failed offset of each `"<topic>-<partition>"`.
+    pub fn resume_points(&self) -> HashMap<String, i64> {
+        let mut points: HashMap<String, i64> = HashMap::new();
+        for f in &self.batch_item_failures {
+            let id = &f.item_identifier;
+            let entry = points.entry(id.partition.clone()).or_insert(id.offset);
+            *entry = (*entry).min(id.offset);
+        }
+        points
+    }
 }
 
 /// The headers as Lambda sends them: one map per header, bytes as signed numbers.
@@ -141,6 +211,35 @@ mod tests {
             decode_record(&record),
             Err(Error::MalformedEvent(_))
         ));
+    }
+
+    #[test]
+    fn a_lossy_decode_keeps_text_that_is_not_base64() {
+        let mut record = KafkaRecord::default();
+        record.value = Some("%%%".into());
+        record.key = Some("cmVzLTE=".into());
+        let decoded = decode_lossy(&record);
+        assert_eq!(decoded.value.as_deref(), Some(&b"%%%"[..]));
+        assert_eq!(decoded.key.as_deref(), Some(&b"res-1"[..]));
+    }
+
+    #[test]
+    fn the_batch_response_serialises_as_lambda_reads_it() {
+        let mut response = KafkaBatchResponse::default();
+        response.fail("payment.completed", 2, 40);
+        response.fail("payment.completed", 2, 38);
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"batchItemFailures": [
+                {"itemIdentifier": {"partition": "payment.completed-2", "offset": 40}},
+                {"itemIdentifier": {"partition": "payment.completed-2", "offset": 38}},
+            ]})
+        );
+        assert_eq!(response.resume_points()["payment.completed-2"], 38);
+        let empty: KafkaBatchResponse =
+            serde_json::from_str(r#"{"batchItemFailures": []}"#).unwrap();
+        assert!(empty.resume_points().is_empty());
     }
 
     #[test]

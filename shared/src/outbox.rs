@@ -50,11 +50,17 @@ impl OutboxItem {
         };
         Ok(OutboundRecord {
             topic,
-            key: self.aggregate_id.clone(),
-            value: self.envelope.clone(),
+            key: Some(self.aggregate_id.clone().into_bytes()),
+            value: Some(self.envelope.clone().into_bytes()),
             headers: vec![
-                (HEADER_EVENT_ID.to_owned(), self.event_id.clone()),
-                (HEADER_EVENT_TYPE.to_owned(), self.event_type.clone()),
+                (
+                    HEADER_EVENT_ID.to_owned(),
+                    self.event_id.clone().into_bytes(),
+                ),
+                (
+                    HEADER_EVENT_TYPE.to_owned(),
+                    self.event_type.clone().into_bytes(),
+                ),
             ],
             event_id: self.event_id.clone(),
         })

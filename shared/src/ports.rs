@@ -16,15 +16,26 @@ pub trait NotificationChannel: Send + Sync {
     fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// One record to publish to Kafka.
+/// One record to publish to Kafka. Key, value and headers are bytes: a dead
+/// letter carries the original record exactly, whatever it held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundRecord {
     pub topic: String,
-    pub key: String,
-    pub value: String,
-    pub headers: Vec<(String, String)>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
     /// For error messages and logs.
     pub event_id: String,
+}
+
+impl OutboundRecord {
+    /// The first header called `name`, as UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
 }
 
 /// Publishes records to Kafka.

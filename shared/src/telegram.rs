@@ -63,10 +63,16 @@ impl TelegramChannel {
         })
     }
 
-    fn failure(retryable: bool, message: String, source: Option<reqwest::Error>) -> Error {
+    fn failure(
+        retryable: bool,
+        retry_after: Option<Duration>,
+        message: String,
+        source: Option<reqwest::Error>,
+    ) -> Error {
         Error::Channel {
             channel: "telegram",
             retryable,
+            retry_after,
             message,
             source: source.map(|e| Box::new(e.without_url()) as _),
         }
@@ -93,7 +99,7 @@ impl NotificationChannel for TelegramChannel {
                 } else {
                     "request failed"
                 };
-                Self::failure(true, format!("sendMessage {what}"), Some(e))
+                Self::failure(true, None, format!("sendMessage {what}"), Some(e))
             })?;
         let status = response.status();
         let answer: Option<ApiAnswer> = response.json().await.ok();
@@ -116,6 +122,11 @@ impl NotificationChannel for TelegramChannel {
         if let Some(secs) = retry_after {
             message.push_str(&format!(" (retry after {secs} s)"));
         }
-        Err(Self::failure(retryable, message, None))
+        Err(Self::failure(
+            retryable,
+            retry_after.map(Duration::from_secs),
+            message,
+            None,
+        ))
     }
 }

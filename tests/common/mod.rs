@@ -175,6 +175,7 @@ impl TestPipeline {
                 ..Default::default()
             },
             function_timeout: StdDuration::from_secs(30),
+            retry_delay: Duration::seconds(60),
         };
         let pipeline = Pipeline::start(config, &aws, options.clock).await.unwrap();
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);

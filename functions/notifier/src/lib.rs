@@ -3,21 +3,28 @@
 //! idempotency table before sending and marked COMPLETED after, so a redelivered
 //! record is not sent twice.
 //!
-//! Failure handling in this version: any failure fails the invocation, so the
-//! event source re-delivers the batch; records already sent are skipped by the
-//! idempotency check. (The dead-letter path comes next.)
+//! A record that fails does not stop the batch. A retryable failure (timeout,
+//! connection error, HTTP 5xx, 429) goes to the dead-letter topic with diagnostic
+//! headers, `retry-count` 0 and `next-attempt-at`, and to the ledger as PENDING; a
+//! permanent one (HTTP 4xx, a poison record) goes to the failed topic and the
+//! ledger as FAILED. Only when writing the dead letter itself fails does the
+//! invocation fail, so the whole batch comes back (already-sent records are then
+//! skipped by the idempotency check) and nothing is committed.
 
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use shared::clock::Clock;
-use shared::config::{self, Secret, TableNames};
-use shared::dynamodb::DynamoIdempotencyStore;
+use shared::config::{self, Secret, TableNames, TopicNames};
+use shared::dead_letter::DeadLetter;
+use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::events::{EventEnvelope, EventType, HEADER_EVENT_ID, PaymentCompleted};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
-use shared::kafka_event::{decode_record, records_in_order};
+use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
+use shared::kafka_event::{KafkaBatchResponse, decode_lossy, decode_record, records_in_order};
+use shared::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
 use shared::notification;
-use shared::ports::NotificationChannel;
+use shared::ports::{EventPublisher, NotificationChannel};
 use shared::telegram::{DEFAULT_API_BASE_URL, TelegramChannel};
 use std::sync::Arc;
 
@@ -40,6 +47,12 @@ pub struct Config {
     pub telegram_timeout: std::time::Duration,
     /// How long a sent event is remembered, so a late redelivery is still skipped.
     pub idempotency_ttl: Duration,
+    /// Where dead letters are written.
+    pub kafka: KafkaSettings,
+    pub producer: ProducerSettings,
+    pub topics: TopicNames,
+    /// The first retry's delay (`next-attempt-at`), unless the channel asks for longer.
+    pub retry_delay: Duration,
 }
 
 impl Config {
@@ -61,6 +74,10 @@ impl Config {
                     "IDEMPOTENCY_TTL_SECONDS",
                     7 * 86_400i64,
                 )?),
+                kafka: KafkaSettings::from_env()?,
+                producer: ProducerSettings::from_env()?,
+                topics: TopicNames::from_env(),
+                retry_delay: Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
             })
         };
         read().map_err(Error::Config)
@@ -77,22 +94,43 @@ impl Config {
     }
 }
 
-pub struct Notifier<C, S> {
+/// Where failed records go: the dead-letter and failed topics, and the ledger.
+pub struct FailureSink<P, L> {
+    pub publisher: P,
+    pub ledger: L,
+    pub topics: TopicNames,
+    pub retry_delay: Duration,
+}
+
+pub struct Notifier<C, S, P, L> {
     channel: C,
     store: S,
+    failures: FailureSink<P, L>,
     clock: Arc<dyn Clock>,
     idempotency_ttl: Duration,
 }
 
-impl Notifier<TelegramChannel, DynamoIdempotencyStore> {
+/// The notifier as deployed: Telegram, DynamoDB, Kafka.
+pub type LambdaNotifier =
+    Notifier<TelegramChannel, DynamoIdempotencyStore, KafkaPublisher, DynamoFailureLedger>;
+
+impl LambdaNotifier {
     pub fn from_config(
         config: &Config,
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
+        let publisher =
+            KafkaPublisher::new(&config.kafka, &config.producer).map_err(Error::Config)?;
         Ok(Notifier::new(
             config.telegram()?,
-            DynamoIdempotencyStore::new(client, config.tables.idempotency.clone()),
+            DynamoIdempotencyStore::new(client.clone(), config.tables.idempotency.clone()),
+            FailureSink {
+                publisher,
+                ledger: DynamoFailureLedger::new(client, config.tables.failed_messages.clone()),
+                topics: config.topics.clone(),
+                retry_delay: config.retry_delay,
+            },
             clock,
             config.idempotency_ttl,
         ))
@@ -106,37 +144,108 @@ pub enum Outcome {
     AlreadySent,
 }
 
-impl<C: NotificationChannel, S: IdempotencyStore> Notifier<C, S> {
-    pub fn new(channel: C, store: S, clock: Arc<dyn Clock>, idempotency_ttl: Duration) -> Self {
+impl<C, S, P, L> Notifier<C, S, P, L>
+where
+    C: NotificationChannel,
+    S: IdempotencyStore,
+    P: EventPublisher,
+    L: FailureLedger,
+{
+    pub fn new(
+        channel: C,
+        store: S,
+        failures: FailureSink<P, L>,
+        clock: Arc<dyn Clock>,
+        idempotency_ttl: Duration,
+    ) -> Self {
         Notifier {
             channel,
             store,
+            failures,
             clock,
             idempotency_ttl,
         }
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
+    /// Handles every record; a failed one is dead-lettered and the batch goes on.
+    /// Fails only when a dead letter cannot be written.
     pub async fn handle(
         &self,
         event: LambdaEvent<KafkaEvent>,
-    ) -> Result<(), lambda_runtime::Error> {
+    ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
         let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
             .filter(|d| d.timestamp_millis() > 0);
         for record in records_in_order(&event.payload) {
-            if let Err(e) = self.notify(record, deadline).await {
+            if let Err(error) = self.notify(record, deadline).await
+                && let Err(e) = self.dead_letter(record, &error).await
+            {
                 tracing::error!(
                     partition = record.partition,
                     offset = record.offset,
                     error = %shared::error_chain(&e),
-                    "notification failed; failing the invocation so the batch is re-delivered"
+                    "cannot write the dead letter; failing the invocation so the batch comes back"
                 );
                 return Err(Box::new(e));
             }
         }
+        Ok(KafkaBatchResponse::default())
+    }
+
+    /// Writes a failed record to the dead-letter topic (retryable) or the failed
+    /// topic (permanent), then to the ledger.
+    async fn dead_letter(
+        &self,
+        record: &KafkaRecord,
+        error: &shared::Error,
+    ) -> Result<(), shared::Error> {
+        let now = self.clock.now();
+        let delay = match error {
+            shared::Error::Channel {
+                retry_after: Some(after),
+                ..
+            } => Duration::from_std(*after)
+                .unwrap_or(self.failures.retry_delay)
+                .max(self.failures.retry_delay),
+            _ => self.failures.retry_delay,
+        };
+        let letter = DeadLetter::new(decode_lossy(record), error, 0, now + delay);
+        let topics = &self.failures.topics;
+        let (topic, status) = if error.is_retryable() {
+            (&topics.payment_completed_dlq, LedgerStatus::Pending)
+        } else {
+            (&topics.payment_completed_failed, LedgerStatus::Failed)
+        };
+        let dead = letter.to_record(topic);
+        for result in self
+            .failures
+            .publisher
+            .publish_all(std::slice::from_ref(&dead))
+            .await
+        {
+            result?;
+        }
+        self.failures
+            .ledger
+            .record_failure(&LedgerFailure {
+                event_id: dead.event_id.clone(),
+                event_type: letter.event_type(),
+                status,
+                error_kind: letter.error_kind.clone(),
+                error_message: letter.error_message.clone(),
+                topic: letter.original.topic.clone(),
+                partition: letter.original.partition,
+                offset: letter.original.offset,
+                at: now,
+            })
+            .await?;
+        tracing::warn!(
+            event = %dead.event_id,
+            at = %letter.original.coordinates(),
+            to = %topic,
+            status = status.name(),
+            error = %letter.error_message,
+            "notification failed; dead-lettered"
+        );
         Ok(())
     }
 
@@ -206,15 +315,18 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use shared::clock::SystemClock;
+    use shared::dead_letter;
     use shared::domain::ReservationId;
     use shared::idempotency::InMemoryIdempotencyStore;
     use shared::kafka_event::encode_headers;
     use shared::notification::Notification;
+    use shared::ports::OutboundRecord;
     use std::sync::Mutex;
 
+    /// Fails the sends whose text contains one of `fail_for`, with `error`.
     #[derive(Default)]
     struct FakeChannel {
-        fail: bool,
+        failure: Option<(bool, Option<u64>, &'static str)>,
         sent: Mutex<Vec<Notification>>,
     }
 
@@ -223,11 +335,12 @@ mod tests {
             "fake"
         }
         async fn send(&self, n: &Notification) -> Result<(), shared::Error> {
-            if self.fail {
+            if let Some((retryable, retry_after, message)) = self.failure {
                 return Err(shared::Error::Channel {
                     channel: "fake",
-                    retryable: true,
-                    message: "down".into(),
+                    retryable,
+                    retry_after: retry_after.map(std::time::Duration::from_secs),
+                    message: message.into(),
                     source: None,
                 });
             }
@@ -236,7 +349,46 @@ mod tests {
         }
     }
 
-    fn record() -> KafkaRecord {
+    #[derive(Default)]
+    struct FakePublisher {
+        broken: bool,
+        published: Mutex<Vec<OutboundRecord>>,
+    }
+
+    impl EventPublisher for FakePublisher {
+        async fn publish_all(&self, records: &[OutboundRecord]) -> Vec<Result<(), shared::Error>> {
+            records
+                .iter()
+                .map(|r| {
+                    if self.broken {
+                        return Err(shared::Error::Publish {
+                            event_id: r.event_id.clone(),
+                            topic: r.topic.clone(),
+                            source: "broker unreachable".into(),
+                        });
+                    }
+                    self.published.lock().unwrap().push(r.clone());
+                    Ok(())
+                })
+                .collect()
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeLedger {
+        rows: Mutex<Vec<LedgerFailure>>,
+    }
+
+    impl FailureLedger for FakeLedger {
+        async fn record_failure(&self, failure: &LedgerFailure) -> Result<(), shared::Error> {
+            self.rows.lock().unwrap().push(failure.clone());
+            Ok(())
+        }
+    }
+
+    type TestNotifier = Notifier<FakeChannel, InMemoryIdempotencyStore, FakePublisher, FakeLedger>;
+
+    fn record(offset: i64) -> KafkaRecord {
         let envelope = shared::fixtures::payment_completed_envelope(
             ReservationId::random(),
             "park@example.com",
@@ -244,28 +396,57 @@ mod tests {
         );
         let mut r = KafkaRecord::default();
         r.topic = Some("payment.completed".into());
+        r.offset = offset;
         r.value = Some(STANDARD.encode(envelope.to_json()));
         r.key = Some(STANDARD.encode(envelope.aggregate_id.as_bytes()));
         r.headers = encode_headers([(HEADER_EVENT_ID, envelope.event_id.to_string().as_bytes())]);
         r
     }
 
-    fn notifier(fail: bool) -> Notifier<FakeChannel, InMemoryIdempotencyStore> {
+    fn notifier(channel: FakeChannel, broken_publisher: bool) -> TestNotifier {
         Notifier::new(
-            FakeChannel {
-                fail,
-                ..Default::default()
-            },
+            channel,
             InMemoryIdempotencyStore::default(),
+            FailureSink {
+                publisher: FakePublisher {
+                    broken: broken_publisher,
+                    ..Default::default()
+                },
+                ledger: FakeLedger::default(),
+                topics: TopicNames::from_env(),
+                retry_delay: Duration::seconds(60),
+            },
             Arc::new(SystemClock),
             Duration::days(1),
         )
     }
 
+    fn failing(retryable: bool, retry_after: Option<u64>) -> FakeChannel {
+        FakeChannel {
+            failure: Some((retryable, retry_after, "sandbox failure")),
+            ..Default::default()
+        }
+    }
+
+    /// The record with its envelope changed by `edit`.
+    fn edited(mut r: KafkaRecord, edit: impl FnOnce(&mut serde_json::Value)) -> KafkaRecord {
+        let bytes = STANDARD.decode(r.value.as_ref().unwrap()).unwrap();
+        let mut envelope: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        edit(&mut envelope);
+        r.value = Some(STANDARD.encode(envelope.to_string()));
+        r
+    }
+
+    fn batch(records: Vec<KafkaRecord>) -> LambdaEvent<KafkaEvent> {
+        let mut event = KafkaEvent::default();
+        event.records.insert("payment.completed-0".into(), records);
+        LambdaEvent::new(event, lambda_runtime::Context::default())
+    }
+
     #[tokio::test]
     async fn a_record_is_sent_once_and_its_redelivery_is_skipped() {
-        let n = notifier(false);
-        let r = record();
+        let n = notifier(FakeChannel::default(), false);
+        let r = record(0);
         assert_eq!(n.notify(&r, None).await.unwrap(), Outcome::Sent);
         assert_eq!(n.notify(&r, None).await.unwrap(), Outcome::AlreadySent);
         let sent = n.channel.sent.lock().unwrap();
@@ -274,9 +455,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_send_releases_the_key_so_the_redelivery_sends() {
-        let n = notifier(true);
-        let r = record();
+    async fn a_failed_send_releases_the_key_so_a_retry_sends() {
+        let n = notifier(failing(true, None), false);
+        let r = record(0);
         assert!(n.notify(&r, None).await.is_err());
         let event_id = {
             let value = STANDARD.decode(r.value.as_ref().unwrap()).unwrap();
@@ -286,21 +467,110 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_record_that_is_not_an_envelope_fails() {
-        let n = notifier(false);
-        let mut r = record();
-        r.value = Some(STANDARD.encode(b"not json"));
-        assert!(matches!(
-            n.notify(&r, None).await,
-            Err(shared::Error::MalformedEvent(_))
-        ));
+    async fn a_retryable_failure_goes_to_the_dlq_and_the_ledger_as_pending_and_the_batch_goes_on() {
+        let n = notifier(failing(true, None), false);
+        let answer = n.handle(batch(vec![record(5), record(6)])).await.unwrap();
+        assert!(answer.batch_item_failures.is_empty());
+        let published = n.failures.publisher.published.lock().unwrap();
+        assert_eq!(published.len(), 2, "both records were handled");
+        assert!(published.iter().all(|r| r.topic == "payment.completed.dlq"));
+        assert_eq!(published[0].header(dead_letter::ORIGINAL_OFFSET), Some("5"));
+        assert_eq!(published[0].header(dead_letter::RETRY_COUNT), Some("0"));
+        assert_eq!(
+            published[0].header(dead_letter::EXCEPTION_FQCN),
+            Some("shared::Error::Channel")
+        );
+        let rows = n.failures.ledger.rows.lock().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].status, LedgerStatus::Pending);
+        assert_eq!(rows[0].event_id, published[0].event_id);
     }
 
     #[tokio::test]
-    async fn a_header_that_disagrees_with_the_envelope_fails() {
-        let n = notifier(false);
-        let mut r = record();
-        r.headers = encode_headers([(HEADER_EVENT_ID, &b"other"[..])]);
-        assert!(n.notify(&r, None).await.is_err());
+    async fn a_permanent_failure_goes_to_the_failed_topic_and_the_ledger_as_failed() {
+        let n = notifier(failing(false, None), false);
+        n.handle(batch(vec![record(0)])).await.unwrap();
+        let published = n.failures.publisher.published.lock().unwrap();
+        assert_eq!(published[0].topic, "payment.completed.failed");
+        assert_eq!(
+            n.failures.ledger.rows.lock().unwrap()[0].status,
+            LedgerStatus::Failed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_retry_after_longer_than_the_delay_sets_next_attempt_at() {
+        let n = notifier(failing(true, Some(600)), false);
+        let before = Utc::now();
+        n.handle(batch(vec![record(0)])).await.unwrap();
+        let published = n.failures.publisher.published.lock().unwrap();
+        let next: DateTime<Utc> = published[0]
+            .header(dead_letter::NEXT_ATTEMPT_AT)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= before + Duration::seconds(599), "{next}");
+    }
+
+    #[tokio::test]
+    async fn poison_records_go_to_the_failed_topic_with_the_reason_and_the_next_record_is_sent() {
+        let mut not_base64 = record(0);
+        not_base64.value = Some("%%% not base64".into());
+        let mut not_json = record(1);
+        not_json.value = Some(STANDARD.encode(b"not json"));
+        let wrong_type = edited(record(2), |e| e["eventType"] = "Refunded".into());
+        let missing_field = edited(record(3), |e| {
+            e["payload"].as_object_mut().unwrap().remove("amountKrw");
+        });
+        let mut no_value = record(4);
+        no_value.value = None;
+
+        let n = notifier(FakeChannel::default(), false);
+        n.handle(batch(vec![
+            not_base64,
+            not_json,
+            wrong_type,
+            missing_field,
+            no_value,
+            record(5),
+        ]))
+        .await
+        .unwrap();
+        let published = n.failures.publisher.published.lock().unwrap();
+        assert_eq!(published.len(), 5);
+        for dead in published.iter() {
+            assert_eq!(dead.topic, "payment.completed.failed");
+            assert_eq!(
+                dead.header(dead_letter::EXCEPTION_FQCN),
+                Some("shared::Error::MalformedEvent")
+            );
+        }
+        assert!(
+            published[0]
+                .header(dead_letter::EXCEPTION_MESSAGE)
+                .unwrap()
+                .contains("base64")
+        );
+        assert_eq!(published[0].value.as_deref(), Some(&b"%%% not base64"[..]));
+        assert!(
+            published[2]
+                .header(dead_letter::EXCEPTION_MESSAGE)
+                .unwrap()
+                .contains("Refunded")
+        );
+        let missing = published[3].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
+        assert!(missing.contains("amountKrw"), "{missing}");
+        assert_eq!(
+            n.channel.sent.lock().unwrap().len(),
+            1,
+            "the good record was sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_the_dead_letter_cannot_be_written_the_invocation_fails() {
+        let n = notifier(failing(true, None), true);
+        assert!(n.handle(batch(vec![record(0)])).await.is_err());
+        assert!(n.failures.ledger.rows.lock().unwrap().is_empty());
     }
 }

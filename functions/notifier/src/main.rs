@@ -1,5 +1,5 @@
 use lambda_runtime::{run, service_fn};
-use notifier::{Config, Notifier};
+use notifier::{Config, LambdaNotifier};
 use shared::clock::SystemClock;
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let notifier = Notifier::from_config(
+    let notifier = LambdaNotifier::from_config(
         &config,
         aws_sdk_dynamodb::Client::new(&aws),
         Arc::new(SystemClock),

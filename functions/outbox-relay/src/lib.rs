@@ -217,15 +217,18 @@ mod tests {
         assert!(response.batch_item_failures.is_empty());
         let published = relay.publisher.published.lock().unwrap();
         assert_eq!(published.len(), 3);
-        let envelope = EventEnvelope::from_json(published[0].value.as_bytes()).unwrap();
-        assert_eq!(published[0].key, envelope.aggregate_id);
+        let envelope = EventEnvelope::from_json(published[0].value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            published[0].key.as_deref(),
+            Some(envelope.aggregate_id.as_bytes())
+        );
         assert_eq!(published[0].topic, "payment.completed");
         assert_eq!(published[0].headers[0].0, "event-id");
-        assert_eq!(published[0].headers[0].1, envelope.event_id.to_string());
         assert_eq!(
-            published[0].headers[1],
-            ("event-type".into(), "PaymentCompleted".into())
+            published[0].header("event-id"),
+            Some(envelope.event_id.to_string().as_str())
         );
+        assert_eq!(published[0].header("event-type"), Some("PaymentCompleted"));
     }
 
     #[tokio::test]

@@ -4,10 +4,12 @@
 
 mod idempotency;
 pub mod items;
+mod ledger;
 mod provision;
 mod repository;
 
 pub use idempotency::DynamoIdempotencyStore;
+pub use ledger::DynamoFailureLedger;
 pub use provision::{create_tables, delete_tables};
 pub use repository::TicketingRepository;
 

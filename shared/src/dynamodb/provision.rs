@@ -80,17 +80,24 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), Error> {
 }
 
 /// Creates the tables (safe to run twice): the ticketing table, the outbox table
-/// with a NEW_AND_OLD_IMAGES stream, and the idempotency table.
+/// with a NEW_AND_OLD_IMAGES stream, the idempotency table and the failed-message
+/// ledger.
 pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), Error> {
     create(client, &tables.ticketing, true, false).await?;
     create(client, &tables.outbox, false, true).await?;
     create(client, &tables.idempotency, false, false).await?;
+    create(client, &tables.failed_messages, false, false).await?;
     Ok(())
 }
 
 /// Deletes the tables, ignoring ones that do not exist.
 pub async fn delete_tables(client: &Client, tables: &TableNames) -> Result<(), Error> {
-    for name in [&tables.ticketing, &tables.outbox, &tables.idempotency] {
+    for name in [
+        &tables.ticketing,
+        &tables.outbox,
+        &tables.idempotency,
+        &tables.failed_messages,
+    ] {
         let _ = client.delete_table().table_name(name).send().await;
     }
     Ok(())

@@ -1,0 +1,184 @@
+//! Dead letters: a record that could not be handled, republished with the
+//! original key, value and headers plus diagnostic headers. The header names are
+//! Spring Kafka's (`DeadLetterPublishingRecoverer`), so existing tools read them;
+//! their values here are UTF-8 text (decimal numbers, RFC 3339 times), not
+//! Spring's big-endian binary, so `kcat` and people can read them too.
+
+use crate::Error;
+use crate::events::{EventEnvelope, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
+use crate::kafka_event::DecodedRecord;
+use crate::ports::OutboundRecord;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+pub const ORIGINAL_TOPIC: &str = "kafka_dlt-original-topic";
+pub const ORIGINAL_PARTITION: &str = "kafka_dlt-original-partition";
+pub const ORIGINAL_OFFSET: &str = "kafka_dlt-original-offset";
+pub const ORIGINAL_TIMESTAMP: &str = "kafka_dlt-original-timestamp";
+pub const EXCEPTION_FQCN: &str = "kafka_dlt-exception-fqcn";
+pub const EXCEPTION_MESSAGE: &str = "kafka_dlt-exception-message";
+pub const RETRY_COUNT: &str = "retry-count";
+pub const NEXT_ATTEMPT_AT: &str = "next-attempt-at";
+
+/// The headers this module writes; a republished dead letter replaces them.
+pub const DIAGNOSTIC_HEADERS: [&str; 8] = [
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP,
+    EXCEPTION_FQCN,
+    EXCEPTION_MESSAGE,
+    RETRY_COUNT,
+    NEXT_ATTEMPT_AT,
+];
+
+/// A failed record and why it failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub original: DecodedRecord,
+    pub error_kind: String,
+    pub error_message: String,
+    pub retry_count: u32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    pub fn new(
+        original: DecodedRecord,
+        error: &Error,
+        retry_count: u32,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Self {
+        DeadLetter {
+            original,
+            error_kind: error.kind_name(),
+            error_message: crate::error_chain(error),
+            retry_count,
+            next_attempt_at,
+        }
+    }
+
+    /// The event id: the `event-id` header, else the envelope's, else the
+    /// record's coordinates (a poison record may have neither).
+    pub fn event_id(&self) -> String {
+        self.original
+            .header(HEADER_EVENT_ID)
+            .map(str::to_owned)
+            .or_else(|| {
+                self.original
+                    .value
+                    .as_deref()
+                    .and_then(|v| EventEnvelope::from_json(v).ok())
+                    .map(|e| e.event_id.to_string())
+            })
+            .unwrap_or_else(|| self.original.coordinates())
+    }
+
+    pub fn event_type(&self) -> Option<String> {
+        self.original.header(HEADER_EVENT_TYPE).map(str::to_owned)
+    }
+
+    /// The record to publish to `topic`: the original key, value and headers,
+    /// then the diagnostic headers.
+    pub fn to_record(&self, topic: &str) -> OutboundRecord {
+        let mut headers: Vec<(String, Vec<u8>)> = self
+            .original
+            .headers
+            .iter()
+            .filter(|(k, _)| !DIAGNOSTIC_HEADERS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let text = |k: &str, v: String| (k.to_owned(), v.into_bytes());
+        headers.extend([
+            text(ORIGINAL_TOPIC, self.original.topic.clone()),
+            text(ORIGINAL_PARTITION, self.original.partition.to_string()),
+            text(ORIGINAL_OFFSET, self.original.offset.to_string()),
+            text(ORIGINAL_TIMESTAMP, self.original.timestamp_ms.to_string()),
+            text(EXCEPTION_FQCN, self.error_kind.clone()),
+            text(EXCEPTION_MESSAGE, self.error_message.clone()),
+            text(RETRY_COUNT, self.retry_count.to_string()),
+            text(
+                NEXT_ATTEMPT_AT,
+                self.next_attempt_at
+                    .to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
+        ]);
+        OutboundRecord {
+            topic: topic.to_owned(),
+            key: self.original.key.clone(),
+            value: self.original.value.clone(),
+            headers,
+            event_id: self.event_id(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn original() -> DecodedRecord {
+        DecodedRecord {
+            topic: "payment.completed".into(),
+            partition: 2,
+            offset: 41,
+            timestamp_ms: 1_800_000_000_000,
+            key: Some(b"res-1".to_vec()),
+            value: Some(b"not json".to_vec()),
+            headers: vec![
+                ("event-id".into(), b"e-1".to_vec()),
+                (RETRY_COUNT.into(), b"7".to_vec()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_original_and_adds_spring_diagnostic_headers() {
+        let at: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+        let letter = DeadLetter::new(
+            original(),
+            &Error::MalformedEvent("the value is not JSON".into()),
+            0,
+            at,
+        );
+        let record = letter.to_record("payment.completed.failed");
+        assert_eq!(record.topic, "payment.completed.failed");
+        assert_eq!(record.key.as_deref(), Some(&b"res-1"[..]));
+        assert_eq!(record.value.as_deref(), Some(&b"not json"[..]));
+        assert_eq!(record.header("event-id"), Some("e-1"));
+        assert_eq!(record.header(ORIGINAL_TOPIC), Some("payment.completed"));
+        assert_eq!(record.header(ORIGINAL_PARTITION), Some("2"));
+        assert_eq!(record.header(ORIGINAL_OFFSET), Some("41"));
+        assert_eq!(record.header(ORIGINAL_TIMESTAMP), Some("1800000000000"));
+        assert_eq!(
+            record.header(EXCEPTION_FQCN),
+            Some("shared::Error::MalformedEvent")
+        );
+        assert_eq!(
+            record.header(EXCEPTION_MESSAGE),
+            Some("event is malformed: the value is not JSON")
+        );
+        // The stale retry-count of the original is replaced, not duplicated.
+        assert_eq!(record.header(RETRY_COUNT), Some("0"));
+        assert_eq!(
+            record
+                .headers
+                .iter()
+                .filter(|(k, _)| k == RETRY_COUNT)
+                .count(),
+            1
+        );
+        assert_eq!(
+            record.header(NEXT_ATTEMPT_AT),
+            Some("2026-11-21T10:00:00.000Z")
+        );
+        assert_eq!(record.event_id, "e-1");
+    }
+
+    #[test]
+    fn a_record_without_an_event_id_is_named_by_its_coordinates() {
+        let mut o = original();
+        o.headers.clear();
+        let letter = DeadLetter::new(o, &Error::InProgress, 0, Utc::now());
+        assert_eq!(letter.event_id(), "payment.completed-2@41");
+    }
+}

@@ -1,0 +1,93 @@
+use super::items::{Item, Reader, n, s};
+use super::sdk_error;
+use crate::Error;
+use crate::clock::to_millis;
+use crate::ledger::{FailureLedger, LedgerEntry, LedgerFailure, LedgerStatus};
+use aws_sdk_dynamodb::Client;
+
+/// The failed-message ledger table: `pk` is the event id.
+#[derive(Clone, Debug)]
+pub struct DynamoFailureLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoFailureLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoFailureLedger {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub async fn get(&self, event_id: &str) -> Result<Option<LedgerEntry>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(event_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem (ledger)", e))?;
+        out.item.as_ref().map(entry_from).transpose()
+    }
+}
+
+fn entry_from(item: &Item) -> Result<LedgerEntry, Error> {
+    let r = Reader::new(item, "ledger");
+    Ok(LedgerEntry {
+        event_id: r.str("pk")?.to_owned(),
+        event_type: r.opt_str("eventType").map(str::to_owned),
+        status: LedgerStatus::parse(r.str("status")?)?,
+        attempts: u32::try_from(r.i64("attempts")?)
+            .map_err(|_| Error::CorruptItem("ledger attempts out of range".into()))?,
+        first_failed_at: r.time("firstFailedAt")?,
+        last_failed_at: r.time("lastFailedAt")?,
+        error_kind: r.str("errorKind")?.to_owned(),
+        last_error: r.str("lastError")?.to_owned(),
+        topic: r.str("topic")?.to_owned(),
+        partition: r.i64("partition")?,
+        offset: r.i64("offset")?,
+    })
+}
+
+impl FailureLedger for DynamoFailureLedger {
+    async fn record_failure(&self, failure: &LedgerFailure) -> Result<(), Error> {
+        let mut expression = String::from(
+            "SET #status = :status, errorKind = :kind, lastError = :error, \
+             lastFailedAt = :at, firstFailedAt = if_not_exists(firstFailedAt, :at), \
+             attempts = if_not_exists(attempts, :zero) + :one, \
+             topic = :topic, #partition = :partition, #offset = :offset",
+        );
+        if failure.event_type.is_some() {
+            expression.push_str(", eventType = :type");
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&failure.event_id))
+            .update_expression(expression)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#partition", "partition")
+            .expression_attribute_names("#offset", "offset")
+            .expression_attribute_values(":status", s(failure.status.name()))
+            .expression_attribute_values(":kind", s(&failure.error_kind))
+            .expression_attribute_values(":error", s(&failure.error_message))
+            .expression_attribute_values(":at", n(to_millis(failure.at)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":topic", s(&failure.topic))
+            .expression_attribute_values(":partition", n(failure.partition))
+            .expression_attribute_values(":offset", n(failure.offset));
+        if let Some(event_type) = &failure.event_type {
+            update = update.expression_attribute_values(":type", s(event_type));
+        }
+        update
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem (ledger)", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! The failed-message ledger: one row per event that could not be notified, what
+//! an operator queries. The dead-letter topic is what dlq-retry consumes.
+
+use crate::Error;
+use chrono::{DateTime, Utc};
+use std::future::Future;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerStatus {
+    /// In the dead-letter topic, waiting for a retry.
+    Pending,
+    /// Delivered by a retry.
+    Processed,
+    /// Failed for good: on the failed topic.
+    Failed,
+}
+
+impl LedgerStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            LedgerStatus::Pending => "PENDING",
+            LedgerStatus::Processed => "PROCESSED",
+            LedgerStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        match text {
+            "PENDING" => Ok(LedgerStatus::Pending),
+            "PROCESSED" => Ok(LedgerStatus::Processed),
+            "FAILED" => Ok(LedgerStatus::Failed),
+            other => Err(Error::CorruptItem(format!(
+                "unknown ledger status {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One failure of one event, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerFailure {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub status: LedgerStatus,
+    pub error_kind: String,
+    pub error_message: String,
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// A ledger row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub status: LedgerStatus,
+    pub attempts: u32,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+    pub error_kind: String,
+    pub last_error: String,
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+}
+
+pub trait FailureLedger: Send + Sync {
+    /// Records a failure: creates the row or counts one more attempt on it.
+    fn record_failure(
+        &self,
+        failure: &LedgerFailure,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
