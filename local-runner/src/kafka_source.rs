@@ -8,15 +8,12 @@
 use crate::Error;
 use crate::http_api::Invoker;
 use crate::stream_source::sleep_or_stop;
-use aws_lambda_events::encodings::MillisecondTimestamp;
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
+use rdkafka::message::{Message, OwnedMessage, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
-use shared::kafka::KafkaSettings;
-use shared::kafka_event::KafkaBatchResponse;
+use shared::kafka::{KafkaSettings, decoded_message};
+use shared::kafka_event::{KafkaBatchResponse, encode_record};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,28 +39,15 @@ impl Default for KafkaSourceSettings {
 
 /// A consumed record in Lambda's format.
 pub fn lambda_record(message: &OwnedMessage) -> KafkaRecord {
-    let mut record = KafkaRecord::default();
-    record.topic = Some(message.topic().to_owned());
-    record.partition = i64::from(message.partition());
-    record.offset = message.offset();
-    let (millis, kind) = match message.timestamp() {
-        Timestamp::CreateTime(ms) => (ms, "CREATE_TIME"),
-        Timestamp::LogAppendTime(ms) => (ms, "LOG_APPEND_TIME"),
-        Timestamp::NotAvailable => (0, "NO_TIMESTAMP_TYPE"),
-    };
-    record.timestamp =
-        MillisecondTimestamp(chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default());
-    record.timestamp_type = Some(kind.to_owned());
-    record.key = message.key().map(|k| STANDARD.encode(k));
-    record.value = message.payload().map(|v| STANDARD.encode(v));
-    record.headers = message
-        .headers()
-        .map(|headers| {
-            shared::kafka_event::encode_headers(
-                headers.iter().map(|h| (h.key, h.value.unwrap_or_default())),
-            )
-        })
-        .unwrap_or_default();
+    let mut record = encode_record(&decoded_message(message));
+    record.timestamp_type = Some(
+        match message.timestamp() {
+            Timestamp::CreateTime(_) => "CREATE_TIME",
+            Timestamp::LogAppendTime(_) => "LOG_APPEND_TIME",
+            Timestamp::NotAvailable => "NO_TIMESTAMP_TYPE",
+        }
+        .to_owned(),
+    );
     record
 }
 

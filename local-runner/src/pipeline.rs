@@ -7,6 +7,7 @@ use crate::http_api::{self, Invoker, Route};
 use crate::invoke::invoke;
 use crate::kafka_source::{self, KafkaSourceSettings};
 use crate::stream_source::{self, StreamSourceSettings};
+use dlq_retry::DlqRetry;
 use notifier::LambdaNotifier;
 use outbox_relay::Relay;
 use payment::PaymentApi;
@@ -38,6 +39,27 @@ pub struct PipelineConfig {
     pub function_timeout: Duration,
     /// The notifier's first retry delay for a dead letter.
     pub retry_delay: chrono::Duration,
+    pub dlq_retry: DlqRetrySettings,
+}
+
+/// How often dlq-retry runs (its EventBridge schedule) and how it backs off.
+#[derive(Clone, Debug)]
+pub struct DlqRetrySettings {
+    pub interval: Duration,
+    pub max_retries: u32,
+    pub backoff_base: chrono::Duration,
+    pub backoff_max: chrono::Duration,
+}
+
+impl Default for DlqRetrySettings {
+    fn default() -> Self {
+        DlqRetrySettings {
+            interval: Duration::from_secs(300),
+            max_retries: 3,
+            backoff_base: chrono::Duration::seconds(60),
+            backoff_max: chrono::Duration::hours(1),
+        }
+    }
 }
 
 impl PipelineConfig {
@@ -80,6 +102,21 @@ impl PipelineConfig {
             },
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
             retry_delay: chrono::Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
+            dlq_retry: DlqRetrySettings {
+                interval: Duration::from_secs(config::parsed(
+                    "DLQ_RETRY_INTERVAL_SECONDS",
+                    300u64,
+                )?),
+                max_retries: config::parsed("DLQ_MAX_RETRIES", 3u32)?,
+                backoff_base: chrono::Duration::seconds(config::parsed(
+                    "DLQ_BACKOFF_BASE_SECONDS",
+                    60i64,
+                )?),
+                backoff_max: chrono::Duration::seconds(config::parsed(
+                    "DLQ_BACKOFF_MAX_SECONDS",
+                    3_600i64,
+                )?),
+            },
         })
     }
 }
@@ -103,6 +140,21 @@ macro_rules! invoker {
         });
         invoker
     }};
+}
+
+/// The event EventBridge Scheduler sends to a scheduled function.
+pub fn scheduled_event(schedule: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0",
+        "id": shared::domain::EventId::random().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.scheduler",
+        "account": "000000000000",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:scheduler:us-east-1:000000000000:schedule/default/{schedule}")],
+        "detail": {},
+    })
 }
 
 /// A running pipeline; `stop` ends every task it started.
@@ -156,19 +208,32 @@ impl Pipeline {
             })
             .map_err(|e| Error::Config(shared::error_chain(&e)))?,
         );
+        let notifier_config = notifier::Config {
+            tables: config.tables.clone(),
+            telegram_api_base_url: config.telegram_api_base_url.clone(),
+            telegram_bot_token: config.telegram_bot_token.clone(),
+            telegram_chat_id: config.telegram_chat_id.clone(),
+            telegram_timeout: Duration::from_secs(5),
+            idempotency_ttl: chrono::Duration::days(7),
+            kafka: config.kafka.clone(),
+            producer: config.producer.clone(),
+            topics: config.topics.clone(),
+            retry_delay: config.retry_delay,
+        };
         let notifier = Arc::new(
-            LambdaNotifier::from_config(
-                &notifier::Config {
-                    tables: config.tables.clone(),
-                    telegram_api_base_url: config.telegram_api_base_url.clone(),
-                    telegram_bot_token: config.telegram_bot_token.clone(),
-                    telegram_chat_id: config.telegram_chat_id.clone(),
-                    telegram_timeout: Duration::from_secs(5),
-                    idempotency_ttl: chrono::Duration::days(7),
-                    kafka: config.kafka.clone(),
-                    producer: config.producer.clone(),
-                    topics: config.topics.clone(),
-                    retry_delay: config.retry_delay,
+            LambdaNotifier::from_config(&notifier_config, dynamodb.clone(), clock.clone())
+                .map_err(|e| Error::Config(shared::error_chain(&e)))?,
+        );
+        let dlq_retry = Arc::new(
+            DlqRetry::from_config(
+                dlq_retry::Config {
+                    notifier: notifier_config,
+                    group_id: format!("{}-dlq-retry", config.kafka_source.group_id),
+                    max_retries: config.dlq_retry.max_retries,
+                    backoff_base: config.dlq_retry.backoff_base,
+                    backoff_max: config.dlq_retry.backoff_max,
+                    safety_margin: chrono::Duration::seconds(5),
+                    default_run_time: chrono::Duration::seconds(60),
                 },
                 dynamodb.clone(),
                 clock,
@@ -220,6 +285,21 @@ impl Pipeline {
                 kafka_source::run(kafka, topics, source_settings, notifier_invoker, watcher).await
             {
                 tracing::error!(error = %shared::error_chain(&e), "the Kafka source stopped");
+            }
+        }));
+        let retry_invoker = invoker!("dlq-retry", timeout, dlq_retry);
+        let interval = config.dlq_retry.interval;
+        let mut stop = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            // EventBridge Scheduler's rate(...) schedule.
+            loop {
+                crate::stream_source::sleep_or_stop(&mut stop, interval).await;
+                if *stop.borrow() {
+                    break;
+                }
+                if let Err(e) = retry_invoker(scheduled_event("dlq-retry")).await {
+                    tracing::error!(error = %shared::error_chain(&e), "dlq-retry run failed");
+                }
             }
         }));
         tracing::info!(api = %api_addr, "local pipeline running");

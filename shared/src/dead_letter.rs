@@ -57,6 +57,58 @@ impl DeadLetter {
         }
     }
 
+    /// Reads a dead letter back from a record of the dead-letter topic.
+    pub fn from_dlq_record(dlq: &DecodedRecord) -> Result<Self, Error> {
+        let required = |name: &str| {
+            dlq.header(name).ok_or_else(|| {
+                Error::MalformedEvent(format!("the dead letter has no {name} header"))
+            })
+        };
+        let number = |name: &str| -> Result<i64, Error> {
+            required(name)?.parse().map_err(|_| {
+                Error::MalformedEvent(format!("the dead letter's {name} header is not a number"))
+            })
+        };
+        let next_attempt_at = required(NEXT_ATTEMPT_AT)?
+            .parse::<DateTime<Utc>>()
+            .map_err(|_| {
+                Error::MalformedEvent(format!("the dead letter's {NEXT_ATTEMPT_AT} is not a time"))
+            })?;
+        Ok(DeadLetter {
+            original: DecodedRecord {
+                topic: required(ORIGINAL_TOPIC)?.to_owned(),
+                partition: number(ORIGINAL_PARTITION)?,
+                offset: number(ORIGINAL_OFFSET)?,
+                timestamp_ms: number(ORIGINAL_TIMESTAMP)?,
+                key: dlq.key.clone(),
+                value: dlq.value.clone(),
+                headers: dlq
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !DIAGNOSTIC_HEADERS.contains(&k.as_str()))
+                    .cloned()
+                    .collect(),
+            },
+            error_kind: required(EXCEPTION_FQCN)?.to_owned(),
+            error_message: required(EXCEPTION_MESSAGE)?.to_owned(),
+            retry_count: u32::try_from(number(RETRY_COUNT)?).map_err(|_| {
+                Error::MalformedEvent(format!("the dead letter's {RETRY_COUNT} is out of range"))
+            })?,
+            next_attempt_at,
+        })
+    }
+
+    /// The same dead letter after one more failed attempt.
+    pub fn retried(&self, error: &Error, next_attempt_at: DateTime<Utc>) -> Self {
+        DeadLetter {
+            original: self.original.clone(),
+            error_kind: error.kind_name(),
+            error_message: crate::error_chain(error),
+            retry_count: self.retry_count + 1,
+            next_attempt_at,
+        }
+    }
+
     /// The event id: the `event-id` header, else the envelope's, else the
     /// record's coordinates (a poison record may have neither).
     pub fn event_id(&self) -> String {
@@ -110,6 +162,26 @@ impl DeadLetter {
             event_id: self.event_id(),
         }
     }
+}
+
+/// Exponential back-off with equal jitter: half of `base * 2^retry_count` (capped
+/// at `max`), plus `jitter` (0 to 1, from the caller's random source) times the
+/// other half. Spreads retries of many failures over time.
+pub fn backoff(
+    base: chrono::Duration,
+    retry_count: u32,
+    max: chrono::Duration,
+    jitter: f64,
+) -> chrono::Duration {
+    let factor = 2i64.saturating_pow(retry_count.min(30));
+    let exponential = base
+        .num_milliseconds()
+        .saturating_mul(factor)
+        .min(max.num_milliseconds())
+        .max(0);
+    let half = exponential / 2;
+    let jittered = half + (half as f64 * jitter.clamp(0.0, 1.0)) as i64;
+    chrono::Duration::milliseconds(jittered)
 }
 
 #[cfg(test)]
@@ -172,6 +244,47 @@ mod tests {
             Some("2026-11-21T10:00:00.000Z")
         );
         assert_eq!(record.event_id, "e-1");
+    }
+
+    #[test]
+    fn a_dead_letter_reads_back_from_its_dlq_record() {
+        let at: DateTime<Utc> = "2026-11-21T10:00:00.250Z".parse().unwrap();
+        let letter = DeadLetter::new(original(), &Error::InProgress, 0, at);
+        let record = letter.to_record("payment.completed.dlq");
+        let dlq = DecodedRecord {
+            topic: record.topic.clone(),
+            partition: 0,
+            offset: 3,
+            timestamp_ms: 0,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+        };
+        let back = DeadLetter::from_dlq_record(&dlq).unwrap();
+        let mut expected = letter.clone();
+        expected.original.headers.retain(|(k, _)| k != RETRY_COUNT);
+        assert_eq!(back, expected);
+        let again = back.retried(&Error::InProgress, at);
+        assert_eq!(again.retry_count, 1);
+    }
+
+    #[test]
+    fn a_record_without_diagnostic_headers_is_not_a_dead_letter() {
+        assert!(matches!(
+            DeadLetter::from_dlq_record(&original()),
+            Err(Error::MalformedEvent(_))
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_per_retry_within_its_jitter_and_stops_at_the_cap() {
+        let base = chrono::Duration::seconds(10);
+        let max = chrono::Duration::seconds(300);
+        assert_eq!(backoff(base, 0, max, 0.0), chrono::Duration::seconds(5));
+        assert_eq!(backoff(base, 0, max, 1.0), chrono::Duration::seconds(10));
+        assert_eq!(backoff(base, 2, max, 1.0), chrono::Duration::seconds(40));
+        assert_eq!(backoff(base, 20, max, 1.0), max);
+        assert_eq!(backoff(base, 20, max, 0.0), max / 2);
     }
 
     #[test]

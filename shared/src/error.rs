@@ -165,6 +165,17 @@ impl Error {
         }
     }
 
+    /// How long the channel asked us to wait before trying again, if it did.
+    pub fn retry_after(&self) -> Option<chrono::Duration> {
+        match self {
+            Error::Channel {
+                retry_after: Some(after),
+                ..
+            } => chrono::Duration::from_std(*after).ok(),
+            _ => None,
+        }
+    }
+
     /// The variant's path, for the dead-letter header `kafka_dlt-exception-fqcn`.
     pub fn kind_name(&self) -> String {
         let debug = format!("{self:?}");

@@ -191,6 +191,30 @@ impl EventPublisher for KafkaPublisher {
     }
 }
 
+/// A consumed message as bytes, with its coordinates.
+pub fn decoded_message(
+    message: &rdkafka::message::OwnedMessage,
+) -> crate::kafka_event::DecodedRecord {
+    use rdkafka::message::{Headers, Message};
+    crate::kafka_event::DecodedRecord {
+        topic: message.topic().to_owned(),
+        partition: i64::from(message.partition()),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// Creates topics (safe to run twice).
 pub async fn create_topics(
     kafka: &KafkaSettings,

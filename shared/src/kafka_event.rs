@@ -136,6 +136,28 @@ impl KafkaBatchResponse {
     }
 }
 
+/// The record as Lambda's Kafka event carries it: base64 key and value, headers
+/// as signed bytes.
+pub fn encode_record(record: &DecodedRecord) -> KafkaRecord {
+    let mut out = KafkaRecord::default();
+    out.topic = Some(record.topic.clone());
+    out.partition = record.partition;
+    out.offset = record.offset;
+    out.timestamp = aws_lambda_events::encodings::MillisecondTimestamp(
+        chrono::DateTime::from_timestamp_millis(record.timestamp_ms).unwrap_or_default(),
+    );
+    out.timestamp_type = Some("CREATE_TIME".into());
+    out.key = record.key.as_ref().map(|k| STANDARD.encode(k));
+    out.value = record.value.as_ref().map(|v| STANDARD.encode(v));
+    out.headers = encode_headers(
+        record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice())),
+    );
+    out
+}
+
 /// The headers as Lambda sends them: one map per header, bytes as signed numbers.
 pub fn encode_headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -201,6 +223,20 @@ mod tests {
         assert_eq!(record.headers[1].1, vec![255u8, 0]);
         assert_eq!(record.coordinates(), "payment.completed-0@16");
         assert_eq!(decode_record(ordered[0]).unwrap().key, None);
+    }
+
+    #[test]
+    fn an_encoded_record_decodes_back_to_itself() {
+        let record = DecodedRecord {
+            topic: "t".into(),
+            partition: 1,
+            offset: 9,
+            timestamp_ms: 1_800_000_000_123,
+            key: Some(b"k".to_vec()),
+            value: None,
+            headers: vec![("h".into(), vec![0, 255])],
+        };
+        assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
     }
 
     #[test]

@@ -72,4 +72,11 @@ pub trait FailureLedger: Send + Sync {
         &self,
         failure: &LedgerFailure,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Marks the event delivered by a retry.
+    fn mark_processed(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -6,6 +6,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use local_runner::kafka_source::KafkaSourceSettings;
+use local_runner::pipeline::DlqRetrySettings;
 use local_runner::stream_source::StreamSourceSettings;
 use local_runner::telegram_sandbox::TelegramSandbox;
 use local_runner::{Pipeline, PipelineConfig};
@@ -103,6 +104,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     pub hold_for: Duration,
     pub partitions: i32,
+    pub retry_delay: Duration,
+    pub dlq_retry: DlqRetrySettings,
 }
 
 impl Default for Options {
@@ -111,6 +114,8 @@ impl Default for Options {
             clock: Arc::new(shared::clock::SystemClock),
             hold_for: Duration::minutes(5),
             partitions: 3,
+            retry_delay: Duration::seconds(60),
+            dlq_retry: DlqRetrySettings::default(),
         }
     }
 }
@@ -173,7 +178,8 @@ impl TestPipeline {
                 ..Default::default()
             },
             function_timeout: StdDuration::from_secs(30),
-            retry_delay: Duration::seconds(60),
+            retry_delay: options.retry_delay,
+            dlq_retry: options.dlq_retry,
         };
         let pipeline = Pipeline::start(config, &aws, options.clock).await.unwrap();
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);

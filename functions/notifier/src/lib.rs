@@ -102,6 +102,55 @@ pub struct FailureSink<P, L> {
     pub retry_delay: Duration,
 }
 
+impl<P: EventPublisher, L: FailureLedger> FailureSink<P, L> {
+    /// Publishes the dead letter to the dead-letter topic, or to the failed topic
+    /// when `permanent`, waits for the broker's acknowledgement, then records it in
+    /// the ledger (PENDING or FAILED).
+    pub async fn park(
+        &self,
+        letter: &DeadLetter,
+        permanent: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), shared::Error> {
+        let (topic, status) = if permanent {
+            (&self.topics.payment_completed_failed, LedgerStatus::Failed)
+        } else {
+            (&self.topics.payment_completed_dlq, LedgerStatus::Pending)
+        };
+        let dead = letter.to_record(topic);
+        for result in self
+            .publisher
+            .publish_all(std::slice::from_ref(&dead))
+            .await
+        {
+            result?;
+        }
+        self.ledger
+            .record_failure(&LedgerFailure {
+                event_id: dead.event_id.clone(),
+                event_type: letter.event_type(),
+                status,
+                error_kind: letter.error_kind.clone(),
+                error_message: letter.error_message.clone(),
+                topic: letter.original.topic.clone(),
+                partition: letter.original.partition,
+                offset: letter.original.offset,
+                at: now,
+            })
+            .await?;
+        tracing::warn!(
+            event = %dead.event_id,
+            at = %letter.original.coordinates(),
+            to = %topic,
+            status = status.name(),
+            retry_count = letter.retry_count,
+            error = %letter.error_message,
+            "notification failed; dead-lettered"
+        );
+        Ok(())
+    }
+}
+
 pub struct Notifier<C, S, P, L> {
     channel: C,
     store: S,
@@ -199,54 +248,19 @@ where
         error: &shared::Error,
     ) -> Result<(), shared::Error> {
         let now = self.clock.now();
-        let delay = match error {
-            shared::Error::Channel {
-                retry_after: Some(after),
-                ..
-            } => Duration::from_std(*after)
-                .unwrap_or(self.failures.retry_delay)
-                .max(self.failures.retry_delay),
-            _ => self.failures.retry_delay,
-        };
+        let delay = error
+            .retry_after()
+            .map_or(self.failures.retry_delay, |after| {
+                after.max(self.failures.retry_delay)
+            });
         let letter = DeadLetter::new(decode_lossy(record), error, 0, now + delay);
-        let topics = &self.failures.topics;
-        let (topic, status) = if error.is_retryable() {
-            (&topics.payment_completed_dlq, LedgerStatus::Pending)
-        } else {
-            (&topics.payment_completed_failed, LedgerStatus::Failed)
-        };
-        let dead = letter.to_record(topic);
-        for result in self
-            .failures
-            .publisher
-            .publish_all(std::slice::from_ref(&dead))
-            .await
-        {
-            result?;
-        }
         self.failures
-            .ledger
-            .record_failure(&LedgerFailure {
-                event_id: dead.event_id.clone(),
-                event_type: letter.event_type(),
-                status,
-                error_kind: letter.error_kind.clone(),
-                error_message: letter.error_message.clone(),
-                topic: letter.original.topic.clone(),
-                partition: letter.original.partition,
-                offset: letter.original.offset,
-                at: now,
-            })
-            .await?;
-        tracing::warn!(
-            event = %dead.event_id,
-            at = %letter.original.coordinates(),
-            to = %topic,
-            status = status.name(),
-            error = %letter.error_message,
-            "notification failed; dead-lettered"
-        );
-        Ok(())
+            .park(&letter, !error.is_retryable(), now)
+            .await
+    }
+
+    pub fn failures(&self) -> &FailureSink<P, L> {
+        &self.failures
     }
 
     /// Sends the notification of one record, unless it was sent before.
@@ -382,6 +396,10 @@ mod tests {
     impl FailureLedger for FakeLedger {
         async fn record_failure(&self, failure: &LedgerFailure) -> Result<(), shared::Error> {
             self.rows.lock().unwrap().push(failure.clone());
+            Ok(())
+        }
+
+        async fn mark_processed(&self, _: &str, _: DateTime<Utc>) -> Result<(), shared::Error> {
             Ok(())
         }
     }

@@ -90,4 +90,23 @@ impl FailureLedger for DynamoFailureLedger {
             .map_err(|e| sdk_error("UpdateItem (ledger)", e))?;
         Ok(())
     }
+
+    async fn mark_processed(
+        &self,
+        event_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(event_id))
+            .update_expression("SET #status = :processed, processedAt = :at")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processed", s(LedgerStatus::Processed.name()))
+            .expression_attribute_values(":at", n(to_millis(at)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem (ledger processed)", e))?;
+        Ok(())
+    }
 }

@@ -1,0 +1,292 @@
+//! dlq-retry: on a schedule, retries the dead letters whose `next-attempt-at` has
+//! come. It reads `payment.completed.dlq` in its own consumer group, only up to
+//! the end offsets it saw when it started (so it never chases the records it
+//! republishes itself), and for each due record:
+//!
+//! - sends the notification again through the notifier's idempotency check (an
+//!   event that was in fact delivered is not sent twice) and marks the ledger
+//!   PROCESSED;
+//! - on a retryable failure, republishes it with `retry-count` + 1 and
+//!   `next-attempt-at` moved by exponential back-off with jitter, or, after
+//!   `max_retries`, parks it on `payment.completed.failed` with the ledger FAILED;
+//! - on a permanent failure, parks it at once.
+//!
+//! An offset is committed only after what was written for its record was
+//! acknowledged. A record not yet due stops its partition for this run. The run
+//! stops early enough to finish before the invocation's deadline.
+
+use chrono::{DateTime, Duration, Utc};
+use lambda_runtime::LambdaEvent;
+use notifier::LambdaNotifier;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use shared::clock::Clock;
+use shared::config;
+use shared::dead_letter::{DeadLetter, backoff};
+use shared::kafka::decoded_message;
+use shared::kafka_event::encode_record;
+use shared::ledger::FailureLedger;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why the function could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("dlq-retry is misconfigured")]
+    Config(#[source] shared::Error),
+    #[error("reading the dead-letter topic failed")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Notifier(#[from] notifier::Error),
+    #[error("writing the outcome of a dead letter failed; its offset was not committed")]
+    Park(#[source] shared::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The notifier's configuration: channel, idempotency, topics, ledger.
+    pub notifier: notifier::Config,
+    pub group_id: String,
+    /// Retries before a dead letter is parked as failed (the notifier's first
+    /// send is not counted).
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Stop taking new records when less than this is left before the deadline.
+    pub safety_margin: Duration,
+    /// Used when the invocation has no deadline (a local call).
+    pub default_run_time: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        let read = || -> Result<Config, shared::Error> {
+            Ok(Config {
+                notifier: notifier::Config::from_env().map_err(|e| match e {
+                    notifier::Error::Config(inner) => inner,
+                })?,
+                group_id: config::or_default("DLQ_RETRY_GROUP_ID", "dlq-retry"),
+                max_retries: config::parsed("DLQ_MAX_RETRIES", 3u32)?,
+                backoff_base: Duration::seconds(config::parsed("DLQ_BACKOFF_BASE_SECONDS", 60i64)?),
+                backoff_max: Duration::seconds(config::parsed(
+                    "DLQ_BACKOFF_MAX_SECONDS",
+                    3_600i64,
+                )?),
+                safety_margin: Duration::seconds(config::parsed(
+                    "DLQ_SAFETY_MARGIN_SECONDS",
+                    10i64,
+                )?),
+                default_run_time: Duration::seconds(60),
+            })
+        };
+        read().map_err(Error::Config)
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryReport {
+    /// Delivered by this run (or found already delivered).
+    pub processed: u32,
+    /// Failed again and republished for a later attempt.
+    pub retried: u32,
+    /// Parked on the failed topic.
+    pub failed: u32,
+    /// Partitions that stopped at a record not yet due.
+    pub not_due: u32,
+    /// True when the run stopped for the deadline with records left.
+    pub stopped_for_deadline: bool,
+}
+
+pub struct DlqRetry {
+    notifier: LambdaNotifier,
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl DlqRetry {
+    pub fn from_config(
+        config: Config,
+        client: aws_sdk_dynamodb::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        Ok(DlqRetry {
+            notifier: LambdaNotifier::from_config(&config.notifier, client, clock.clone())?,
+            config,
+            clock,
+        })
+    }
+
+    /// The scheduled event's content does not matter: each run drains what is due.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<serde_json::Value>,
+    ) -> Result<RetryReport, lambda_runtime::Error> {
+        let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
+            .filter(|d| d.timestamp_millis() > 0)
+            .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
+        let report = self.run(deadline).await.map_err(Box::new)?;
+        tracing::info!(?report, "dlq-retry run finished");
+        Ok(report)
+    }
+
+    fn consumer(&self) -> Result<(StreamConsumer, HashMap<i32, i64>), Error> {
+        let topic = &self.config.notifier.topics.payment_completed_dlq;
+        let consumer: StreamConsumer = self
+            .config
+            .notifier
+            .kafka
+            .client_config()
+            .set("group.id", &self.config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(Error::Kafka)?;
+        let timeout = std::time::Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(Error::Kafka)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut wanted = TopicPartitionList::new();
+        for p in &partitions {
+            wanted.add_partition(topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(wanted, timeout)
+            .map_err(Error::Kafka)?;
+        let mut assignment = TopicPartitionList::new();
+        // Where each partition ends now: records republished by this run land
+        // beyond it and wait for the next run.
+        let mut ends = HashMap::new();
+        for p in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(Error::Kafka)?;
+            let start = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o.max(low),
+                _ => low,
+            };
+            if start < high {
+                assignment
+                    .add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(Error::Kafka)?;
+                ends.insert(p, high);
+            }
+        }
+        consumer.assign(&assignment).map_err(Error::Kafka)?;
+        Ok((consumer, ends))
+    }
+
+    /// Drains the due dead letters until every partition is done or not yet due,
+    /// or the deadline is near.
+    pub async fn run(&self, deadline: DateTime<Utc>) -> Result<RetryReport, Error> {
+        let mut report = RetryReport::default();
+        let (consumer, mut ends) = self.consumer()?;
+        let topic = self.config.notifier.topics.payment_completed_dlq.clone();
+        while !ends.is_empty() {
+            if self.clock.now() + self.config.safety_margin >= deadline {
+                report.stopped_for_deadline = true;
+                break;
+            }
+            let message = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                consumer.recv(),
+            )
+            .await
+            {
+                Ok(Ok(m)) => m.detach(),
+                Ok(Err(e)) => return Err(Error::Kafka(e)),
+                // Nothing arrives although the watermarks said so: stop here.
+                Err(_) => break,
+            };
+            let record = decoded_message(&message);
+            let partition = message.partition();
+            let Some(end) = ends.get(&partition).copied() else {
+                continue; // a partition that is done or stopped this run
+            };
+            if record.offset >= end {
+                ends.remove(&partition);
+                continue;
+            }
+            let done = self.retry(&record, deadline, &mut report).await?;
+            if !done {
+                // Not yet due: it and what follows wait for a later run.
+                report.not_due += 1;
+                ends.remove(&partition);
+                continue;
+            }
+            let mut offsets = TopicPartitionList::new();
+            offsets
+                .add_partition_offset(&topic, partition, Offset::Offset(record.offset + 1))
+                .map_err(Error::Kafka)?;
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(Error::Kafka)?;
+            if record.offset + 1 >= end {
+                ends.remove(&partition);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Handles one dead letter; `false` when it is not yet due.
+    async fn retry(
+        &self,
+        record: &shared::kafka_event::DecodedRecord,
+        deadline: DateTime<Utc>,
+        report: &mut RetryReport,
+    ) -> Result<bool, Error> {
+        let now = self.clock.now();
+        let sink = self.notifier.failures();
+        let letter = match DeadLetter::from_dlq_record(record) {
+            Ok(letter) => letter,
+            Err(e) => {
+                // Not a dead letter we wrote: keep it for an operator.
+                let letter = DeadLetter::new(record.clone(), &e, 0, now);
+                sink.park(&letter, true, now).await.map_err(Error::Park)?;
+                report.failed += 1;
+                return Ok(true);
+            }
+        };
+        if letter.next_attempt_at > now {
+            return Ok(false);
+        }
+        let original = encode_record(&letter.original);
+        match self.notifier.notify(&original, Some(deadline)).await {
+            Ok(_) => {
+                sink.ledger
+                    .mark_processed(&letter.event_id(), now)
+                    .await
+                    .map_err(Error::Park)?;
+                report.processed += 1;
+                tracing::info!(event = %letter.event_id(), retry_count = letter.retry_count, "dead letter delivered");
+            }
+            Err(error) => {
+                let retries = letter.retry_count + 1;
+                let give_up = !error.is_retryable() || retries >= self.config.max_retries;
+                let delay = backoff(
+                    self.config.backoff_base,
+                    letter.retry_count + 1,
+                    self.config.backoff_max,
+                    rand::random::<f64>(),
+                )
+                .max(error.retry_after().unwrap_or_else(Duration::zero));
+                let next = letter.retried(&error, now + delay);
+                sink.park(&next, give_up, now).await.map_err(Error::Park)?;
+                if give_up {
+                    report.failed += 1;
+                } else {
+                    report.retried += 1;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
