@@ -92,7 +92,7 @@ impl Demo<'_> {
         let (status, held) = self.hold(user, seat).await?;
         println!("{who} holds seat {} -> {status} {held}", seat.number);
         if status != 201 {
-            return Err(Error::Demo(format!("the hold was refused: {held}")));
+            return Err(Error::Message(format!("the hold was refused: {held}")));
         }
         let reservation = held["reservationId"]
             .as_str()
@@ -101,7 +101,7 @@ impl Demo<'_> {
         let (status, paid) = self.pay(user, &reservation).await?;
         println!("{who} pays -> {status} {paid}");
         if status != 200 {
-            return Err(Error::Demo(format!("the payment was refused: {paid}")));
+            return Err(Error::Message(format!("the payment was refused: {paid}")));
         }
         println!(
             "{who}'s balance is now {}",
@@ -158,7 +158,7 @@ pub async fn run(
         http: reqwest::Client::builder()
             .timeout(StdDuration::from_secs(30))
             .build()
-            .map_err(|e| Error::Demo(e.to_string()))?,
+            .map_err(|e| Error::Message(e.to_string()))?,
         api: api.trim_end_matches('/'),
         sandbox: sandbox.trim_end_matches('/'),
         repo,
@@ -207,7 +207,7 @@ pub async fn run(
             .expression_attribute_values(":r", AttributeValue::S(reservation.clone()))
             .send()
             .await
-            .map_err(|e| Error::Demo(format!("scanning the outbox: {e}")))?;
+            .map_err(|e| Error::Message(format!("scanning the outbox: {e}")))?;
         for item in out.items() {
             let get = |k: &str| match item.get(k) {
                 Some(AttributeValue::S(v)) => v.clone(),
@@ -230,10 +230,10 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(|e| Error::Demo(format!("Kafka consumer: {e}")))?;
+        .map_err(|e| Error::Message(format!("Kafka consumer: {e}")))?;
     consumer
         .subscribe(&[&topics.payment_completed])
-        .map_err(|e| Error::Demo(format!("Kafka subscribe: {e}")))?;
+        .map_err(|e| Error::Message(format!("Kafka subscribe: {e}")))?;
     let mut waiting: HashSet<&str> = paid.iter().map(String::as_str).collect();
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
     while !waiting.is_empty() && tokio::time::Instant::now() < deadline {

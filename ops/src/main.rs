@@ -3,9 +3,11 @@
 //! - `ops provision`: creates the tables and topics (safe to run twice);
 //! - `ops seed`: creates a concert with seats and users with a balance and an
 //!   ACTIVE queue token, and prints them as one JSON object;
+//! - `ops failed list|show|redrive`: the failed-message ledger;
 //! - `ops demo`: runs the demo scenario through a running pipeline.
 
 mod demo;
+mod failed;
 
 use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
@@ -29,8 +31,9 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    #[error("the demo could not go on: {0}")]
-    Demo(String),
+    /// A refusal or a failed step, said in full.
+    #[error("{0}")]
+    Message(String),
 }
 
 /// Doors at 19:00 KST (10:00 UTC), a month from now.
@@ -79,6 +82,11 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         token_minutes: i64,
     },
+    /// The failed-message ledger: list, show, re-drive.
+    Failed {
+        #[command(subcommand)]
+        command: FailedCommand,
+    },
     /// Run the demo scenario through a running pipeline and report what happened.
     Demo {
         #[arg(long, env = "DEMO_API_URL", default_value = "http://127.0.0.1:3000")]
@@ -89,6 +97,24 @@ enum Command {
             default_value = "http://127.0.0.1:8081"
         )]
         sandbox: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailedCommand {
+    /// The ledger's rows, oldest first.
+    List {
+        /// PENDING, PROCESSED or FAILED.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One row, as JSON.
+    Show { event_id: String },
+    /// Republish to the dead-letter topic with retry-count 0 and the ledger back to PENDING.
+    Redrive {
+        event_id: Option<String>,
+        #[arg(long)]
+        all_failed: bool,
     },
 }
 
@@ -147,6 +173,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
             )?;
             repo.seed(&seeded.data()).await?;
             println!("{}", seeded.to_json());
+        }
+        Command::Failed { command } => {
+            let ledger = shared::dynamodb::DynamoFailureLedger::new(client, tables.failed_messages);
+            match command {
+                FailedCommand::List { status } => failed::list(&ledger, status.as_deref()).await?,
+                FailedCommand::Show { event_id } => failed::show(&ledger, &event_id).await?,
+                FailedCommand::Redrive {
+                    event_id,
+                    all_failed,
+                } => failed::redrive(&ledger, event_id.as_deref(), all_failed).await?,
+            }
         }
         Command::Demo { api, sandbox } => {
             let repo = TicketingRepository::new(client, tables);

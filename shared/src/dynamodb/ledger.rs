@@ -20,6 +20,59 @@ impl DynamoFailureLedger {
         }
     }
 
+    /// Every row, or those with `status`, oldest failure first.
+    pub async fn list(&self, status: Option<LedgerStatus>) -> Result<Vec<LedgerEntry>, Error> {
+        let mut entries = Vec::new();
+        let mut start = None;
+        loop {
+            let mut scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start);
+            if let Some(status) = status {
+                scan = scan
+                    .filter_expression("#status = :status")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status.name()));
+            }
+            let out = scan
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan (ledger)", e))?;
+            for item in out.items() {
+                entries.push(entry_from(item)?);
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        entries.sort_by_key(|e| e.first_failed_at);
+        Ok(entries)
+    }
+
+    /// Puts a row back to PENDING after an operator re-drove its event.
+    pub async fn mark_redriven(
+        &self,
+        event_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(event_id))
+            .update_expression("SET #status = :pending, redrivenAt = :at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(LedgerStatus::Pending.name()))
+            .expression_attribute_values(":at", n(to_millis(at)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem (ledger redrive)", e))?;
+        Ok(())
+    }
+
     pub async fn get(&self, event_id: &str) -> Result<Option<LedgerEntry>, Error> {
         let out = self
             .client

@@ -1,0 +1,186 @@
+//! `ops failed`: the failed-message ledger for operators.
+//!
+//! - `list [--status S]`: the rows, oldest first;
+//! - `show <event-id>`: one row, as JSON;
+//! - `redrive <event-id> | --all-failed`: takes the dead letter from the failed
+//!   (or dead-letter) topic, republishes it to the dead-letter topic with
+//!   `retry-count` 0, due now, and puts the ledger row back to PENDING, so the
+//!   next dlq-retry run sends it.
+
+use crate::Error;
+use chrono::{SecondsFormat, Utc};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+use shared::config::TopicNames;
+use shared::dead_letter::DeadLetter;
+use shared::dynamodb::DynamoFailureLedger;
+use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, decoded_message};
+use shared::ledger::{LedgerEntry, LedgerStatus};
+use shared::ports::EventPublisher;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn entry_json(e: &LedgerEntry) -> serde_json::Value {
+    json!({
+        "eventId": e.event_id,
+        "eventType": e.event_type,
+        "status": e.status.name(),
+        "attempts": e.attempts,
+        "firstFailedAt": e.first_failed_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "lastFailedAt": e.last_failed_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "errorKind": e.error_kind,
+        "lastError": e.last_error,
+        "original": {"topic": e.topic, "partition": e.partition, "offset": e.offset},
+    })
+}
+
+pub async fn list(ledger: &DynamoFailureLedger, status: Option<&str>) -> Result<(), Error> {
+    let status = status.map(LedgerStatus::parse).transpose()?;
+    let entries = ledger.list(status).await?;
+    println!(
+        "{:<38} {:<9} {:>8}  {:<24}  LAST ERROR",
+        "EVENT", "STATUS", "ATTEMPTS", "LAST FAILED"
+    );
+    for e in &entries {
+        let error: String = e.last_error.chars().take(70).collect();
+        println!(
+            "{:<38} {:<9} {:>8}  {:<24}  {}",
+            e.event_id,
+            e.status.name(),
+            e.attempts,
+            e.last_failed_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            error
+        );
+    }
+    println!("{} rows", entries.len());
+    Ok(())
+}
+
+pub async fn show(ledger: &DynamoFailureLedger, event_id: &str) -> Result<(), Error> {
+    let entry = ledger
+        .get(event_id)
+        .await?
+        .ok_or_else(|| Error::Message(format!("no ledger row for event {event_id}")))?;
+    println!("{:#}", entry_json(&entry));
+    Ok(())
+}
+
+/// The newest dead letter of each event on `topics`, read up to their current ends.
+async fn dead_letters(
+    kafka: &KafkaSettings,
+    topics: &[&str],
+) -> Result<HashMap<String, DeadLetter>, Error> {
+    let kafka_error = |e: rdkafka::error::KafkaError| Error::Message(format!("Kafka: {e}"));
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set(
+            "group.id",
+            format!("ops-redrive-{}", shared::domain::EventId::random()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(kafka_error)?;
+    let timeout = Duration::from_secs(10);
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(kafka_error)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .map_err(kafka_error)?;
+            if high > low {
+                assignment
+                    .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                    .map_err(kafka_error)?;
+                remaining += high - low;
+            }
+        }
+    }
+    consumer.assign(&assignment).map_err(kafka_error)?;
+    let mut letters = HashMap::new();
+    while remaining > 0 {
+        let Ok(Ok(message)) = tokio::time::timeout(timeout, consumer.recv()).await else {
+            break;
+        };
+        remaining -= 1;
+        if let Ok(letter) = DeadLetter::from_dlq_record(&decoded_message(&message.detach())) {
+            letters.insert(letter.event_id(), letter);
+        }
+    }
+    Ok(letters)
+}
+
+pub async fn redrive(
+    ledger: &DynamoFailureLedger,
+    event_id: Option<&str>,
+    all_failed: bool,
+) -> Result<(), Error> {
+    let targets: Vec<String> = match (event_id, all_failed) {
+        (Some(id), false) => vec![id.to_owned()],
+        (None, true) => ledger
+            .list(Some(LedgerStatus::Failed))
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect(),
+        _ => {
+            return Err(Error::Message(
+                "give one event id or --all-failed, not both".into(),
+            ));
+        }
+    };
+    if targets.is_empty() {
+        println!("nothing to re-drive");
+        return Ok(());
+    }
+    let kafka = KafkaSettings::from_env()?;
+    let topics = TopicNames::from_env();
+    let letters = dead_letters(
+        &kafka,
+        &[
+            &topics.payment_completed_failed,
+            &topics.payment_completed_dlq,
+        ],
+    )
+    .await?;
+    let publisher = KafkaPublisher::new(&kafka, &ProducerSettings::default())?;
+    let mut missing = Vec::new();
+    for id in &targets {
+        if ledger.get(id).await?.is_none() {
+            missing.push(format!("{id} (no ledger row)"));
+            continue;
+        }
+        let Some(letter) = letters.get(id) else {
+            missing.push(format!("{id} (no dead letter on the topics)"));
+            continue;
+        };
+        let now = Utc::now();
+        let fresh = DeadLetter {
+            retry_count: 0,
+            next_attempt_at: now,
+            ..letter.clone()
+        };
+        for result in publisher
+            .publish_all(&[fresh.to_record(&topics.payment_completed_dlq)])
+            .await
+        {
+            result?;
+        }
+        ledger.mark_redriven(id, now).await?;
+        println!(
+            "re-drove {id}: on {} again, ledger PENDING",
+            topics.payment_completed_dlq
+        );
+    }
+    if !missing.is_empty() {
+        return Err(Error::Message(format!(
+            "could not re-drive {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
