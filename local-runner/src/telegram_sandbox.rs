@@ -4,8 +4,10 @@
 //! - `POST /bot<token>/sendMessage` `{"chat_id", "text"}`
 //! - `GET /sandbox/messages`: what was received, in order
 //! - `DELETE /sandbox/messages`: forget them
-//! - `POST /sandbox/failures` `{"count": 3, "status": 500, "retryAfter": 1}`:
-//!   fail the next `count` sends with that status
+//! - `POST /sandbox/failures` `{"count": 3, "status": 500, "retryAfter": 1,
+//!   "delayMs": 2000, "chatId": "42"}`: the next `count` sends (to `chatId` only,
+//!   if given) wait `delayMs`, then fail with `status` (429 carries
+//!   `retry_after`); `status` 200 makes them slow but successful
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,13 +28,28 @@ pub struct ReceivedMessage {
     pub text: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailurePlan {
     pub count: u32,
     #[serde(default = "default_status")]
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// Answer this late (a slow or timing-out Telegram).
+    pub delay_ms: Option<u64>,
+    /// Only sends to this chat are affected (a blocked bot, a chat not found).
+    pub chat_id: Option<String>,
+}
+
+impl FailurePlan {
+    /// The next `count` sends fail with `status`.
+    pub fn fail(count: u32, status: u16) -> Self {
+        FailurePlan {
+            count,
+            status,
+            ..FailurePlan::default()
+        }
+    }
 }
 
 fn default_status() -> u16 {
@@ -121,22 +138,6 @@ async fn send_message(
         )
             .into_response();
     }
-    let mut state = sandbox.lock();
-    state.attempts += 1;
-    if let Some(plan) = state.failures.as_mut().filter(|p| p.count > 0) {
-        plan.count -= 1;
-        let status = plan.status;
-        let mut answer = json!({"ok": false, "error_code": status,
-            "description": format!("sandbox failure {status}")});
-        if let Some(secs) = plan.retry_after {
-            answer["parameters"] = json!({"retry_after": secs});
-        }
-        return (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            Json(answer),
-        )
-            .into_response();
-    }
     let Ok(Json(body)) = body else {
         return (
             StatusCode::BAD_REQUEST,
@@ -149,6 +150,37 @@ async fn send_message(
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     };
+    let planned = {
+        let mut state = sandbox.lock();
+        state.attempts += 1;
+        state
+            .failures
+            .as_mut()
+            .filter(|p| p.count > 0 && p.chat_id.as_ref().is_none_or(|c| *c == chat_id))
+            .map(|plan| {
+                plan.count -= 1;
+                plan.clone()
+            })
+    };
+    if let Some(plan) = planned {
+        if let Some(ms) = plan.delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        if plan.status != 200 {
+            let status = plan.status;
+            let mut answer = json!({"ok": false, "error_code": status,
+                "description": format!("sandbox failure {status}")});
+            if let Some(secs) = plan.retry_after {
+                answer["parameters"] = json!({"retry_after": secs});
+            }
+            return (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                Json(answer),
+            )
+                .into_response();
+        }
+    }
+    let mut state = sandbox.lock();
     let message_id = state.messages.len() as u64 + 1;
     state.messages.push(ReceivedMessage {
         message_id,

@@ -3,6 +3,7 @@
 //! tansu, and starts its own pipeline in-process on free ports.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use local_runner::kafka_source::KafkaSourceSettings;
@@ -353,4 +354,106 @@ pub async fn consume(
         }
     }
     messages
+}
+
+/// A notifier of its own, without a runner: unique tables and topics, a Telegram
+/// sandbox, real DynamoDB and Kafka.
+pub struct DirectNotifier {
+    pub tables: TableNames,
+    pub topics: TopicNames,
+    pub sandbox: TelegramSandbox,
+    pub config: notifier::Config,
+    pub notifier: notifier::LambdaNotifier,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl DirectNotifier {
+    pub async fn start(retry_delay: Duration, telegram_timeout: StdDuration) -> DirectNotifier {
+        init_logs();
+        let aws = aws().await;
+        let (tables, topics) = provision(&aws, 1).await;
+        let sandbox = TelegramSandbox::default();
+        let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let config = notifier::Config {
+            tables: tables.clone(),
+            telegram_api_base_url: format!("http://{addr}"),
+            telegram_bot_token: Secret::new(BOT_TOKEN),
+            telegram_chat_id: CHAT_ID.into(),
+            telegram_timeout,
+            idempotency_ttl: Duration::days(7),
+            kafka: kafka(),
+            producer: ProducerSettings::default(),
+            topics: topics.clone(),
+            retry_delay,
+        };
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        let notifier = notifier::LambdaNotifier::from_config(
+            &config,
+            dynamodb.clone(),
+            Arc::new(shared::clock::SystemClock),
+        )
+        .unwrap();
+        DirectNotifier {
+            tables,
+            topics,
+            sandbox,
+            config,
+            notifier,
+            dynamodb,
+        }
+    }
+
+    /// A PaymentCompleted record of the payment topic, as Lambda delivers it.
+    pub fn payment_record(&self, offset: i64) -> KafkaRecord {
+        let envelope = shared::fixtures::payment_completed_envelope(
+            shared::domain::ReservationId::random(),
+            "direct@example.com",
+            1_000,
+        );
+        shared::kafka_event::encode_record(&shared::kafka_event::DecodedRecord {
+            topic: self.topics.payment_completed.clone(),
+            partition: 0,
+            offset,
+            timestamp_ms: Utc::now().timestamp_millis(),
+            key: Some(envelope.aggregate_id.clone().into_bytes()),
+            value: Some(envelope.to_json().into_bytes()),
+            headers: vec![(
+                "event-id".into(),
+                envelope.event_id.to_string().into_bytes(),
+            )],
+        })
+    }
+
+    /// Invokes the notifier with these records of partition 0, through the runtime's JSON.
+    pub async fn deliver(&self, records: Vec<KafkaRecord>) -> Result<Value, local_runner::Error> {
+        let mut event = KafkaEvent::default();
+        event
+            .records
+            .insert(format!("{}-0", self.topics.payment_completed), records);
+        local_runner::invoke::invoke(
+            "notifier",
+            StdDuration::from_secs(30),
+            serde_json::to_value(event).unwrap(),
+            |e| self.notifier.handle(e),
+        )
+        .await
+    }
+
+    pub fn ledger(&self) -> shared::dynamodb::DynamoFailureLedger {
+        shared::dynamodb::DynamoFailureLedger::new(
+            self.dynamodb.clone(),
+            self.tables.failed_messages.clone(),
+        )
+    }
+}
+
+/// The first header called `name` of a consumed message, as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }

@@ -4,11 +4,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use e2e_tests::{BOT_TOKEN, CHAT_ID, Options, TestPipeline, aws, consume, kafka, provision, seed};
+use e2e_tests::{
+    BOT_TOKEN, CHAT_ID, Options, TestPipeline, aws, consume, header, kafka, provision, seed,
+};
 use local_runner::invoke::invoke;
 use local_runner::telegram_sandbox::{FailurePlan, TelegramSandbox};
 use notifier::LambdaNotifier;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use shared::clock::SystemClock;
@@ -23,15 +25,6 @@ use shared::ledger::LedgerStatus;
 use shared::ports::{EventPublisher, OutboundRecord};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
 
 async fn ledger_status(p: &TestPipeline, event_id: &str, timeout: Duration) -> LedgerStatus {
     let ledger = DynamoFailureLedger::new(p.dynamodb.clone(), p.tables.failed_messages.clone());
@@ -51,11 +44,7 @@ async fn ledger_status(p: &TestPipeline, event_id: &str, timeout: Duration) -> L
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_telegram_down_the_payment_succeeds_and_the_event_waits_in_the_dlq_and_the_ledger() {
     let p = TestPipeline::start(Options::default()).await;
-    p.sandbox.fail_next(FailurePlan {
-        count: 1_000,
-        status: 502,
-        retry_after: None,
-    });
+    p.sandbox.fail_next(FailurePlan::fail(1_000, 502));
     let s = seed(&p.repo, 1, 1, 100_000, 50_000).await;
     let fan = &s.users[0];
     let (status, held) = p.hold(&fan.jwt, s.seats[0].id).await;
@@ -188,11 +177,7 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
     let (tables, topics) = provision(&aws, 1).await;
     let sandbox = TelegramSandbox::default();
     let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    sandbox.fail_next(FailurePlan {
-        count: 10,
-        status: 503,
-        retry_after: None,
-    });
+    sandbox.fail_next(FailurePlan::fail(10, 503));
     // The dead letters go to a broker that is down.
     let cluster = MockCluster::new(1).unwrap();
     cluster.broker_down(1).unwrap();

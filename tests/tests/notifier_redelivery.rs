@@ -101,11 +101,7 @@ async fn the_same_kafka_record_delivered_twice_sends_one_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_send_is_dead_lettered_and_a_later_redelivery_sends_it_once() {
     let s = setup().await;
-    s.sandbox.fail_next(FailurePlan {
-        count: 1,
-        status: 502,
-        retry_after: None,
-    });
+    s.sandbox.fail_next(FailurePlan::fail(1, 502));
     // The invocation succeeds: the failure went to the dead-letter topic.
     deliver(&s, std::slice::from_ref(&s.record)).await.unwrap();
     assert!(s.sandbox.messages().is_empty());
