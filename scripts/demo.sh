@@ -6,6 +6,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/local-env.sh
+# Retries in seconds rather than minutes, so the failure scenarios finish quickly.
+export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-1}
+export DLQ_RETRY_INTERVAL_SECONDS=${DLQ_RETRY_INTERVAL_SECONDS:-2}
+export DLQ_BACKOFF_BASE_SECONDS=${DLQ_BACKOFF_BASE_SECONDS:-2}
+export DLQ_MAX_RETRIES=${DLQ_MAX_RETRIES:-5}
 
 if [ "${KEEP_STACK:-0}" != 1 ]; then
   # Its own state folder: stopping at the end never touches a stack `make up` started.

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use shared::auth::JwtKey;
 use shared::config::TopicNames;
 use shared::domain::{Money, UserId};
-use shared::dynamodb::TicketingRepository;
+use shared::dynamodb::{DynamoFailureLedger, TicketingRepository};
 use shared::kafka::KafkaSettings;
+use shared::ledger::LedgerStatus;
 use shared::seed::{SeedRequest, Seeded, SeededUser, generate};
 use std::collections::HashSet;
 use std::time::Duration as StdDuration;
@@ -110,6 +111,70 @@ impl Demo<'_> {
         Ok(reservation)
     }
 
+    /// Tells the Telegram sandbox how to fail (`count` 0 makes it healthy again).
+    async fn sandbox_failures(&self, plan: Value) -> Result<(), Error> {
+        let url = format!("{}/sandbox/failures", self.sandbox);
+        self.http
+            .post(&url)
+            .json(&plan)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|source| Error::Http { url, source })?;
+        Ok(())
+    }
+
+    /// The event id of the reservation's outbox item.
+    async fn event_id(&self, reservation: &str) -> Result<String, Error> {
+        let out = self
+            .repo
+            .client()
+            .scan()
+            .table_name(&self.repo.tables().outbox)
+            .filter_expression("aggregateId = :r")
+            .expression_attribute_values(":r", AttributeValue::S(reservation.to_owned()))
+            .send()
+            .await
+            .map_err(|e| Error::Message(format!("scanning the outbox: {e}")))?;
+        out.items()
+            .iter()
+            .find_map(|item| match item.get("eventId") {
+                Some(AttributeValue::S(id)) => Some(id.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Message(format!("no outbox item for {reservation}")))
+    }
+
+    /// Waits until the ledger row of `event_id` has `status`, printing it.
+    async fn ledger_reaches(
+        &self,
+        ledger: &DynamoFailureLedger,
+        event_id: &str,
+        status: LedgerStatus,
+    ) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(90);
+        while tokio::time::Instant::now() < deadline {
+            if let Some(entry) = ledger.get(event_id).await?
+                && entry.status == status
+            {
+                println!(
+                    "ledger {}: {} after {} failed attempt(s), last error: {}",
+                    entry.event_id,
+                    entry.status.name(),
+                    entry.attempts,
+                    entry.last_error
+                );
+                return Ok(true);
+            }
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+        println!(
+            "ledger {event_id} did NOT reach {} within 90 s",
+            status.name()
+        );
+        Ok(false)
+    }
+
     async fn sandbox_messages(&self) -> Result<Vec<Value>, Error> {
         let url = format!("{}/sandbox/messages", self.sandbox);
         let body: Value = self
@@ -165,12 +230,12 @@ pub async fn run(
     };
 
     step(
-        "1. seed: a concert with 3 seats at 150,000원, two fans with 200,000원, one with 10,000원",
+        "1. seed: a concert with 5 seats at 150,000원, four fans with 200,000원, one with 10,000원",
     );
     let now = chrono::Utc::now();
     let request = |users, balance| -> Result<SeedRequest, Error> {
         Ok(SeedRequest {
-            seats: 3,
+            seats: 5,
             users,
             balance: Money::krw(balance)?,
             price: Money::krw(150_000)?,
@@ -180,18 +245,19 @@ pub async fn run(
             mail_prefix: "fan".into(),
         })
     };
-    let rich: Seeded = generate(&request(2, 200_000)?, key, now)?;
+    let rich: Seeded = generate(&request(4, 200_000)?, key, now)?;
     let poor = generate(&request(1, 10_000)?, key, now)?;
     repo.seed(&rich.data()).await?;
     repo.seed(&poor.data()).await?;
     let (a, c, b) = (&rich.users[0], &rich.users[1], &poor.users[0]);
+    let (d, e) = (&rich.users[2], &rich.users[3]);
     println!(
         "concert {} ({}); fans {}, {}, {}",
         rich.concert.id, rich.concert.title, a.user.mail, c.user.mail, b.user.mail
     );
 
     step("2. two fans hold a seat and pay");
-    let paid = vec![
+    let paid = [
         demo.hold_and_pay("fan A", a, &rich.seats[0]).await?,
         demo.hold_and_pay("fan C", c, &rich.seats[1]).await?,
     ];
@@ -199,27 +265,10 @@ pub async fn run(
 
     step("3. the outbox items, written in the payments' transactions");
     for reservation in &paid {
-        let out = repo
-            .client()
-            .scan()
-            .table_name(&repo.tables().outbox)
-            .filter_expression("aggregateId = :r")
-            .expression_attribute_values(":r", AttributeValue::S(reservation.clone()))
-            .send()
-            .await
-            .map_err(|e| Error::Message(format!("scanning the outbox: {e}")))?;
-        for item in out.items() {
-            let get = |k: &str| match item.get(k) {
-                Some(AttributeValue::S(v)) => v.clone(),
-                _ => String::new(),
-            };
-            println!(
-                "outbox {} {} for reservation {}",
-                get("eventId"),
-                get("eventType"),
-                get("aggregateId")
-            );
-        }
+        println!(
+            "outbox PaymentCompleted {} for reservation {reservation}",
+            demo.event_id(reservation).await?
+        );
     }
 
     step("4. the relay published them to Kafka (read back with a consumer)");
@@ -317,19 +366,64 @@ pub async fn run(
         Money::krw(demo.balance(b.user.id).await?)?.to_won_string()
     );
 
+    let ledger =
+        DynamoFailureLedger::new(repo.client().clone(), repo.tables().failed_messages.clone());
+
+    step("8. Telegram goes down: fan D still pays at once; the message waits in the DLQ");
+    demo.sandbox_failures(json!({"count": 1_000_000, "status": 502}))
+        .await?;
+    let started = std::time::Instant::now();
+    let reservation_d = demo.hold_and_pay("fan D", d, &rich.seats[3]).await?;
+    println!(
+        "the payment took {} ms: it never waits on Telegram",
+        started.elapsed().as_millis()
+    );
+    let event_d = demo.event_id(&reservation_d).await?;
+    let pending = demo
+        .ledger_reaches(&ledger, &event_d, LedgerStatus::Pending)
+        .await?;
+    println!("Telegram is back; dlq-retry delivers it on its next run");
+    demo.sandbox_failures(json!({"count": 0})).await?;
+    let processed = demo
+        .ledger_reaches(&ledger, &event_d, LedgerStatus::Processed)
+        .await?;
+    let mut mails = mails;
+    mails.push(d.user.mail.as_str().into());
+
+    step("9. the bot is blocked for the chat (HTTP 403): fan E's notification fails for good");
+    demo.sandbox_failures(json!({"count": 1, "status": 403}))
+        .await?;
+    let reservation_e = demo.hold_and_pay("fan E", e, &rich.seats[4]).await?;
+    let event_e = demo.event_id(&reservation_e).await?;
+    let parked = demo
+        .ledger_reaches(&ledger, &event_e, LedgerStatus::Failed)
+        .await?;
+    println!(
+        "it is on {} for an operator: `ops failed show {event_e}`, `ops failed redrive {event_e}`",
+        TopicNames::from_env().payment_completed_failed
+    );
+
     // Give a duplicate every chance to arrive before counting.
     tokio::time::sleep(StdDuration::from_secs(3)).await;
     let counts = demo.delivered(&mails).await?;
     let delivered = counts.iter().filter(|n| **n == 1).count();
-    let lost = counts.iter().filter(|n| **n == 0).count();
     let duplicated = counts.iter().filter(|n| **n > 1).count();
-    let ok = lost == 0 && duplicated == 0 && before == after && status == 402;
+    let failed_permanently = usize::from(parked);
+    let confirmed = mails.len() + 1;
+    let lost = confirmed - delivered - duplicated - failed_permanently;
+    let ok = lost == 0
+        && duplicated == 0
+        && before == after
+        && status == 402
+        && pending
+        && processed
+        && parked;
     if duplicated > 0 {
         println!("\n{duplicated} payments were notified more than once");
     }
     println!(
-        "\ndemo: {} payments confirmed, {delivered} notifications delivered, {lost} lost",
-        paid.len()
+        "\ndemo: {confirmed} payments confirmed, {delivered} notifications delivered, \
+         {failed_permanently} failed permanently, {lost} lost"
     );
     Ok(ok)
 }
