@@ -375,7 +375,7 @@ pub async fn run(
     let started = std::time::Instant::now();
     let reservation_d = demo.hold_and_pay("fan D", d, &rich.seats[3]).await?;
     println!(
-        "the payment took {} ms: it never waits on Telegram",
+        "the hold and the payment took {} ms together: neither waits on Telegram",
         started.elapsed().as_millis()
     );
     let event_d = demo.event_id(&reservation_d).await?;

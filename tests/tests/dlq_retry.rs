@@ -247,3 +247,36 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
         LedgerStatus::Processed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
+    let d = direct(Duration::zero(), Duration::seconds(1)).await;
+    dead_letters(&d, 1).await;
+    d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
+    let dlq = consume(
+        &kafka().bootstrap_servers,
+        &d.n.topics.payment_completed_dlq,
+        1,
+        StdDuration::from_secs(30),
+    )
+    .await;
+    let letter =
+        dead_letter::DeadLetter::from_dlq_record(&shared::kafka::decoded_message(&dlq[0])).unwrap();
+    let original = shared::kafka_event::encode_record(&letter.original);
+    // Ten redeliveries to the notifier and a dlq-retry run, all at once.
+    let redeliveries =
+        futures::future::join_all((0..10).map(|_| d.n.notifier.notify(&original, None)));
+    let (results, report) = tokio::join!(
+        redeliveries,
+        d.retry.run(Utc::now() + Duration::seconds(60))
+    );
+    let report = report.unwrap();
+    // Whoever lost the race saw the key in progress or completed; nobody sent twice.
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(shared::Error::InProgress))),
+        "{results:?}"
+    );
+    assert_eq!(d.n.sandbox.messages().len(), 1, "{report:?}");
+}
