@@ -98,6 +98,8 @@ pub struct TopicNames {
     pub payment_completed_dlq: String,
     /// Dead letters that failed for good: kept for operators.
     pub payment_completed_failed: String,
+    /// Released seat holds.
+    pub seat_hold_expired: String,
 }
 
 impl TopicNames {
@@ -112,6 +114,7 @@ impl TopicNames {
                 "TOPIC_PAYMENT_COMPLETED_FAILED",
                 "payment.completed.failed",
             ),
+            seat_hold_expired: or_default("TOPIC_SEAT_HOLD_EXPIRED", "seat.hold-expired"),
         }
     }
 
@@ -120,6 +123,7 @@ impl TopicNames {
             payment_completed: format!("{prefix}.payment.completed"),
             payment_completed_dlq: format!("{prefix}.payment.completed.dlq"),
             payment_completed_failed: format!("{prefix}.payment.completed.failed"),
+            seat_hold_expired: format!("{prefix}.seat.hold-expired"),
         }
     }
 
@@ -128,6 +132,7 @@ impl TopicNames {
             self.payment_completed.as_str(),
             self.payment_completed_dlq.as_str(),
             self.payment_completed_failed.as_str(),
+            self.seat_hold_expired.as_str(),
         ]
     }
 }

@@ -15,12 +15,14 @@ pub const HEADER_EVENT_TYPE: &str = "event-type";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
     PaymentCompleted,
+    SeatHoldExpired,
 }
 
 impl EventType {
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::PaymentCompleted => "PaymentCompleted",
+            EventType::SeatHoldExpired => "SeatHoldExpired",
         }
     }
 
@@ -30,13 +32,14 @@ impl EventType {
 
     pub fn aggregate_type(self) -> &'static str {
         match self {
-            EventType::PaymentCompleted => "Reservation",
+            EventType::PaymentCompleted | EventType::SeatHoldExpired => "Reservation",
         }
     }
 
     pub fn parse(text: &str) -> Result<Self, Error> {
         match text {
             "PaymentCompleted" => Ok(EventType::PaymentCompleted),
+            "SeatHoldExpired" => Ok(EventType::SeatHoldExpired),
             other => Err(Error::MalformedEvent(format!(
                 "unknown event type {other:?}"
             ))),
@@ -83,6 +86,16 @@ impl EventEnvelope {
             EventType::PaymentCompleted,
             payload.reservation_id.to_string(),
             payload.paid_at,
+            payload,
+        )
+    }
+
+    pub fn seat_hold_expired(event_id: EventId, payload: &SeatHoldExpired) -> Result<Self, Error> {
+        Self::new(
+            event_id,
+            EventType::SeatHoldExpired,
+            payload.reservation_id.to_string(),
+            payload.released_at,
             payload,
         )
     }
@@ -186,6 +199,46 @@ impl PaymentCompleted {
             },
             amount_krw: reservation.amount,
             paid_at,
+        }
+    }
+}
+
+/// A hold ran out and the seat was released: what the customer is told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatHoldExpired {
+    pub reservation_id: ReservationId,
+    pub customer: Customer,
+    pub concert: ConcertInfo,
+    pub seat: SeatInfo,
+    pub hold_expired_at: DateTime<Utc>,
+    pub released_at: DateTime<Utc>,
+}
+
+impl SeatHoldExpired {
+    pub fn new(
+        reservation: &Reservation,
+        mail: &Mail,
+        concert: &Concert,
+        released_at: DateTime<Utc>,
+    ) -> Self {
+        SeatHoldExpired {
+            reservation_id: reservation.id,
+            customer: Customer {
+                user_id: reservation.user_id,
+                mail: mail.clone(),
+            },
+            concert: ConcertInfo {
+                id: concert.id,
+                title: concert.title.clone(),
+                starts_at: concert.starts_at,
+            },
+            seat: SeatInfo {
+                id: reservation.seat_id,
+                number: reservation.seat_number,
+            },
+            hold_expired_at: reservation.hold_expires_at,
+            released_at,
         }
     }
 }

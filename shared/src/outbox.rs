@@ -47,6 +47,7 @@ impl OutboxItem {
     pub fn to_record(&self, topics: &TopicNames) -> Result<OutboundRecord, Error> {
         let topic = match EventType::parse(&self.event_type)? {
             EventType::PaymentCompleted => topics.payment_completed.clone(),
+            EventType::SeatHoldExpired => topics.seat_hold_expired.clone(),
         };
         Ok(OutboundRecord {
             topic,

@@ -196,10 +196,14 @@ impl TestPipeline {
         }
     }
 
+    /// Stops the pipeline and drops its tables, so moto does not grow with every test.
     pub async fn stop(mut self) {
         if let Some(p) = self.pipeline.take() {
             p.stop().await;
         }
+        shared::dynamodb::delete_tables(&self.dynamodb, &self.tables)
+            .await
+            .unwrap();
     }
 
     /// `POST path` with a bearer token and a JSON body: status and JSON answer.

@@ -89,6 +89,30 @@ impl Seat {
     }
 }
 
+impl Seat {
+    /// Releases a seat whose hold by `reservation` has expired at `now`. A seat
+    /// that was sold, re-held or released meanwhile is not this job's to release.
+    pub fn release_expired(
+        &self,
+        reservation: ReservationId,
+        now: DateTime<Utc>,
+    ) -> Result<Seat, Error> {
+        match &self.status {
+            SeatStatus::Held {
+                reservation: holder,
+                expires_at,
+            } if *holder == reservation && now >= *expires_at => Ok(Seat {
+                status: SeatStatus::Available,
+                ..self.clone()
+            }),
+            _ => Err(Error::Conflict(format!(
+                "seat {} is no longer held by reservation {reservation} with an expired hold",
+                self.id
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +213,29 @@ mod tests {
             .sell(r, at(0))
             .unwrap_err();
         assert!(matches!(err, Error::AlreadyPaid(_)), "{err}");
+    }
+
+    #[test]
+    fn an_expired_hold_is_released_and_an_unexpired_sold_or_other_one_is_not() {
+        let r = ReservationId::random();
+        let held = seat(SeatStatus::Held {
+            reservation: r,
+            expires_at: at(10),
+        });
+        assert_eq!(
+            held.release_expired(r, at(10)).unwrap().status,
+            SeatStatus::Available
+        );
+        assert!(held.release_expired(r, at(9)).is_err());
+        assert!(
+            held.release_expired(ReservationId::random(), at(11))
+                .is_err()
+        );
+        assert!(
+            seat(SeatStatus::Sold { reservation: r })
+                .release_expired(r, at(11))
+                .is_err()
+        );
     }
 
     #[test]

@@ -23,6 +23,21 @@ pub const SK: &str = "sk";
 pub const META: &str = "META";
 pub const PROFILE: &str = "PROFILE";
 
+/// The sparse index of held seats: only HELD seats carry `heldShard`, so the
+/// seat-expiration job queries by hold expiry without scanning the table. The
+/// seats are spread over a few shards so no index partition runs hot.
+pub const HELD_SEATS_INDEX: &str = "held-seats";
+pub const HELD_SHARDS: u32 = 4;
+
+/// The shard of a held seat: stable per seat.
+pub fn held_shard(seat: SeatId) -> String {
+    held_shard_name((seat.as_uuid().as_u128() % u128::from(HELD_SHARDS)) as u32)
+}
+
+pub fn held_shard_name(shard: u32) -> String {
+    format!("HELD#{shard}")
+}
+
 pub fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -165,6 +180,7 @@ pub fn seat_item(seat: &Seat) -> Item {
             expires_at,
         } => {
             item.insert("heldBy".into(), s(reservation.to_string()));
+            item.insert("heldShard".into(), s(held_shard(seat.id)));
             item.insert("holdExpiresAt".into(), n(to_millis(*expires_at)));
         }
         SeatStatus::Sold { reservation } => {

@@ -11,7 +11,7 @@ mod repository;
 pub use idempotency::DynamoIdempotencyStore;
 pub use ledger::DynamoFailureLedger;
 pub use provision::{create_tables, delete_tables};
-pub use repository::TicketingRepository;
+pub use repository::{ExpiredHold, Release, TicketingRepository};
 
 use crate::Error;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};

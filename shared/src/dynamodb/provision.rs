@@ -1,11 +1,12 @@
+use super::items::HELD_SEATS_INDEX;
 use super::sdk_error;
 use crate::Error;
 use crate::config::TableNames;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TableStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
 };
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ async fn create(
     name: &str,
     with_sort_key: bool,
     stream: bool,
+    held_seats_index: bool,
 ) -> Result<(), Error> {
     let mut request = client
         .create_table()
@@ -41,6 +43,32 @@ async fn create(
         request = request
             .attribute_definitions(attribute("sk")?)
             .key_schema(key("sk", KeyType::Range)?);
+    }
+    if held_seats_index {
+        request = request
+            .attribute_definitions(attribute("heldShard")?)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("holdExpiresAt")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .map_err(|e| Error::storage("building a table definition", e))?,
+            )
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(HELD_SEATS_INDEX)
+                    .key_schema(key("heldShard", KeyType::Hash)?)
+                    .key_schema(key("holdExpiresAt", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .non_key_attributes("seatId")
+                            .non_key_attributes("heldBy")
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| Error::storage("building a table definition", e))?,
+            );
     }
     if stream {
         request = request.stream_specification(
@@ -83,10 +111,10 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), Error> {
 /// with a NEW_AND_OLD_IMAGES stream, the idempotency table and the failed-message
 /// ledger.
 pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), Error> {
-    create(client, &tables.ticketing, true, false).await?;
-    create(client, &tables.outbox, false, true).await?;
-    create(client, &tables.idempotency, false, false).await?;
-    create(client, &tables.failed_messages, false, false).await?;
+    create(client, &tables.ticketing, true, false, true).await?;
+    create(client, &tables.outbox, false, true, false).await?;
+    create(client, &tables.idempotency, false, false, false).await?;
+    create(client, &tables.failed_messages, false, false, false).await?;
     Ok(())
 }
 

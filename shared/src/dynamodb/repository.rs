@@ -8,9 +8,10 @@ use crate::clock::to_millis;
 use crate::config::TableNames;
 use crate::domain::PaymentOutcome;
 use crate::domain::{
-    Checkout, PaymentId, PaymentReceipt, QueueToken, Reservation, ReservationId, ReservationStatus,
-    Seat, SeatId, TokenId, User, UserId, pay,
+    Checkout, Concert, ConcertId, EventId, PaymentId, PaymentReceipt, QueueToken, Reservation,
+    ReservationId, ReservationStatus, Seat, SeatId, TokenId, User, UserId, pay,
 };
+use crate::events::{EventEnvelope, SeatHoldExpired};
 use crate::outbox::OutboxItem;
 use crate::seed::SeedData;
 use aws_sdk_dynamodb::Client;
@@ -21,6 +22,22 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
+
+/// A held seat whose hold expired, as the held-seats index lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredHold {
+    pub seat_id: SeatId,
+    pub reservation_id: ReservationId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What releasing an expired hold did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    Released,
+    /// The seat was paid, re-held or released meanwhile: not an error.
+    Skipped,
+}
 
 /// Reads and transactional writes of the ticketing entities.
 #[derive(Clone, Debug)]
@@ -98,6 +115,139 @@ impl TicketingRepository {
         self.get_as(token_key(id), token_from).await
     }
 
+    pub async fn concert(&self, id: ConcertId) -> Result<Option<Concert>, Error> {
+        self.get_as(concert_key(id), concert_from).await
+    }
+
+    /// A page of held seats of `shard` whose hold expired at or before `now`,
+    /// oldest first, from the sparse held-seats index (no table scan).
+    pub async fn expired_holds(
+        &self,
+        shard: &str,
+        now: DateTime<Utc>,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<ExpiredHold>, Option<Item>), Error> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.ticketing)
+            .index_name(items::HELD_SEATS_INDEX)
+            .key_condition_expression("heldShard = :shard AND holdExpiresAt <= :now")
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(to_millis(now)))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query (held seats)", e))?;
+        let holds = out
+            .items()
+            .iter()
+            .map(|item| {
+                let r = Reader::new(item, "held seat");
+                Ok(ExpiredHold {
+                    seat_id: r.id("seatId")?,
+                    reservation_id: r.id("heldBy")?,
+                    expires_at: r.time("holdExpiresAt")?,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok((holds, out.last_evaluated_key().cloned()))
+    }
+
+    /// Releases an expired hold in ONE transaction: the seat AVAILABLE, the
+    /// reservation EXPIRED and a SeatHoldExpired outbox item, each conditioned on
+    /// the hold still being this reservation's and expired at `now`. A seat paid
+    /// or re-held meanwhile is `Skipped`.
+    pub async fn release_expired_hold(
+        &self,
+        hold: &ExpiredHold,
+        now: DateTime<Utc>,
+        event_id: EventId,
+    ) -> Result<Release, Error> {
+        let Some(reservation) = self.reservation(hold.reservation_id).await? else {
+            return Err(Error::NotFound {
+                kind: "reservation",
+                id: hold.reservation_id.to_string(),
+            });
+        };
+        if reservation.expire(now).is_err() {
+            return Ok(Release::Skipped);
+        }
+        let user = self
+            .user(reservation.user_id)
+            .await?
+            .ok_or(Error::NotFound {
+                kind: "user",
+                id: reservation.user_id.to_string(),
+            })?;
+        let concert = self
+            .concert(reservation.concert_id)
+            .await?
+            .ok_or(Error::NotFound {
+                kind: "concert",
+                id: reservation.concert_id.to_string(),
+            })?;
+        let payload = SeatHoldExpired::new(&reservation, &user.mail, &concert, now);
+        let event = EventEnvelope::seat_hold_expired(event_id, &payload)?;
+        let table = &self.tables.ticketing;
+        let rid = s(reservation.id.to_string());
+        let now_ms = n(to_millis(now));
+        let build_err = |e| Error::storage("building the release", e);
+        let seat_update = Update::builder()
+            .table_name(table)
+            .set_key(Some(seat_key(hold.seat_id)))
+            .update_expression("SET #status = :available REMOVE heldBy, holdExpiresAt, heldShard")
+            .condition_expression("#status = :held AND heldBy = :rid AND holdExpiresAt <= :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":available", s("AVAILABLE"))
+            .expression_attribute_values(":held", s("HELD"))
+            .expression_attribute_values(":rid", rid.clone())
+            .expression_attribute_values(":now", now_ms.clone())
+            .build()
+            .map_err(build_err)?;
+        let reservation_update = Update::builder()
+            .table_name(table)
+            .set_key(Some(reservation_key(reservation.id)))
+            .update_expression("SET #status = :expired, expiredAt = :now")
+            .condition_expression("#status = :pending AND holdExpiresAt <= :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":expired", s("EXPIRED"))
+            .expression_attribute_values(":pending", s("PENDING"))
+            .expression_attribute_values(":now", now_ms)
+            .build()
+            .map_err(build_err)?;
+        let outbox = serde_dynamo::to_item(OutboxItem::new(&event, now))
+            .map_err(|e| Error::storage("serialising the outbox item", e))?;
+        let outbox_put = Put::builder()
+            .table_name(&self.tables.outbox)
+            .set_item(Some(outbox))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(build_err)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(seat_update).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(reservation_update)
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().put(outbox_put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Release::Released),
+            Err(err) => match err.as_service_error().and_then(cancellation_reasons) {
+                // Paid, re-held or released by another run meanwhile.
+                Some(_) => Ok(Release::Skipped),
+                None => Err(sdk_error("TransactWriteItems (release)", err)),
+            },
+        }
+    }
+
     /// The receipt stored with a payment, for a retry that must get the first answer.
     pub async fn receipt(&self, id: PaymentId) -> Result<Option<PaymentReceipt>, Error> {
         let Some(item) = self.get(items::payment_key(id)).await? else {
@@ -125,7 +275,10 @@ impl TicketingRepository {
         let seat_update = Update::builder()
             .table_name(table)
             .set_key(Some(seat_key(held.id)))
-            .update_expression("SET #status = :held, heldBy = :rid, holdExpiresAt = :exp")
+            .update_expression(
+                "SET #status = :held, heldBy = :rid, holdExpiresAt = :exp, heldShard = :shard",
+            )
+            .expression_attribute_values(":shard", s(items::held_shard(held.id)))
             .condition_expression("#status = :available")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":held", s("HELD"))
@@ -314,7 +467,9 @@ impl TicketingRepository {
         let seat_update = Update::builder()
             .table_name(table)
             .set_key(Some(seat_key(reservation.seat_id)))
-            .update_expression("SET #status = :sold, soldTo = :rid REMOVE heldBy, holdExpiresAt")
+            .update_expression(
+                "SET #status = :sold, soldTo = :rid REMOVE heldBy, holdExpiresAt, heldShard",
+            )
             .condition_expression("#status = :held AND heldBy = :rid AND holdExpiresAt > :now")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":sold", s("SOLD"))

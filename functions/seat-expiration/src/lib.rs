@@ -1,0 +1,150 @@
+//! seat-expiration: on a schedule, releases the seats whose temporary hold
+//! expired. It finds them in the sparse held-seats index (only HELD seats are in
+//! it) by hold expiry up to now, page by page, shard by shard, and releases each
+//! in one transaction conditioned on the seat still being HELD by that
+//! reservation with an expired hold: the seat AVAILABLE, the reservation EXPIRED
+//! and a SeatHoldExpired outbox item, which the relay publishes to
+//! `seat.hold-expired`. A seat paid or re-held meanwhile is skipped, so running it
+//! twice, or two copies at once, releases each hold once with one event. It stops
+//! before the invocation's deadline; what is left is done by the next run.
+
+use chrono::{DateTime, Duration, Utc};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use shared::clock::Clock;
+use shared::config::{self, TableNames};
+use shared::domain::EventId;
+use shared::dynamodb::items::{HELD_SHARDS, held_shard_name};
+use shared::dynamodb::{Release, TicketingRepository};
+use std::sync::Arc;
+
+/// Why the function could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("seat-expiration is misconfigured")]
+    Config(#[source] shared::Error),
+    #[error("listing the expired holds failed")]
+    List(#[source] shared::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tables: TableNames,
+    /// Holds read per index query.
+    pub page_size: i32,
+    /// Stop taking new holds when less than this is left before the deadline.
+    pub safety_margin: Duration,
+    /// Used when the invocation has no deadline (a local call).
+    pub default_run_time: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        let read = || -> Result<Config, shared::Error> {
+            Ok(Config {
+                tables: TableNames::from_env(),
+                page_size: config::parsed("EXPIRATION_PAGE_SIZE", 25)?,
+                safety_margin: Duration::seconds(config::parsed(
+                    "EXPIRATION_SAFETY_MARGIN_SECONDS",
+                    5i64,
+                )?),
+                default_run_time: Duration::seconds(60),
+            })
+        };
+        read().map_err(Error::Config)
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpirationReport {
+    pub released: u32,
+    /// Paid, re-held or released by another run meanwhile.
+    pub skipped: u32,
+    /// Could not be released this time; the next run tries again.
+    pub failed: u32,
+    /// True when the run stopped for the deadline with holds left.
+    pub stopped_for_deadline: bool,
+}
+
+pub struct SeatExpiration {
+    repository: TicketingRepository,
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl SeatExpiration {
+    pub fn new(config: Config, client: aws_sdk_dynamodb::Client, clock: Arc<dyn Clock>) -> Self {
+        SeatExpiration {
+            repository: TicketingRepository::new(client, config.tables.clone()),
+            config,
+            clock,
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<serde_json::Value>,
+    ) -> Result<ExpirationReport, lambda_runtime::Error> {
+        let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
+            .filter(|d| d.timestamp_millis() > 0)
+            .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
+        let report = self.run(deadline).await.map_err(Box::new)?;
+        tracing::info!(?report, "seat-expiration run finished");
+        Ok(report)
+    }
+
+    fn out_of_time(&self, deadline: DateTime<Utc>) -> bool {
+        self.clock.now() + self.config.safety_margin >= deadline
+    }
+
+    /// Releases every expired hold, page by page, until done or near the deadline.
+    pub async fn run(&self, deadline: DateTime<Utc>) -> Result<ExpirationReport, Error> {
+        let mut report = ExpirationReport::default();
+        let cutoff = self.clock.now();
+        for shard in 0..HELD_SHARDS {
+            let shard = held_shard_name(shard);
+            let mut start = None;
+            loop {
+                if self.out_of_time(deadline) {
+                    report.stopped_for_deadline = true;
+                    return Ok(report);
+                }
+                let (holds, next) = self
+                    .repository
+                    .expired_holds(&shard, cutoff, self.config.page_size, start)
+                    .await
+                    .map_err(Error::List)?;
+                for hold in &holds {
+                    if self.out_of_time(deadline) {
+                        report.stopped_for_deadline = true;
+                        return Ok(report);
+                    }
+                    let now = self.clock.now();
+                    match self
+                        .repository
+                        .release_expired_hold(hold, now, EventId::random())
+                        .await
+                    {
+                        Ok(Release::Released) => {
+                            report.released += 1;
+                            tracing::info!(seat = %hold.seat_id, reservation = %hold.reservation_id, "hold expired; seat released");
+                        }
+                        Ok(Release::Skipped) => report.skipped += 1,
+                        Err(e) => {
+                            // One seat's failure does not stop the others.
+                            report.failed += 1;
+                            tracing::error!(seat = %hold.seat_id, error = %shared::error_chain(&e), "could not release the hold; the next run tries again");
+                        }
+                    }
+                }
+                match next {
+                    Some(key) => start = Some(key),
+                    None => break,
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,17 @@
+use lambda_runtime::{run, service_fn};
+use seat_expiration::{Config, SeatExpiration};
+use shared::clock::SystemClock;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let expiration = SeatExpiration::new(
+        config,
+        aws_sdk_dynamodb::Client::new(&aws),
+        Arc::new(SystemClock),
+    );
+    run(service_fn(|event| expiration.handle(event))).await
+}
