@@ -12,6 +12,7 @@ use notifier::LambdaNotifier;
 use outbox_relay::Relay;
 use payment::PaymentApi;
 use reservation::ReservationApi;
+use seat_expiration::SeatExpiration;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, TopicNames};
 use shared::kafka::{KafkaSettings, ProducerSettings};
@@ -40,6 +41,8 @@ pub struct PipelineConfig {
     /// The notifier's first retry delay for a dead letter.
     pub retry_delay: chrono::Duration,
     pub dlq_retry: DlqRetrySettings,
+    /// How often seat-expiration runs (its EventBridge schedule).
+    pub seat_expiration_interval: Duration,
 }
 
 /// How often dlq-retry runs (its EventBridge schedule) and how it backs off.
@@ -102,6 +105,10 @@ impl PipelineConfig {
             },
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
             retry_delay: chrono::Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
+            seat_expiration_interval: Duration::from_secs(config::parsed(
+                "SEAT_EXPIRATION_INTERVAL_SECONDS",
+                60u64,
+            )?),
             dlq_retry: DlqRetrySettings {
                 interval: Duration::from_secs(config::parsed(
                     "DLQ_RETRY_INTERVAL_SECONDS",
@@ -154,6 +161,30 @@ pub fn scheduled_event(schedule: &str) -> serde_json::Value {
         "region": "us-east-1",
         "resources": [format!("arn:aws:scheduler:us-east-1:000000000000:schedule/default/{schedule}")],
         "detail": {},
+    })
+}
+
+/// Invokes `function` every `interval` with a scheduled event, as an EventBridge
+/// Scheduler `rate(...)` schedule does, until `stop`.
+fn schedule(
+    name: &'static str,
+    interval: Duration,
+    function: Invoker,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            crate::stream_source::sleep_or_stop(&mut stop, interval).await;
+            if *stop.borrow() {
+                break;
+            }
+            match function(scheduled_event(name)).await {
+                Ok(report) => tracing::debug!(function = name, %report, "scheduled run done"),
+                Err(e) => {
+                    tracing::error!(function = name, error = %shared::error_chain(&e), "scheduled run failed")
+                }
+            }
+        }
     })
 }
 
@@ -236,10 +267,11 @@ impl Pipeline {
                     default_run_time: chrono::Duration::seconds(60),
                 },
                 dynamodb.clone(),
-                clock,
+                clock.clone(),
             )
             .map_err(|e| Error::Config(shared::error_chain(&e)))?,
         );
+        let (dynamodb_for_jobs, job_clock) = (dynamodb.clone(), clock);
 
         let reservation_invoker = invoker!("reservation", timeout, reservation);
         let payment_invoker = invoker!("payment", timeout, payment);
@@ -287,21 +319,28 @@ impl Pipeline {
                 tracing::error!(error = %shared::error_chain(&e), "the Kafka source stopped");
             }
         }));
-        let retry_invoker = invoker!("dlq-retry", timeout, dlq_retry);
-        let interval = config.dlq_retry.interval;
-        let mut stop = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            // EventBridge Scheduler's rate(...) schedule.
-            loop {
-                crate::stream_source::sleep_or_stop(&mut stop, interval).await;
-                if *stop.borrow() {
-                    break;
-                }
-                if let Err(e) = retry_invoker(scheduled_event("dlq-retry")).await {
-                    tracing::error!(error = %shared::error_chain(&e), "dlq-retry run failed");
-                }
-            }
-        }));
+        let seat_expiration = Arc::new(SeatExpiration::new(
+            seat_expiration::Config {
+                tables: config.tables.clone(),
+                page_size: 25,
+                safety_margin: chrono::Duration::seconds(5),
+                default_run_time: chrono::Duration::seconds(60),
+            },
+            dynamodb_for_jobs,
+            job_clock,
+        ));
+        tasks.push(schedule(
+            "dlq-retry",
+            config.dlq_retry.interval,
+            invoker!("dlq-retry", timeout, dlq_retry),
+            shutdown.subscribe(),
+        ));
+        tasks.push(schedule(
+            "seat-expiration",
+            config.seat_expiration_interval,
+            invoker!("seat-expiration", timeout, seat_expiration),
+            shutdown.subscribe(),
+        ));
         tracing::info!(api = %api_addr, "local pipeline running");
         Ok(Pipeline {
             api_addr,

@@ -181,6 +181,7 @@ impl TestPipeline {
             function_timeout: StdDuration::from_secs(30),
             retry_delay: options.retry_delay,
             dlq_retry: options.dlq_retry,
+            seat_expiration_interval: StdDuration::from_secs(60),
         };
         let pipeline = Pipeline::start(config, &aws, options.clock).await.unwrap();
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
