@@ -50,9 +50,24 @@ pub fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// The invocation's deadline from the Lambda context (epoch ms); `None` when the
+/// context has none (0, as in a local call).
+pub fn deadline_from_millis(ms: u64) -> Option<DateTime<Utc>> {
+    i64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .and_then(DateTime::from_timestamp_millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_deadline_means_none() {
+        assert_eq!(deadline_from_millis(0), None);
+        assert_eq!(deadline_from_millis(5_000), from_millis(5_000));
+    }
 
     #[test]
     fn a_manual_clock_moves_only_when_told() {

@@ -160,6 +160,36 @@ pub struct SeatInfo {
     pub number: u32,
 }
 
+impl Customer {
+    /// The customer who made `reservation`.
+    pub fn of(reservation: &Reservation, mail: &Mail) -> Self {
+        Customer {
+            user_id: reservation.user_id,
+            mail: mail.clone(),
+        }
+    }
+}
+
+impl From<&Concert> for ConcertInfo {
+    fn from(concert: &Concert) -> Self {
+        ConcertInfo {
+            id: concert.id,
+            title: concert.title.clone(),
+            starts_at: concert.starts_at,
+        }
+    }
+}
+
+impl SeatInfo {
+    /// The seat `reservation` holds.
+    pub fn of(reservation: &Reservation) -> Self {
+        SeatInfo {
+            id: reservation.seat_id,
+            number: reservation.seat_number,
+        }
+    }
+}
+
 /// What the customer's payment notification needs, so the notifier reads nothing else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,19 +214,9 @@ impl PaymentCompleted {
         PaymentCompleted {
             payment_id,
             reservation_id: reservation.id,
-            customer: Customer {
-                user_id: reservation.user_id,
-                mail: mail.clone(),
-            },
-            concert: ConcertInfo {
-                id: concert.id,
-                title: concert.title.clone(),
-                starts_at: concert.starts_at,
-            },
-            seat: SeatInfo {
-                id: reservation.seat_id,
-                number: reservation.seat_number,
-            },
+            customer: Customer::of(reservation, mail),
+            concert: ConcertInfo::from(concert),
+            seat: SeatInfo::of(reservation),
             amount_krw: reservation.amount,
             paid_at,
         }
@@ -224,19 +244,9 @@ impl SeatHoldExpired {
     ) -> Self {
         SeatHoldExpired {
             reservation_id: reservation.id,
-            customer: Customer {
-                user_id: reservation.user_id,
-                mail: mail.clone(),
-            },
-            concert: ConcertInfo {
-                id: concert.id,
-                title: concert.title.clone(),
-                starts_at: concert.starts_at,
-            },
-            seat: SeatInfo {
-                id: reservation.seat_id,
-                number: reservation.seat_number,
-            },
+            customer: Customer::of(reservation, mail),
+            concert: ConcertInfo::from(concert),
+            seat: SeatInfo::of(reservation),
             hold_expired_at: reservation.hold_expires_at,
             released_at,
         }

@@ -125,8 +125,7 @@ impl DlqRetry {
         &self,
         event: LambdaEvent<serde_json::Value>,
     ) -> Result<RetryReport, lambda_runtime::Error> {
-        let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
-            .filter(|d| d.timestamp_millis() > 0)
+        let deadline = shared::clock::deadline_from_millis(event.context.deadline)
             .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
         let report = self.run(deadline).await.map_err(Box::new)?;
         tracing::info!(?report, "dlq-retry run finished");

@@ -222,8 +222,7 @@ where
         &self,
         event: LambdaEvent<KafkaEvent>,
     ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
-        let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
-            .filter(|d| d.timestamp_millis() > 0);
+        let deadline = shared::clock::deadline_from_millis(event.context.deadline);
         for record in records_in_order(&event.payload) {
             if let Err(error) = self.notify(record, deadline).await
                 && let Err(e) = self.dead_letter(record, &error).await

@@ -110,8 +110,7 @@ impl PaymentApi {
         &self,
         event: LambdaEvent<ApiGatewayV2httpRequest>,
     ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
-        let deadline = DateTime::from_timestamp_millis(event.context.deadline as i64)
-            .filter(|d| d.timestamp_millis() > 0);
+        let deadline = shared::clock::deadline_from_millis(event.context.deadline);
         let request = event.payload;
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
