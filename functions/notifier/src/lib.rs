@@ -38,6 +38,9 @@ pub enum Error {
 /// Used when the invocation has no deadline (a local call).
 const DEFAULT_LOCK: Duration = Duration::seconds(60);
 
+/// A record value above this is poison: an event envelope is a few hundred bytes.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
@@ -273,6 +276,12 @@ where
             .value
             .as_deref()
             .ok_or_else(|| shared::Error::MalformedEvent("the record has no value".into()))?;
+        if value.len() > MAX_RECORD_BYTES {
+            return Err(shared::Error::MalformedEvent(format!(
+                "the record is {} bytes; the limit is {MAX_RECORD_BYTES}",
+                value.len()
+            )));
+        }
         let envelope = EventEnvelope::from_json(value)?;
         if let Some(header) = decoded.header(HEADER_EVENT_ID)
             && header != envelope.event_id.to_string()
@@ -541,6 +550,8 @@ mod tests {
         });
         let mut no_value = record(4);
         no_value.value = None;
+        let mut oversized = record(5);
+        oversized.value = Some(STANDARD.encode(vec![b' '; MAX_RECORD_BYTES + 1]));
 
         let n = notifier(FakeChannel::default(), false);
         n.handle(batch(vec![
@@ -549,12 +560,13 @@ mod tests {
             wrong_type,
             missing_field,
             no_value,
-            record(5),
+            oversized,
+            record(6),
         ]))
         .await
         .unwrap();
         let published = n.failures.publisher.published.lock().unwrap();
-        assert_eq!(published.len(), 5);
+        assert_eq!(published.len(), 6);
         for dead in published.iter() {
             assert_eq!(dead.topic, "payment.completed.failed");
             assert_eq!(
@@ -577,6 +589,8 @@ mod tests {
         );
         let missing = published[3].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
         assert!(missing.contains("amountKrw"), "{missing}");
+        let too_big = published[5].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
+        assert!(too_big.contains("the limit is 65536"), "{too_big}");
         assert_eq!(
             n.channel.sent.lock().unwrap().len(),
             1,
