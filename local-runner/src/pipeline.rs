@@ -310,7 +310,10 @@ impl Pipeline {
         }));
         let notifier_invoker = invoker!("notifier", timeout, notifier);
         let kafka = config.kafka.clone();
-        let topics = vec![config.topics.payment_completed.clone()];
+        let topics = vec![
+            config.topics.payment_completed.clone(),
+            config.topics.seat_hold_expired.clone(),
+        ];
         let source_settings = config.kafka_source.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) =

@@ -248,3 +248,47 @@ async fn a_thousand_payments_racing_the_expiry_at_the_deadline_exactly_one_wins(
     let released = outcomes.iter().filter(|o| o.1).count();
     assert!(paid > 0 && released > 0, "paid {paid}, released {released}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_hold_is_announced_on_its_topic_the_customer_told_and_the_seat_sold_again() {
+    use e2e_tests::{Options, TestPipeline, consume, kafka};
+    use rdkafka::message::Message;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let p = TestPipeline::start(Options {
+        clock: clock.clone(),
+        ..Options::default()
+    })
+    .await;
+    let s = seed(&p.repo, 1, 2, 100_000, 10_000).await;
+    let (status, held) = p.hold(&s.users[0].jwt, s.seats[0].id).await;
+    assert_eq!(status, 201, "{held}");
+    let reservation = held["reservationId"].as_str().unwrap().to_owned();
+
+    clock.advance(HOLD);
+    let report = job(&p.tables, &p.dynamodb, clock.clone(), 25)
+        .run(clock.now() + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+
+    let records = consume(
+        &kafka().bootstrap_servers,
+        &p.topics.seat_hold_expired,
+        1,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key(), Some(reservation.as_bytes()));
+    p.wait_for_messages(1, std::time::Duration::from_secs(30))
+        .await;
+    let text = &p.sandbox.messages()[0].text;
+    assert!(text.starts_with("[좌석 선점 만료]"), "{text}");
+    assert!(text.contains(s.users[0].user.mail.as_str()), "{text}");
+    assert!(text.contains("좌석: 1번"), "{text}");
+
+    // The released seat is another customer's to hold.
+    let (status, again) = p.hold(&s.users[1].jwt, s.seats[0].id).await;
+    assert_eq!(status, 201, "{again}");
+    p.stop().await;
+}

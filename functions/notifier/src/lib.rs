@@ -1,5 +1,6 @@
-//! The notifier: a Kafka event (self-managed Kafka / MSK format) in, the
-//! customer's Telegram message out, once per event: the event id is taken in the
+//! The notifier: a Kafka event (self-managed Kafka / MSK format) of
+//! `payment.completed` or `seat.hold-expired` in, the customer's Telegram message
+//! out, once per event: the event id is taken in the
 //! idempotency table before sending and marked COMPLETED after, so a redelivered
 //! record is not sent twice.
 //!
@@ -18,7 +19,7 @@ use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, TopicNames};
 use shared::dead_letter::DeadLetter;
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
-use shared::events::{EventEnvelope, EventType, HEADER_EVENT_ID, PaymentCompleted};
+use shared::events::{EventEnvelope, HEADER_EVENT_ID};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::kafka_event::{KafkaBatchResponse, decode_lossy, decode_record, records_in_order};
@@ -291,8 +292,7 @@ where
                 envelope.event_id
             )));
         }
-        let payment: PaymentCompleted = envelope.decode(EventType::PaymentCompleted)?;
-        let message = notification::payment_completed(envelope.event_id, &payment);
+        let message = notification::for_event(&envelope)?;
 
         let now = self.clock.now();
         // Per event and channel, so a second channel never re-sends the first's.
@@ -323,7 +323,6 @@ where
         tracing::info!(
             event = %envelope.event_id,
             at = %decoded.coordinates(),
-            customer = %payment.customer.mail,
             channel = self.channel.name(),
             "notification sent"
         );
