@@ -11,6 +11,9 @@ export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-1}
 export DLQ_RETRY_INTERVAL_SECONDS=${DLQ_RETRY_INTERVAL_SECONDS:-2}
 export DLQ_BACKOFF_BASE_SECONDS=${DLQ_BACKOFF_BASE_SECONDS:-2}
 export DLQ_MAX_RETRIES=${DLQ_MAX_RETRIES:-5}
+# Holds that expire in seconds, and a seat-expiration run every two.
+export HOLD_SECONDS=${HOLD_SECONDS:-8}
+export SEAT_EXPIRATION_INTERVAL_SECONDS=${SEAT_EXPIRATION_INTERVAL_SECONDS:-2}
 
 if [ "${KEEP_STACK:-0}" != 1 ]; then
   # Its own state folder: stopping at the end never touches a stack `make up` started.

@@ -175,6 +175,42 @@ impl Demo<'_> {
         Ok(false)
     }
 
+    /// Waits until seat-expiration made the seat AVAILABLE again.
+    async fn seat_released(&self, seat: shared::domain::SeatId) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(90);
+        while tokio::time::Instant::now() < deadline {
+            if let Some(s) = self.repo.seat(seat).await?
+                && s.status == shared::domain::SeatStatus::Available
+            {
+                println!("seat-expiration released the seat: AVAILABLE, its reservation EXPIRED");
+                return Ok(true);
+            }
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+        println!("the seat was NOT released within 90 s");
+        Ok(false)
+    }
+
+    /// Waits for a sandbox message to `mail` that starts with `title`, printing it.
+    async fn message_for(&self, mail: &str, title: &str) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            let found = self.sandbox_messages().await?.into_iter().find(|m| {
+                m["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(mail) && t.starts_with(title))
+            });
+            if let Some(message) = found {
+                let text = message["text"].as_str().unwrap_or_default();
+                println!("telegram:\n  {}", text.replace('\n', "\n  "));
+                return Ok(true);
+            }
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+        println!("NO message for {mail} within 60 s");
+        Ok(false)
+    }
+
     async fn sandbox_messages(&self) -> Result<Vec<Value>, Error> {
         let url = format!("{}/sandbox/messages", self.sandbox);
         let body: Value = self
@@ -211,68 +247,9 @@ impl Demo<'_> {
     }
 }
 
-/// Runs the scenario; answers whether every confirmed payment was notified
-/// exactly once.
-pub async fn run(
-    repo: &TicketingRepository,
-    key: &JwtKey,
-    api: &str,
-    sandbox: &str,
-) -> Result<bool, Error> {
-    let demo = Demo {
-        http: reqwest::Client::builder()
-            .timeout(StdDuration::from_secs(30))
-            .build()
-            .map_err(|e| Error::Message(e.to_string()))?,
-        api: api.trim_end_matches('/'),
-        sandbox: sandbox.trim_end_matches('/'),
-        repo,
-    };
-
-    step(
-        "1. seed: a concert with 5 seats at 150,000원, four fans with 200,000원, one with 10,000원",
-    );
-    let now = chrono::Utc::now();
-    let request = |users, balance| -> Result<SeedRequest, Error> {
-        Ok(SeedRequest {
-            seats: 5,
-            users,
-            balance: Money::krw(balance)?,
-            price: Money::krw(150_000)?,
-            title: "아이유 콘서트 2026".into(),
-            starts_at: crate::concert_start(now),
-            token_ttl: Duration::hours(2),
-            mail_prefix: "fan".into(),
-        })
-    };
-    let rich: Seeded = generate(&request(4, 200_000)?, key, now)?;
-    let poor = generate(&request(1, 10_000)?, key, now)?;
-    repo.seed(&rich.data()).await?;
-    repo.seed(&poor.data()).await?;
-    let (a, c, b) = (&rich.users[0], &rich.users[1], &poor.users[0]);
-    let (d, e) = (&rich.users[2], &rich.users[3]);
-    println!(
-        "concert {} ({}); fans {}, {}, {}",
-        rich.concert.id, rich.concert.title, a.user.mail, c.user.mail, b.user.mail
-    );
-
-    step("2. two fans hold a seat and pay");
-    let paid = [
-        demo.hold_and_pay("fan A", a, &rich.seats[0]).await?,
-        demo.hold_and_pay("fan C", c, &rich.seats[1]).await?,
-    ];
-    let mails: Vec<String> = vec![a.user.mail.as_str().into(), c.user.mail.as_str().into()];
-
-    step("3. the outbox items, written in the payments' transactions");
-    for reservation in &paid {
-        println!(
-            "outbox PaymentCompleted {} for reservation {reservation}",
-            demo.event_id(reservation).await?
-        );
-    }
-
-    step("4. the relay published them to Kafka (read back with a consumer)");
-    let topics = TopicNames::from_env();
+/// Reads `topic` from the start until a record of each key arrived (or 60 s),
+/// printing them; answers whether all arrived.
+async fn read_keys(topic: &str, keys: &[String]) -> Result<bool, Error> {
     let consumer: StreamConsumer = KafkaSettings::from_env()?
         .client_config()
         .set("group.id", format!("demo-{}", UserId::random()))
@@ -281,9 +258,9 @@ pub async fn run(
         .create()
         .map_err(|e| Error::Message(format!("Kafka consumer: {e}")))?;
     consumer
-        .subscribe(&[&topics.payment_completed])
+        .subscribe(&[topic])
         .map_err(|e| Error::Message(format!("Kafka subscribe: {e}")))?;
-    let mut waiting: HashSet<&str> = paid.iter().map(String::as_str).collect();
+    let mut waiting: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
     while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
         let Ok(Ok(message)) =
@@ -313,8 +290,74 @@ pub async fn run(
         }
     }
     if !waiting.is_empty() {
-        println!("NOT on Kafka within 60 s: {waiting:?}");
+        println!("NOT on {topic} within 60 s: {waiting:?}");
     }
+    Ok(waiting.is_empty())
+}
+
+/// Runs the scenario; answers whether every confirmed payment was notified
+/// exactly once.
+pub async fn run(
+    repo: &TicketingRepository,
+    key: &JwtKey,
+    api: &str,
+    sandbox: &str,
+) -> Result<bool, Error> {
+    let demo = Demo {
+        http: reqwest::Client::builder()
+            .timeout(StdDuration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Message(e.to_string()))?,
+        api: api.trim_end_matches('/'),
+        sandbox: sandbox.trim_end_matches('/'),
+        repo,
+    };
+
+    step(
+        "1. seed: a concert with 6 seats at 150,000원, five fans with 200,000원, one with 10,000원",
+    );
+    let now = chrono::Utc::now();
+    let request = |users, balance| -> Result<SeedRequest, Error> {
+        Ok(SeedRequest {
+            seats: 6,
+            users,
+            balance: Money::krw(balance)?,
+            price: Money::krw(150_000)?,
+            title: "아이유 콘서트 2026".into(),
+            starts_at: crate::concert_start(now),
+            token_ttl: Duration::hours(2),
+            mail_prefix: "fan".into(),
+        })
+    };
+    let rich: Seeded = generate(&request(5, 200_000)?, key, now)?;
+    let poor = generate(&request(1, 10_000)?, key, now)?;
+    repo.seed(&rich.data()).await?;
+    repo.seed(&poor.data()).await?;
+    let (a, c, b) = (&rich.users[0], &rich.users[1], &poor.users[0]);
+    let (d, e, f) = (&rich.users[2], &rich.users[3], &rich.users[4]);
+    println!(
+        "concert {} ({}); fans {}, {}, {}",
+        rich.concert.id, rich.concert.title, a.user.mail, c.user.mail, b.user.mail
+    );
+
+    step("2. two fans hold a seat and pay");
+    let paid = [
+        demo.hold_and_pay("fan A", a, &rich.seats[0]).await?,
+        demo.hold_and_pay("fan C", c, &rich.seats[1]).await?,
+    ];
+    let mails: Vec<String> = vec![a.user.mail.as_str().into(), c.user.mail.as_str().into()];
+
+    step("3. the outbox items, written in the payments' transactions");
+    for reservation in &paid {
+        println!(
+            "outbox PaymentCompleted {} for reservation {reservation}",
+            demo.event_id(reservation).await?
+        );
+    }
+
+    step("4. the relay published them to Kafka (read back with a consumer)");
+    let topics = TopicNames::from_env();
+    read_keys(&topics.payment_completed, &paid).await?;
 
     step("5. the notifier sent the Telegram messages (the sandbox's record)");
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
@@ -403,6 +446,26 @@ pub async fn run(
         TopicNames::from_env().payment_completed_failed
     );
 
+    step("10. fan F holds seat 6 and never pays: the hold expires and the seat is released");
+    let (status_f, held_f) = demo.hold(f, &rich.seats[5]).await?;
+    println!("fan F holds seat 6 -> {status_f} {held_f}");
+    let reservation_f = held_f["reservationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let released = demo.seat_released(rich.seats[5].id).await?;
+    let announced = read_keys(
+        &topics.seat_hold_expired,
+        std::slice::from_ref(&reservation_f),
+    )
+    .await?;
+    let told = demo
+        .message_for(f.user.mail.as_str(), "[좌석 선점 만료]")
+        .await?;
+    let (status_b, held_b) = demo.hold(b, &rich.seats[5]).await?;
+    println!("fan B holds the released seat 6 -> {status_b} {held_b}");
+    let expiry_ok = released && announced && told && status_b == 201;
+
     // Give a duplicate every chance to arrive before counting.
     tokio::time::sleep(StdDuration::from_secs(3)).await;
     let counts = demo.delivered(&mails).await?;
@@ -417,7 +480,8 @@ pub async fn run(
         && status == 402
         && pending
         && processed
-        && parked;
+        && parked
+        && expiry_ok;
     if duplicated > 0 {
         println!("\n{duplicated} payments were notified more than once");
     }
