@@ -21,6 +21,22 @@ pub fn method(request: &ApiGatewayV2httpRequest) -> &str {
     request.request_context.http.method.as_str()
 }
 
+/// The refusal for a request no route serves: 405 when the path exists with
+/// another method, 404 otherwise.
+pub fn no_route(method: &str, path: &str, path_exists: bool) -> Error {
+    if path_exists {
+        Error::MethodNotAllowed {
+            method: method.to_owned(),
+            path: path.to_owned(),
+        }
+    } else {
+        Error::NotFound {
+            kind: "route",
+            id: format!("{method} {path}"),
+        }
+    }
+}
+
 /// The JWT of `Authorization: Bearer <jwt>`.
 pub fn bearer_token(request: &ApiGatewayV2httpRequest) -> Result<&str, Error> {
     let value = header(request, "authorization").ok_or(Error::MissingToken)?;
@@ -170,6 +186,14 @@ mod tests {
         let mut r = request(Some("eyJzZWF0SWQiOiJhIn0="), None);
         r.is_base64_encoded = true;
         assert!(json_body::<Body1>(&r, 1024).is_ok());
+    }
+
+    #[test]
+    fn a_path_served_with_another_method_is_405_and_an_unknown_path_404() {
+        let r = error_response(&no_route("DELETE", "/payments", true));
+        assert_eq!(r.status_code, 405);
+        let r = error_response(&no_route("GET", "/concerts", false));
+        assert_eq!(r.status_code, 404);
     }
 
     #[test]

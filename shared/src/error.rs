@@ -27,6 +27,8 @@ pub enum Error {
     NotOwner,
     #[error("{kind} {id} does not exist")]
     NotFound { kind: &'static str, id: String },
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
 
     #[error("seat {0} is already held or sold")]
     SeatTaken(SeatId),
@@ -108,6 +110,7 @@ impl Error {
             Error::TokenUsed => "TOKEN_USED",
             Error::NotOwner => "FORBIDDEN",
             Error::NotFound { .. } => "NOT_FOUND",
+            Error::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Error::SeatTaken(_) => "SEAT_TAKEN",
             Error::AlreadyPaid(_) => "ALREADY_PAID",
             Error::HoldExpired { .. } => "HOLD_EXPIRED",
@@ -133,6 +136,7 @@ impl Error {
             Error::InsufficientBalance { .. } => 402,
             Error::NotOwner => 403,
             Error::NotFound { .. } => 404,
+            Error::MethodNotAllowed { .. } => 405,
             Error::SeatTaken(_)
             | Error::AlreadyPaid(_)
             | Error::HoldExpired { .. }

@@ -116,17 +116,7 @@ impl PaymentApi {
         let method = api::method(&request).to_owned();
         let answer = match (method.as_str(), path.trim_end_matches('/')) {
             ("POST", "/payments") => self.pay(&request, deadline).await,
-            (_, "/payments") => {
-                return Ok(api::json_response(
-                    405,
-                    &serde_json::json!({"error": {"code": "METHOD_NOT_ALLOWED",
-                        "message": format!("{method} is not allowed on {path}")}}),
-                ));
-            }
-            _ => Err(shared::Error::NotFound {
-                kind: "route",
-                id: format!("{method} {path}"),
-            }),
+            (_, route) => Err(api::no_route(&method, &path, route == "/payments")),
         };
         Ok(answer.unwrap_or_else(|e| api::log_and_respond("payments", &e)))
     }

@@ -128,17 +128,11 @@ impl ReservationApi {
         let answer = match (method.as_str(), path_segments(&path).as_slice()) {
             ("POST", ["reservations"]) => self.hold(&request).await,
             ("GET", ["reservations", id]) => self.show(&request, id).await,
-            (_, ["reservations"] | ["reservations", _]) => {
-                return Ok(api::json_response(
-                    405,
-                    &serde_json::json!({"error": {"code": "METHOD_NOT_ALLOWED",
-                        "message": format!("{method} is not allowed on {path}")}}),
-                ));
-            }
-            _ => Err(shared::Error::NotFound {
-                kind: "route",
-                id: format!("{method} {path}"),
-            }),
+            (_, segments) => Err(api::no_route(
+                &method,
+                &path,
+                matches!(segments, ["reservations"] | ["reservations", _]),
+            )),
         };
         Ok(answer.unwrap_or_else(|e| api::log_and_respond("reservations", &e)))
     }
