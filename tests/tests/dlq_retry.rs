@@ -144,6 +144,18 @@ async fn dead_letters(d: &Direct, n: i64) {
     d.n.deliver(records).await.unwrap();
 }
 
+/// The first dead letter on the DLQ, read back.
+async fn first_dead_letter(d: &Direct) -> dead_letter::DeadLetter {
+    let dlq = consume(
+        &kafka().bootstrap_servers,
+        &d.n.topics.payment_completed_dlq,
+        1,
+        StdDuration::from_secs(30),
+    )
+    .await;
+    dead_letter::DeadLetter::from_dlq_record(&shared::kafka::decoded_message(&dlq[0])).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_does_not_chase_the_records_it_republished() {
     let d = direct(Duration::zero(), Duration::seconds(1)).await;
@@ -214,15 +226,7 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
     dead_letters(&d, 1).await;
     // The notifier succeeds on a redelivery of the same record before dlq-retry runs.
     d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
-    let dlq = consume(
-        &kafka().bootstrap_servers,
-        &d.n.topics.payment_completed_dlq,
-        1,
-        StdDuration::from_secs(30),
-    )
-    .await;
-    let letter =
-        dead_letter::DeadLetter::from_dlq_record(&shared::kafka::decoded_message(&dlq[0])).unwrap();
+    let letter = first_dead_letter(&d).await;
     let original = shared::kafka_event::encode_record(&letter.original);
     d.n.notifier.notify(&original, None).await.unwrap();
     let report = d
@@ -253,15 +257,7 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
     let d = direct(Duration::zero(), Duration::seconds(1)).await;
     dead_letters(&d, 1).await;
     d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
-    let dlq = consume(
-        &kafka().bootstrap_servers,
-        &d.n.topics.payment_completed_dlq,
-        1,
-        StdDuration::from_secs(30),
-    )
-    .await;
-    let letter =
-        dead_letter::DeadLetter::from_dlq_record(&shared::kafka::decoded_message(&dlq[0])).unwrap();
+    let letter = first_dead_letter(&d).await;
     let original = shared::kafka_event::encode_record(&letter.original);
     // Ten redeliveries to the notifier and a dlq-retry run, all at once.
     let redeliveries =
