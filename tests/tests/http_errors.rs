@@ -38,6 +38,13 @@ where
     );
 }
 
+/// Waits until the first payment's notification was sent, so the notifier's
+/// idempotency record is not written between two snapshots.
+async fn notified(p: &TestPipeline) {
+    p.wait_for_messages(1, std::time::Duration::from_secs(30))
+        .await;
+}
+
 async fn held(p: &TestPipeline, jwt: &str, seat: SeatId) -> String {
     let (status, body) = p.hold(jwt, seat).await;
     assert_eq!(status, 201, "{body}");
@@ -257,6 +264,7 @@ async fn a_queue_token_used_by_a_payment_is_409_token_used() {
     let reservation = held(&p, jwt, s.seats[0].id).await;
     let (status, body) = p.pay(jwt, &reservation).await;
     assert_eq!(status, 200, "{body}");
+    notified(&p).await;
     assert_refused(&p, p.hold(jwt, s.seats[1].id), 409, "TOKEN_USED").await;
     p.stop().await;
 }
@@ -306,6 +314,7 @@ async fn an_idempotency_key_reused_for_another_reservation_is_422() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    notified(&p).await;
     assert_refused(
         &p,
         p.post_with(
