@@ -6,7 +6,11 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export TELEGRAM_API_BASE_URL=${TELEGRAM_API_BASE_URL:-http://127.0.0.1:8081}
+# Which channels each event goes to: telegram, discord or telegram,discord.
+export NOTIFY_PAYMENT_COMPLETED_CHANNELS=${NOTIFY_PAYMENT_COMPLETED_CHANNELS:-telegram}
+export NOTIFY_SEAT_HOLD_EXPIRED_CHANNELS=${NOTIFY_SEAT_HOLD_EXPIRED_CHANNELS:-telegram,discord}
 # Local secrets only: in AWS these come from Secrets Manager / SSM.
 export TELEGRAM_BOT_TOKEN=${TELEGRAM_BOT_TOKEN:-local-sandbox-token}
 export TELEGRAM_CHAT_ID=${TELEGRAM_CHAT_ID:-10001}
+export DISCORD_WEBHOOK_URL=${DISCORD_WEBHOOK_URL:-http://127.0.0.1:8081/api/webhooks/20002/local-sandbox-webhook-token}
 export JWT_SECRET=${JWT_SECRET:-local-only-jwt-secret-change-me-0123456789}

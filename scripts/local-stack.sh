@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack: installs what is missing into a cache folder, starts and stops
 # moto (DynamoDB + Streams, 127.0.0.1:4566), tansu (Kafka, 127.0.0.1:9092), the
-# Telegram sandbox (127.0.0.1:8081) and the local runner (HTTP API, 127.0.0.1:3000).
+# Telegram + Discord sandbox (127.0.0.1:8081) and the local runner (HTTP API, 127.0.0.1:3000).
 #
 #   scripts/local-stack.sh install    install moto, cfn-lint and tansu into the cache
 #   scripts/local-stack.sh cfn-lint   lint template.yaml
@@ -111,20 +111,20 @@ up() {
   cargo build --quiet --workspace --bins
   "$ROOT/target/debug/ops" provision >/dev/null
   log "tables and topics ready"
-  start telegram-sandbox 8081 "$ROOT/target/debug/telegram-sandbox"
+  start notification-sandbox 8081 "$ROOT/target/debug/notification-sandbox"
   start local-runner 3000 "$ROOT/target/debug/local-runner"
   cat >&2 <<EOT
 [local-stack] up:
   DynamoDB + Streams  http://127.0.0.1:4566   (moto)
   Kafka               127.0.0.1:9092          (tansu)
   HTTP API            http://127.0.0.1:3000   (local runner)
-  Telegram sandbox    http://127.0.0.1:8081   (GET /sandbox/messages)
+  Channel sandbox     http://127.0.0.1:8081   (GET /sandbox/messages: Telegram and Discord)
   logs                $STATE_DIR/logs/
 EOT
 }
 
 down() {
-  for name in local-runner telegram-sandbox tansu moto; do stop "$name"; done
+  for name in local-runner notification-sandbox telegram-sandbox tansu moto; do stop "$name"; done
 }
 
 case "${1:-}" in

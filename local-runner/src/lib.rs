@@ -7,8 +7,8 @@
 //! - [`kafka_source`]: consumes Kafka in a consumer group and invokes the notifier
 //!   with Lambda's self-managed Kafka event JSON, committing offsets only after
 //!   the invocation succeeded;
-//! - [`telegram_sandbox`]: a Telegram-Bot-API-compatible server that records
-//!   every `sendMessage` and can be told to fail.
+//! - [`notification_sandbox`]: a Telegram-Bot-API- and Discord-webhook-compatible
+//!   server that records every message and can be told to fail.
 //!
 //! Functions run in this process, but every invocation goes through JSON exactly
 //! as the Lambda runtime would hand it to them.
@@ -16,9 +16,9 @@
 pub mod http_api;
 pub mod invoke;
 pub mod kafka_source;
+pub mod notification_sandbox;
 pub mod pipeline;
 pub mod stream_source;
-pub mod telegram_sandbox;
 
 pub use pipeline::{Pipeline, PipelineConfig};
 

@@ -1,6 +1,7 @@
 //! The whole pipeline wired as template.yaml wires it on AWS: the HTTP API to the
 //! reservation and payment functions, the outbox stream to the relay, the payment
-//! topic to the notifier.
+//! and hold-expired topics to the notifier, and the schedules of dlq-retry and
+//! seat-expiration.
 
 use crate::Error;
 use crate::http_api::{self, Invoker, Route};
@@ -13,6 +14,7 @@ use outbox_relay::Relay;
 use payment::PaymentApi;
 use reservation::ReservationApi;
 use seat_expiration::SeatExpiration;
+use shared::channels::ChannelSettings;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, TopicNames};
 use shared::kafka::{KafkaSettings, ProducerSettings};
@@ -30,9 +32,8 @@ pub struct PipelineConfig {
     pub producer: ProducerSettings,
     pub jwt_secret: Secret,
     pub hold_for: chrono::Duration,
-    pub telegram_api_base_url: String,
-    pub telegram_bot_token: Secret,
-    pub telegram_chat_id: String,
+    /// The notifier's channels per event type and their settings.
+    pub channels: ChannelSettings,
     pub api_addr: SocketAddr,
     pub stream: StreamSourceSettings,
     pub kafka_source: KafkaSourceSettings,
@@ -76,12 +77,7 @@ impl PipelineConfig {
             producer: ProducerSettings::from_env()?,
             jwt_secret: config::secret("JWT_SECRET")?,
             hold_for: chrono::Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
-            telegram_api_base_url: config::or_default(
-                "TELEGRAM_API_BASE_URL",
-                "http://127.0.0.1:8081",
-            ),
-            telegram_bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
-            telegram_chat_id: config::required("TELEGRAM_CHAT_ID")?,
+            channels: ChannelSettings::from_env()?,
             api_addr: api_addr
                 .parse()
                 .map_err(|_| Error::Config(format!("API_ADDR={api_addr:?} is not host:port")))?,
@@ -241,10 +237,7 @@ impl Pipeline {
         );
         let notifier_config = notifier::Config {
             tables: config.tables.clone(),
-            telegram_api_base_url: config.telegram_api_base_url.clone(),
-            telegram_bot_token: config.telegram_bot_token.clone(),
-            telegram_chat_id: config.telegram_chat_id.clone(),
-            telegram_timeout: Duration::from_secs(5),
+            channels: config.channels.clone(),
             idempotency_ttl: chrono::Duration::days(7),
             kafka: config.kafka.clone(),
             producer: config.producer.clone(),

@@ -111,7 +111,7 @@ impl Demo<'_> {
         Ok(reservation)
     }
 
-    /// Tells the Telegram sandbox how to fail (`count` 0 makes it healthy again).
+    /// Tells the channel sandbox how to fail (`count` 0 makes it healthy again).
     async fn sandbox_failures(&self, plan: Value) -> Result<(), Error> {
         let url = format!("{}/sandbox/failures", self.sandbox);
         self.http
@@ -145,20 +145,21 @@ impl Demo<'_> {
             .ok_or_else(|| Error::Message(format!("no outbox item for {reservation}")))
     }
 
-    /// Waits until the ledger row of `event_id` has `status`, printing it.
+    /// Waits until the ledger row of `event_id` on `channel` has `status`, printing it.
     async fn ledger_reaches(
         &self,
         ledger: &DynamoFailureLedger,
         event_id: &str,
+        channel: &str,
         status: LedgerStatus,
     ) -> Result<bool, Error> {
         let deadline = tokio::time::Instant::now() + StdDuration::from_secs(90);
         while tokio::time::Instant::now() < deadline {
-            if let Some(entry) = ledger.get(event_id).await?
+            if let Some(entry) = ledger.get(event_id, Some(channel)).await?
                 && entry.status == status
             {
                 println!(
-                    "ledger {}: {} after {} failed attempt(s), last error: {}",
+                    "ledger {} on {channel}: {} after {} failed attempt(s), last error: {}",
                     entry.event_id,
                     entry.status.name(),
                     entry.attempts,
@@ -191,28 +192,42 @@ impl Demo<'_> {
         Ok(false)
     }
 
-    /// Waits for a sandbox message to `mail` that starts with `title`, printing it.
-    async fn message_for(&self, mail: &str, title: &str) -> Result<bool, Error> {
+    /// The sandbox's messages on `channel` to `mail` that start with `title`.
+    async fn messages_for(
+        &self,
+        channel: &str,
+        mail: &str,
+        title: &str,
+    ) -> Result<Vec<String>, Error> {
+        Ok(self
+            .sandbox_messages(Some(channel))
+            .await?
+            .into_iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .filter(|t| t.contains(mail) && t.starts_with(title))
+            .collect())
+    }
+
+    /// Waits for a message on `channel` to `mail` that starts with `title`, printing it.
+    async fn message_for(&self, channel: &str, mail: &str, title: &str) -> Result<bool, Error> {
         let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
         while tokio::time::Instant::now() < deadline {
-            let found = self.sandbox_messages().await?.into_iter().find(|m| {
-                m["text"]
-                    .as_str()
-                    .is_some_and(|t| t.contains(mail) && t.starts_with(title))
-            });
-            if let Some(message) = found {
-                let text = message["text"].as_str().unwrap_or_default();
-                println!("telegram:\n  {}", text.replace('\n', "\n  "));
+            if let Some(text) = self.messages_for(channel, mail, title).await?.first() {
+                println!("{channel}:\n  {}", text.replace('\n', "\n  "));
                 return Ok(true);
             }
             tokio::time::sleep(StdDuration::from_millis(250)).await;
         }
-        println!("NO message for {mail} within 60 s");
+        println!("NO {channel} message for {mail} within 60 s");
         Ok(false)
     }
 
-    async fn sandbox_messages(&self) -> Result<Vec<Value>, Error> {
-        let url = format!("{}/sandbox/messages", self.sandbox);
+    /// What the sandbox received, on every channel or on `channel`.
+    async fn sandbox_messages(&self, channel: Option<&str>) -> Result<Vec<Value>, Error> {
+        let url = match channel {
+            Some(channel) => format!("{}/sandbox/messages?channel={channel}", self.sandbox),
+            None => format!("{}/sandbox/messages", self.sandbox),
+        };
         let body: Value = self
             .http
             .get(&url)
@@ -230,7 +245,7 @@ impl Demo<'_> {
 
     /// How many sandbox messages name each of `mails`.
     async fn delivered(&self, mails: &[String]) -> Result<Vec<usize>, Error> {
-        let messages = self.sandbox_messages().await?;
+        let messages = self.sandbox_messages(None).await?;
         Ok(mails
             .iter()
             .map(|mail| {
@@ -368,7 +383,7 @@ pub async fn run(
         }
         tokio::time::sleep(StdDuration::from_millis(250)).await;
     }
-    for message in demo.sandbox_messages().await? {
+    for message in demo.sandbox_messages(Some("telegram")).await? {
         let text = message["text"].as_str().unwrap_or_default();
         if mails.iter().any(|m| text.contains(m.as_str())) {
             println!(
@@ -423,12 +438,12 @@ pub async fn run(
     );
     let event_d = demo.event_id(&reservation_d).await?;
     let pending = demo
-        .ledger_reaches(&ledger, &event_d, LedgerStatus::Pending)
+        .ledger_reaches(&ledger, &event_d, "telegram", LedgerStatus::Pending)
         .await?;
     println!("Telegram is back; dlq-retry delivers it on its next run");
     demo.sandbox_failures(json!({"count": 0})).await?;
     let processed = demo
-        .ledger_reaches(&ledger, &event_d, LedgerStatus::Processed)
+        .ledger_reaches(&ledger, &event_d, "telegram", LedgerStatus::Processed)
         .await?;
     let mut mails = mails;
     mails.push(d.user.mail.as_str().into());
@@ -439,14 +454,27 @@ pub async fn run(
     let reservation_e = demo.hold_and_pay("fan E", e, &rich.seats[4]).await?;
     let event_e = demo.event_id(&reservation_e).await?;
     let parked = demo
-        .ledger_reaches(&ledger, &event_e, LedgerStatus::Failed)
+        .ledger_reaches(&ledger, &event_e, "telegram", LedgerStatus::Failed)
         .await?;
     println!(
         "it is on {} for an operator: `ops failed show {event_e}`, `ops failed redrive {event_e}`",
         TopicNames::from_env().payment_completed_failed
     );
 
-    step("10. fan F holds seat 6 and never pays: the hold expires and the seat is released");
+    step(
+        "10. fan F holds seat 6 and never pays: the hold expires, the seat is released, \
+         and fan F is told on Telegram and on Discord",
+    );
+    // Fan B's unpaid hold of step 7 expires first; its notices must not take
+    // the Discord failure planned for fan F's.
+    let expired_title = "[좌석 선점 만료]";
+    println!("fan B's unpaid hold of step 7 expires first:");
+    demo.message_for("discord", b.user.mail.as_str(), expired_title)
+        .await?;
+    // Discord fails the first time: Telegram is told at once, Discord by a retry,
+    // and neither twice.
+    demo.sandbox_failures(json!({"count": 1, "status": 503, "channel": "discord"}))
+        .await?;
     let (status_f, held_f) = demo.hold(f, &rich.seats[5]).await?;
     println!("fan F holds seat 6 -> {status_f} {held_f}");
     let reservation_f = held_f["reservationId"]
@@ -459,12 +487,32 @@ pub async fn run(
         std::slice::from_ref(&reservation_f),
     )
     .await?;
-    let told = demo
-        .message_for(f.user.mail.as_str(), "[좌석 선점 만료]")
+    let mail_f = f.user.mail.as_str();
+    let told = demo.message_for("telegram", mail_f, expired_title).await?;
+    let event_f = demo.event_id(&reservation_f).await?;
+    println!("Discord answered 503: its message waits in the DLQ; Telegram's is not sent again");
+    let retried = demo
+        .ledger_reaches(&ledger, &event_f, "discord", LedgerStatus::Processed)
         .await?;
+    let told_discord = demo.message_for("discord", mail_f, expired_title).await?;
+    let once_each = demo
+        .messages_for("telegram", mail_f, expired_title)
+        .await?
+        .len()
+        == 1
+        && demo
+            .messages_for("discord", mail_f, expired_title)
+            .await?
+            .len()
+            == 1;
+    println!(
+        "fan F was told {} on each channel",
+        if once_each { "once" } else { "NOT once" }
+    );
     let (status_b, held_b) = demo.hold(b, &rich.seats[5]).await?;
     println!("fan B holds the released seat 6 -> {status_b} {held_b}");
-    let expiry_ok = released && announced && told && status_b == 201;
+    let expiry_ok =
+        released && announced && told && retried && told_discord && once_each && status_b == 201;
 
     // Give a duplicate every chance to arrive before counting.
     tokio::time::sleep(StdDuration::from_secs(3)).await;

@@ -1,11 +1,12 @@
 //! `ops failed`: the failed-message ledger for operators.
 //!
-//! - `list [--status S]`: the rows, oldest first;
-//! - `show <event-id>`: one row, as JSON;
-//! - `redrive <event-id> | --all-failed`: takes the dead letter from the failed
-//!   (or dead-letter) topic, republishes it to the dead-letter topic with
-//!   `retry-count` 0, due now, and puts the ledger row back to PENDING, so the
-//!   next dlq-retry run sends it.
+//! - `list [--status S]`: the rows (one per event and failed channel), oldest first;
+//! - `show <event-id>`: the event's rows, as a JSON array;
+//! - `redrive <event-id> [--channel C] | --all-failed`: for each row not yet
+//!   PROCESSED (of that event, or every FAILED row), takes its dead letter from
+//!   the failed (or dead-letter) topic, republishes it to the dead-letter topic
+//!   with `retry-count` 0, due now, and puts the row back to PENDING, so the next
+//!   dlq-retry run sends it again on that channel only.
 
 use crate::Error;
 use chrono::{SecondsFormat, Utc};
@@ -24,6 +25,7 @@ use std::time::Duration;
 fn entry_json(e: &LedgerEntry) -> serde_json::Value {
     json!({
         "eventId": e.event_id,
+        "channel": e.channel,
         "eventType": e.event_type,
         "status": e.status.name(),
         "attempts": e.attempts,
@@ -39,14 +41,15 @@ pub async fn list(ledger: &DynamoFailureLedger, status: Option<&str>) -> Result<
     let status = status.map(LedgerStatus::parse).transpose()?;
     let entries = ledger.list(status).await?;
     println!(
-        "{:<38} {:<9} {:>8}  {:<24}  LAST ERROR",
-        "EVENT", "STATUS", "ATTEMPTS", "LAST FAILED"
+        "{:<38} {:<9} {:<9} {:>8}  {:<24}  LAST ERROR",
+        "EVENT", "CHANNEL", "STATUS", "ATTEMPTS", "LAST FAILED"
     );
     for e in &entries {
         let error: String = e.last_error.chars().take(70).collect();
         println!(
-            "{:<38} {:<9} {:>8}  {:<24}  {}",
+            "{:<38} {:<9} {:<9} {:>8}  {:<24}  {}",
             e.event_id,
+            e.channel.as_deref().unwrap_or("-"),
             e.status.name(),
             e.attempts,
             e.last_failed_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -58,19 +61,27 @@ pub async fn list(ledger: &DynamoFailureLedger, status: Option<&str>) -> Result<
 }
 
 pub async fn show(ledger: &DynamoFailureLedger, event_id: &str) -> Result<(), Error> {
-    let entry = ledger
-        .get(event_id)
-        .await?
-        .ok_or_else(|| Error::Message(format!("no ledger row for event {event_id}")))?;
-    println!("{:#}", entry_json(&entry));
+    let entries = ledger.for_event(event_id).await?;
+    if entries.is_empty() {
+        return Err(Error::Message(format!(
+            "no ledger row for event {event_id}"
+        )));
+    }
+    let rows: Vec<_> = entries.iter().map(entry_json).collect();
+    println!("{:#}", serde_json::Value::Array(rows));
     Ok(())
 }
 
-/// The newest dead letter of each event on `topics`, read up to their current ends.
+/// A ledger row's address: the event and the channel that failed (`None`: the
+/// record failed before any channel).
+type RowKey = (String, Option<String>);
+
+/// The newest dead letter of each event and channel on `topics`, read up to
+/// their current ends.
 async fn dead_letters(
     kafka: &KafkaSettings,
     topics: &[&str],
-) -> Result<HashMap<String, DeadLetter>, Error> {
+) -> Result<HashMap<RowKey, DeadLetter>, Error> {
     let kafka_error = |e: rdkafka::error::KafkaError| Error::Message(format!("Kafka: {e}"));
     let consumer: StreamConsumer = kafka
         .client_config()
@@ -108,7 +119,7 @@ async fn dead_letters(
         };
         remaining -= 1;
         if let Ok(letter) = DeadLetter::from_dlq_record(&decoded_message(&message.detach())) {
-            letters.insert(letter.event_id(), letter);
+            letters.insert((letter.event_id(), letter.channel.clone()), letter);
         }
     }
     Ok(letters)
@@ -117,23 +128,33 @@ async fn dead_letters(
 pub async fn redrive(
     ledger: &DynamoFailureLedger,
     event_id: Option<&str>,
+    channel: Option<&str>,
     all_failed: bool,
 ) -> Result<(), Error> {
-    let targets: Vec<String> = match (event_id, all_failed) {
-        (Some(id), false) => vec![id.to_owned()],
-        (None, true) => ledger
-            .list(Some(LedgerStatus::Failed))
-            .await?
-            .into_iter()
-            .map(|e| e.event_id)
-            .collect(),
+    let rows: Vec<LedgerEntry> = match (event_id, all_failed) {
+        (Some(id), false) => {
+            let rows: Vec<LedgerEntry> = ledger
+                .for_event(id)
+                .await?
+                .into_iter()
+                .filter(|e| channel.is_none() || e.channel.as_deref() == channel)
+                .collect();
+            if rows.is_empty() {
+                let on = channel.map(|c| format!(" on {c}")).unwrap_or_default();
+                return Err(Error::Message(format!("no ledger row for event {id}{on}")));
+            }
+            rows.into_iter()
+                .filter(|e| e.status != LedgerStatus::Processed)
+                .collect()
+        }
+        (None, true) => ledger.list(Some(LedgerStatus::Failed)).await?,
         _ => {
             return Err(Error::Message(
                 "give one event id or --all-failed, not both".into(),
             ));
         }
     };
-    if targets.is_empty() {
+    if rows.is_empty() {
         println!("nothing to re-drive");
         return Ok(());
     }
@@ -149,13 +170,13 @@ pub async fn redrive(
     .await?;
     let publisher = KafkaPublisher::new(&kafka, &ProducerSettings::default())?;
     let mut missing = Vec::new();
-    for id in &targets {
-        if ledger.get(id).await?.is_none() {
-            missing.push(format!("{id} (no ledger row)"));
-            continue;
-        }
-        let Some(letter) = letters.get(id) else {
-            missing.push(format!("{id} (no dead letter on the topics)"));
+    for row in &rows {
+        let name = match &row.channel {
+            Some(channel) => format!("{} on {channel}", row.event_id),
+            None => row.event_id.clone(),
+        };
+        let Some(letter) = letters.get(&(row.event_id.clone(), row.channel.clone())) else {
+            missing.push(format!("{name} (no dead letter on the topics)"));
             continue;
         };
         let now = Utc::now();
@@ -170,9 +191,11 @@ pub async fn redrive(
         {
             result?;
         }
-        ledger.mark_redriven(id, now).await?;
+        ledger
+            .mark_redriven(&row.event_id, row.channel.as_deref(), now)
+            .await?;
         println!(
-            "re-drove {id}: on {} again, ledger PENDING",
+            "re-drove {name}: on {} again, ledger PENDING",
             topics.payment_completed_dlq
         );
     }

@@ -108,11 +108,15 @@ enum FailedCommand {
         #[arg(long)]
         status: Option<String>,
     },
-    /// One row, as JSON.
+    /// The event's rows (one per channel that failed), as JSON.
     Show { event_id: String },
     /// Republish to the dead-letter topic with retry-count 0 and the ledger back to PENDING.
     Redrive {
         event_id: Option<String>,
+        /// Only the row of this channel (telegram, discord) of the event.
+        #[arg(long, requires = "event_id")]
+        channel: Option<String>,
+        /// Every FAILED row.
         #[arg(long)]
         all_failed: bool,
     },
@@ -181,8 +185,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 FailedCommand::Show { event_id } => failed::show(&ledger, &event_id).await?,
                 FailedCommand::Redrive {
                     event_id,
+                    channel,
                     all_failed,
-                } => failed::redrive(&ledger, event_id.as_deref(), all_failed).await?,
+                } => {
+                    failed::redrive(&ledger, event_id.as_deref(), channel.as_deref(), all_failed)
+                        .await?
+                }
             }
         }
         Command::Demo { api, sandbox } => {

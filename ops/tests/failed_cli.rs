@@ -3,7 +3,7 @@
 use aws_config::{BehaviorVersion, Region};
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use shared::config::{TableNames, TopicNames};
 use shared::dead_letter::{self, DeadLetter};
 use shared::domain::ReservationId;
@@ -77,13 +77,27 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A notification that failed for good: on the failed topic and FAILED in the ledger.
+/// A notification of a new event that failed for good on Telegram: on the
+/// failed topic and FAILED in the ledger.
 async fn failed_event(env: &Env) -> String {
     let envelope = shared::fixtures::payment_completed_envelope(
         ReservationId::random(),
         "ops@example.com",
         5_000,
     );
+    let event_id = envelope.event_id.to_string();
+    failed_on(env, &envelope, "telegram", LedgerStatus::Failed).await;
+    event_id
+}
+
+/// Parks the event's notification on `channel` as the notifier does: its dead
+/// letter on the failed topic (FAILED) or the dead-letter topic, and its ledger row.
+async fn failed_on(
+    env: &Env,
+    envelope: &shared::events::EventEnvelope,
+    channel: &'static str,
+    status: LedgerStatus,
+) {
     let original = DecodedRecord {
         topic: env.topics.payment_completed.clone(),
         partition: 0,
@@ -97,25 +111,28 @@ async fn failed_event(env: &Env) -> String {
         )],
     };
     let error = shared::Error::Channel {
-        channel: "telegram",
+        channel,
         retryable: false,
         retry_after: None,
-        message: "sendMessage answered HTTP 403: bot was blocked".into(),
+        message: "answered HTTP 403: bot was blocked".into(),
         source: None,
     };
-    let letter = DeadLetter::new(original, &error, 3, Utc::now());
+    let letter = DeadLetter::new(original, &error, 3, Utc::now()).on_channel(channel);
+    let topic = if status == LedgerStatus::Failed {
+        &env.topics.payment_completed_failed
+    } else {
+        &env.topics.payment_completed_dlq
+    };
     let publisher = KafkaPublisher::new(&env.kafka, &ProducerSettings::default()).unwrap();
-    for r in publisher
-        .publish_all(&[letter.to_record(&env.topics.payment_completed_failed)])
-        .await
-    {
+    for r in publisher.publish_all(&[letter.to_record(topic)]).await {
         r.unwrap();
     }
     env.ledger
         .record_failure(&LedgerFailure {
             event_id: letter.event_id(),
+            channel: Some(channel.into()),
             event_type: Some("PaymentCompleted".into()),
-            status: LedgerStatus::Failed,
+            status,
             error_kind: letter.error_kind.clone(),
             error_message: letter.error_message.clone(),
             topic: env.topics.payment_completed.clone(),
@@ -125,7 +142,35 @@ async fn failed_event(env: &Env) -> String {
         })
         .await
         .unwrap();
-    letter.event_id()
+}
+
+/// The first `n` records of the dead-letter topic.
+async fn dlq_records(env: &Env, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: StreamConsumer = env
+        .kafka
+        .client_config()
+        .set("group.id", format!("ops-test-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&env.topics.payment_completed_dlq])
+        .unwrap();
+    let mut records = Vec::new();
+    while records.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record on the dead-letter topic")
+            .unwrap();
+        records.push(message.detach());
+    }
+    records
+}
+
+fn header_of(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    shared::kafka::decoded_message(message)
+        .header(name)
+        .map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,9 +191,10 @@ async fn list_and_show_print_the_ledger_and_an_unknown_event_exits_1() {
     let out = ops(&env, &["failed", "show", &event_id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(shown["status"], "FAILED");
-    assert_eq!(shown["attempts"], 1);
-    assert_eq!(shown["original"]["offset"], 12);
+    assert_eq!(shown[0]["status"], "FAILED");
+    assert_eq!(shown[0]["channel"], "telegram");
+    assert_eq!(shown[0]["attempts"], 1);
+    assert_eq!(shown[0]["original"]["offset"], 12);
 
     let out = ops(&env, &["failed", "show", "no-such-event"]);
     assert_eq!(out.status.code(), Some(1));
@@ -167,38 +213,99 @@ async fn redrive_puts_the_dead_letter_back_on_the_dlq_with_retry_count_0_and_the
     let out = ops(&env, &["failed", "redrive", &event_id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("re-drove"));
-    let entry = env.ledger.get(&event_id).await.unwrap().unwrap();
-    assert_eq!(entry.status, LedgerStatus::Pending);
-
-    let consumer: StreamConsumer = env
-        .kafka
-        .client_config()
-        .set("group.id", format!("ops-test-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer
-        .subscribe(&[&env.topics.payment_completed_dlq])
-        .unwrap();
-    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+    let entry = env
+        .ledger
+        .get(&event_id, Some("telegram"))
         .await
         .unwrap()
         .unwrap();
-    let header = |name: &str| {
-        message
-            .headers()
-            .unwrap()
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    assert_eq!(entry.status, LedgerStatus::Pending);
+
+    let message = dlq_records(&env, 1).await.remove(0);
+    let header = |name: &str| header_of(&message, name);
     assert_eq!(header(dead_letter::RETRY_COUNT).as_deref(), Some("0"));
     assert_eq!(header("event-id"), Some(event_id.clone()));
     assert_eq!(header(dead_letter::ORIGINAL_OFFSET).as_deref(), Some("12"));
+    assert_eq!(
+        header(dead_letter::NOTIFICATION_CHANNEL).as_deref(),
+        Some("telegram")
+    );
     assert!(message.payload().is_some());
 
     let out = ops(&env, &["failed", "redrive"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--all-failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
+    let env = env().await;
+    let envelope = shared::fixtures::payment_completed_envelope(
+        ReservationId::random(),
+        "two-channels@example.com",
+        7_000,
+    );
+    let event_id = envelope.event_id.to_string();
+    // Telegram failed once and a retry delivered it; Discord failed for good.
+    failed_on(&env, &envelope, "telegram", LedgerStatus::Pending).await;
+    env.ledger
+        .mark_processed(&event_id, Some("telegram"), Utc::now())
+        .await
+        .unwrap();
+    failed_on(&env, &envelope, "discord", LedgerStatus::Failed).await;
+
+    let out = ops(&env, &["failed", "show", &event_id]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<(String, String)> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["channel"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("discord".to_owned(), "FAILED".to_owned()),
+            ("telegram".to_owned(), "PROCESSED".to_owned())
+        ]
+    );
+
+    let out = ops(&env, &["failed", "redrive", &event_id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("re-drove {event_id} on discord")),
+        "{said}"
+    );
+    assert!(!said.contains("on telegram"), "{said}");
+    // The dead-letter topic holds Telegram's first letter and Discord's re-drive.
+    let records = dlq_records(&env, 2).await;
+    let redriven = &records[1];
+    assert_eq!(
+        header_of(redriven, dead_letter::NOTIFICATION_CHANNEL).as_deref(),
+        Some("discord")
+    );
+    assert_eq!(
+        header_of(redriven, dead_letter::RETRY_COUNT).as_deref(),
+        Some("0")
+    );
+    let telegram = env
+        .ledger
+        .get(&event_id, Some("telegram"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(telegram.status, LedgerStatus::Processed, "left alone");
+
+    let out = ops(
+        &env,
+        &["failed", "redrive", &event_id, "--channel", "slack"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no ledger row for event"));
 }

@@ -18,9 +18,13 @@ pub const EXCEPTION_FQCN: &str = "kafka_dlt-exception-fqcn";
 pub const EXCEPTION_MESSAGE: &str = "kafka_dlt-exception-message";
 pub const RETRY_COUNT: &str = "retry-count";
 pub const NEXT_ATTEMPT_AT: &str = "next-attempt-at";
+/// The channel the notification failed on (`telegram`, `discord`): a retry sends
+/// on that channel only, so a channel that already succeeded is never sent again.
+/// Absent when the record itself failed (a poison record).
+pub const NOTIFICATION_CHANNEL: &str = "notification-channel";
 
 /// The headers this module writes; a republished dead letter replaces them.
-pub const DIAGNOSTIC_HEADERS: [&str; 8] = [
+pub const DIAGNOSTIC_HEADERS: [&str; 9] = [
     ORIGINAL_TOPIC,
     ORIGINAL_PARTITION,
     ORIGINAL_OFFSET,
@@ -29,6 +33,7 @@ pub const DIAGNOSTIC_HEADERS: [&str; 8] = [
     EXCEPTION_MESSAGE,
     RETRY_COUNT,
     NEXT_ATTEMPT_AT,
+    NOTIFICATION_CHANNEL,
 ];
 
 /// A failed record and why it failed.
@@ -39,6 +44,8 @@ pub struct DeadLetter {
     pub error_message: String,
     pub retry_count: u32,
     pub next_attempt_at: DateTime<Utc>,
+    /// The channel that failed; `None` when the record failed before any channel.
+    pub channel: Option<String>,
 }
 
 impl DeadLetter {
@@ -54,6 +61,15 @@ impl DeadLetter {
             error_message: crate::error_chain(error),
             retry_count,
             next_attempt_at,
+            channel: None,
+        }
+    }
+
+    /// The same dead letter, for a failure on `channel`.
+    pub fn on_channel(self, channel: &str) -> Self {
+        DeadLetter {
+            channel: Some(channel.to_owned()),
+            ..self
         }
     }
 
@@ -95,6 +111,7 @@ impl DeadLetter {
                 Error::MalformedEvent(format!("the dead letter's {RETRY_COUNT} is out of range"))
             })?,
             next_attempt_at,
+            channel: dlq.header(NOTIFICATION_CHANNEL).map(str::to_owned),
         })
     }
 
@@ -106,6 +123,7 @@ impl DeadLetter {
             error_message: crate::error_chain(error),
             retry_count: self.retry_count + 1,
             next_attempt_at,
+            channel: self.channel.clone(),
         }
     }
 
@@ -154,6 +172,9 @@ impl DeadLetter {
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
             ),
         ]);
+        if let Some(channel) = &self.channel {
+            headers.push(text(NOTIFICATION_CHANNEL, channel.clone()));
+        }
         OutboundRecord {
             topic: topic.to_owned(),
             key: self.original.key.clone(),
@@ -266,6 +287,35 @@ mod tests {
         assert_eq!(back, expected);
         let again = back.retried(&Error::InProgress, at);
         assert_eq!(again.retry_count, 1);
+        assert_eq!(again.channel, None);
+    }
+
+    #[test]
+    fn the_failed_channel_travels_with_the_dead_letter_and_its_retries() {
+        let at: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+        let letter = DeadLetter::new(original(), &Error::InProgress, 0, at).on_channel("discord");
+        let record = letter.to_record("payment.completed.dlq");
+        assert_eq!(record.header(NOTIFICATION_CHANNEL), Some("discord"));
+        let dlq = DecodedRecord {
+            topic: record.topic.clone(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+        };
+        let back = DeadLetter::from_dlq_record(&dlq).unwrap();
+        assert_eq!(back.channel.as_deref(), Some("discord"));
+        let again = back
+            .retried(&Error::InProgress, at)
+            .to_record("payment.completed.dlq");
+        let channels: Vec<_> = again
+            .headers
+            .iter()
+            .filter(|(k, _)| k == NOTIFICATION_CHANNEL)
+            .collect();
+        assert_eq!(channels.len(), 1, "the header is replaced, not repeated");
     }
 
     #[test]

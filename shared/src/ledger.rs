@@ -1,5 +1,6 @@
-//! The failed-message ledger: one row per event that could not be notified, what
-//! an operator queries. The dead-letter topic is what dlq-retry consumes.
+//! The failed-message ledger: one row per event and channel that could not be
+//! notified (or per record that failed before any channel), what an operator
+//! queries. The dead-letter topic is what dlq-retry consumes.
 
 use crate::Error;
 use chrono::{DateTime, Utc};
@@ -40,6 +41,8 @@ impl LedgerStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerFailure {
     pub event_id: String,
+    /// The channel that failed; `None` for a record that failed before any.
+    pub channel: Option<String>,
     pub event_type: Option<String>,
     pub status: LedgerStatus,
     pub error_kind: String,
@@ -54,6 +57,7 @@ pub struct LedgerFailure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub event_id: String,
+    pub channel: Option<String>,
     pub event_type: Option<String>,
     pub status: LedgerStatus,
     pub attempts: u32,
@@ -73,10 +77,11 @@ pub trait FailureLedger: Send + Sync {
         failure: &LedgerFailure,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Marks the event delivered by a retry.
+    /// Marks the event delivered on `channel` (or the record handled) by a retry.
     fn mark_processed(
         &self,
         event_id: &str,
+        channel: Option<&str>,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }

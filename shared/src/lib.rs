@@ -2,11 +2,13 @@
 //!
 //! The modules at the top are pure domain: entities and their state transitions,
 //! events, the notification text and the ports the functions depend on. Adapters
-//! to real services sit behind cargo features (`dynamodb`, `kafka`, `telegram`) so a
+//! to real services sit behind cargo features (`dynamodb`, `kafka`, `channels`) so a
 //! function links only the clients it uses.
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "channels")]
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod dead_letter;
@@ -27,8 +29,6 @@ pub mod seed;
 pub mod dynamodb;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "telegram")]
-pub mod telegram;
 
 pub use error::Error;
 

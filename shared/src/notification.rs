@@ -1,6 +1,7 @@
 //! The customer's notification, in Korean as the original system sent it.
 
 use crate::Error;
+use crate::config;
 use crate::domain::EventId;
 use crate::events::{EventEnvelope, EventType, PaymentCompleted, SeatHoldExpired};
 use chrono::{DateTime, FixedOffset, Utc};
@@ -9,7 +10,108 @@ use chrono::{DateTime, FixedOffset, Utc};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
     pub event_id: EventId,
+    pub event_type: EventType,
     pub text: String,
+}
+
+/// The channels a customer can be told on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    Telegram,
+    Discord,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 2] = [ChannelKind::Telegram, ChannelKind::Discord];
+
+    /// The name in configuration, idempotency keys, dead-letter headers and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Telegram => "telegram",
+            ChannelKind::Discord => "discord",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// Which channels each event type is sent on, from
+/// `NOTIFY_PAYMENT_COMPLETED_CHANNELS` and `NOTIFY_SEAT_HOLD_EXPIRED_CHANNELS`
+/// (comma-separated: `telegram`, `discord` or `telegram,discord`; Telegram alone
+/// by default, as the original system sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRoutes {
+    pub payment_completed: Vec<ChannelKind>,
+    pub seat_hold_expired: Vec<ChannelKind>,
+}
+
+impl Default for ChannelRoutes {
+    fn default() -> Self {
+        ChannelRoutes::all_on(&[ChannelKind::Telegram])
+    }
+}
+
+impl ChannelRoutes {
+    pub const PAYMENT_COMPLETED_VAR: &str = "NOTIFY_PAYMENT_COMPLETED_CHANNELS";
+    pub const SEAT_HOLD_EXPIRED_VAR: &str = "NOTIFY_SEAT_HOLD_EXPIRED_CHANNELS";
+
+    /// Every event type on the same channels.
+    pub fn all_on(channels: &[ChannelKind]) -> Self {
+        ChannelRoutes {
+            payment_completed: channels.to_vec(),
+            seat_hold_expired: channels.to_vec(),
+        }
+    }
+
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(ChannelRoutes {
+            payment_completed: Self::parse_list(
+                Self::PAYMENT_COMPLETED_VAR,
+                &config::or_default(Self::PAYMENT_COMPLETED_VAR, "telegram"),
+            )?,
+            seat_hold_expired: Self::parse_list(
+                Self::SEAT_HOLD_EXPIRED_VAR,
+                &config::or_default(Self::SEAT_HOLD_EXPIRED_VAR, "telegram"),
+            )?,
+        })
+    }
+
+    /// `telegram,discord` into its channels, each once, in the order given.
+    pub fn parse_list(variable: &str, text: &str) -> Result<Vec<ChannelKind>, Error> {
+        let mut channels = Vec::new();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let kind = ChannelKind::parse(name).ok_or_else(|| {
+                Error::Config(format!(
+                    "{variable}: unknown channel {name:?}; use telegram, discord or telegram,discord"
+                ))
+            })?;
+            if !channels.contains(&kind) {
+                channels.push(kind);
+            }
+        }
+        if channels.is_empty() {
+            return Err(Error::Config(format!(
+                "{variable} names no channel; use telegram, discord or telegram,discord"
+            )));
+        }
+        Ok(channels)
+    }
+
+    pub fn for_type(&self, event_type: EventType) -> &[ChannelKind] {
+        match event_type {
+            EventType::PaymentCompleted => &self.payment_completed,
+            EventType::SeatHoldExpired => &self.seat_hold_expired,
+        }
+    }
+
+    /// Whether any event type is sent on `kind` (its settings are then required).
+    pub fn uses(&self, kind: ChannelKind) -> bool {
+        self.payment_completed.contains(&kind) || self.seat_hold_expired.contains(&kind)
+    }
 }
 
 /// Concerts are in Korea: times are shown in KST (UTC+9, no daylight saving).
@@ -45,6 +147,7 @@ pub fn payment_completed_text(event: &PaymentCompleted) -> String {
 pub fn payment_completed(event_id: EventId, event: &PaymentCompleted) -> Notification {
     Notification {
         event_id,
+        event_type: EventType::PaymentCompleted,
         text: payment_completed_text(event),
     }
 }
@@ -68,7 +171,8 @@ pub fn seat_hold_expired_text(event: &SeatHoldExpired) -> String {
 
 /// The customer's message for an event of the types the notifier handles.
 pub fn for_event(envelope: &EventEnvelope) -> Result<Notification, Error> {
-    let text = match envelope.event_type()? {
+    let event_type = envelope.event_type()?;
+    let text = match event_type {
         EventType::PaymentCompleted => {
             payment_completed_text(&envelope.decode(EventType::PaymentCompleted)?)
         }
@@ -78,6 +182,7 @@ pub fn for_event(envelope: &EventEnvelope) -> Result<Notification, Error> {
     };
     Ok(Notification {
         event_id: envelope.event_id,
+        event_type,
         text,
     })
 }
@@ -105,6 +210,41 @@ mod tests {
              결제 금액: 150,000원\n\
              공연 시작 10분 전까지 입장해 주세요."
         );
+    }
+}
+
+#[cfg(test)]
+mod channel_routes_tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_list_is_parsed_in_order_without_repeats_and_case_blind() {
+        assert_eq!(
+            ChannelRoutes::parse_list("V", " Discord, telegram ,discord").unwrap(),
+            vec![ChannelKind::Discord, ChannelKind::Telegram]
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_empty_channel_list_is_a_configuration_error_naming_the_variable() {
+        let unknown = ChannelRoutes::parse_list("NOTIFY_X", "telegram,slack").unwrap_err();
+        assert!(unknown.to_string().contains("NOTIFY_X"), "{unknown}");
+        assert!(unknown.to_string().contains("slack"), "{unknown}");
+        assert!(ChannelRoutes::parse_list("NOTIFY_X", " , ").is_err());
+    }
+
+    #[test]
+    fn routes_answer_per_event_type_and_say_which_channels_are_used() {
+        let routes = ChannelRoutes {
+            payment_completed: vec![ChannelKind::Telegram],
+            seat_hold_expired: vec![ChannelKind::Telegram, ChannelKind::Discord],
+        };
+        assert_eq!(
+            routes.for_type(EventType::SeatHoldExpired),
+            [ChannelKind::Telegram, ChannelKind::Discord]
+        );
+        assert!(routes.uses(ChannelKind::Discord));
+        assert!(!ChannelRoutes::default().uses(ChannelKind::Discord));
     }
 }
 

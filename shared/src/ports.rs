@@ -8,9 +8,9 @@ use std::future::Future;
 pub use crate::clock::Clock;
 pub use crate::idempotency::IdempotencyStore;
 
-/// Where a customer's notification goes (Telegram; Discord later).
+/// Where a customer's notification goes (Telegram, Discord).
 pub trait NotificationChannel: Send + Sync {
-    /// A short name for logs and idempotency keys: `telegram`.
+    /// A short name for logs, idempotency keys and dead-letter headers: `telegram`.
     fn name(&self) -> &'static str;
 
     fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), Error>> + Send;

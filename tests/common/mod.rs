@@ -7,27 +7,29 @@ use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use local_runner::kafka_source::KafkaSourceSettings;
+use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::pipeline::DlqRetrySettings;
 use local_runner::stream_source::StreamSourceSettings;
-use local_runner::telegram_sandbox::TelegramSandbox;
 use local_runner::{Pipeline, PipelineConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use serde_json::Value;
 use shared::auth::JwtKey;
+use shared::channels::ChannelSettings;
 use shared::clock::Clock;
 use shared::config::{Secret, TableNames, TopicNames};
 use shared::domain::{Money, SeatId};
 use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KafkaSettings, ProducerSettings, create_topics};
+use shared::notification::ChannelRoutes;
 use shared::seed::{SeedRequest, Seeded, generate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 pub const JWT_SECRET: &str = "e2e-test-secret-e2e-test-secret-0123";
-pub const BOT_TOKEN: &str = "e2e-bot-token";
-pub const CHAT_ID: &str = "4242";
+/// The Telegram chat the sandbox settings send to.
+pub const CHAT_ID: &str = notification_sandbox::SANDBOX_CHAT_ID;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -95,7 +97,7 @@ pub struct TestPipeline {
     pub topics: TopicNames,
     pub repo: TicketingRepository,
     pub dynamodb: aws_sdk_dynamodb::Client,
-    pub sandbox: TelegramSandbox,
+    pub sandbox: NotificationSandbox,
     pub base_url: String,
     pub http: reqwest::Client,
     pipeline: Option<Pipeline>,
@@ -107,6 +109,8 @@ pub struct Options {
     pub partitions: i32,
     pub retry_delay: Duration,
     pub dlq_retry: DlqRetrySettings,
+    /// The channels of each event type (Telegram alone by default).
+    pub routes: ChannelRoutes,
 }
 
 impl Default for Options {
@@ -117,6 +121,7 @@ impl Default for Options {
             partitions: 3,
             retry_delay: Duration::seconds(60),
             dlq_retry: DlqRetrySettings::default(),
+            routes: ChannelRoutes::default(),
         }
     }
 }
@@ -154,7 +159,7 @@ impl TestPipeline {
         init_logs();
         let aws = aws().await;
         let (tables, topics) = provision(&aws, options.partitions).await;
-        let sandbox = TelegramSandbox::default();
+        let sandbox = NotificationSandbox::default();
         let sandbox_addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let config = PipelineConfig {
             tables: tables.clone(),
@@ -163,9 +168,7 @@ impl TestPipeline {
             producer: ProducerSettings::default(),
             jwt_secret: Secret::new(JWT_SECRET),
             hold_for: options.hold_for,
-            telegram_api_base_url: format!("http://{sandbox_addr}"),
-            telegram_bot_token: Secret::new(BOT_TOKEN),
-            telegram_chat_id: CHAT_ID.into(),
+            channels: notification_sandbox::channel_settings(sandbox_addr, options.routes),
             api_addr: "127.0.0.1:0".parse().unwrap(),
             stream: StreamSourceSettings {
                 poll_interval: StdDuration::from_millis(50),
@@ -282,7 +285,7 @@ impl TestPipeline {
         while self.sandbox.messages().len() < n {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "expected {n} Telegram messages within {timeout:?}, got {}",
+                "expected {n} messages within {timeout:?}, got {}",
                 self.sandbox.messages().len()
             );
             tokio::time::sleep(StdDuration::from_millis(100)).await;
@@ -366,30 +369,57 @@ pub async fn consume(
 pub struct DirectNotifier {
     pub tables: TableNames,
     pub topics: TopicNames,
-    pub sandbox: TelegramSandbox,
+    pub sandbox: NotificationSandbox,
     pub config: notifier::Config,
     pub notifier: notifier::LambdaNotifier,
     pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
+/// The notifier's configuration for these tables and topics and `channels`:
+/// the local Kafka, a week of idempotency, a first retry after a minute.
+pub fn notifier_config(
+    tables: &TableNames,
+    topics: &TopicNames,
+    channels: ChannelSettings,
+) -> notifier::Config {
+    notifier::Config {
+        tables: tables.clone(),
+        channels,
+        idempotency_ttl: Duration::days(7),
+        kafka: kafka(),
+        producer: ProducerSettings::default(),
+        topics: topics.clone(),
+        retry_delay: Duration::seconds(60),
+    }
+}
+
 impl DirectNotifier {
-    pub async fn start(retry_delay: Duration, telegram_timeout: StdDuration) -> DirectNotifier {
+    /// Telegram alone, answering within `timeout`.
+    pub async fn start(retry_delay: Duration, timeout: StdDuration) -> DirectNotifier {
+        Self::start_routed(ChannelRoutes::default(), retry_delay, timeout).await
+    }
+
+    /// The channels of `routes`, both on the sandbox, answering within `timeout`.
+    pub async fn start_routed(
+        routes: ChannelRoutes,
+        retry_delay: Duration,
+        timeout: StdDuration,
+    ) -> DirectNotifier {
         init_logs();
         let aws = aws().await;
         let (tables, topics) = provision(&aws, 1).await;
-        let sandbox = TelegramSandbox::default();
+        let sandbox = NotificationSandbox::default();
         let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut channels = notification_sandbox::channel_settings(addr, routes);
+        for settings in channels.telegram.iter_mut() {
+            settings.timeout = timeout;
+        }
+        for settings in channels.discord.iter_mut() {
+            settings.timeout = timeout;
+        }
         let config = notifier::Config {
-            tables: tables.clone(),
-            telegram_api_base_url: format!("http://{addr}"),
-            telegram_bot_token: Secret::new(BOT_TOKEN),
-            telegram_chat_id: CHAT_ID.into(),
-            telegram_timeout,
-            idempotency_ttl: Duration::days(7),
-            kafka: kafka(),
-            producer: ProducerSettings::default(),
-            topics: topics.clone(),
             retry_delay,
+            ..notifier_config(&tables, &topics, channels)
         };
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let notifier = notifier::LambdaNotifier::from_config(
@@ -454,11 +484,7 @@ impl DirectNotifier {
 
 /// The first header called `name` of a consumed message, as text.
 pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    use rdkafka::message::{Headers, Message};
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    shared::kafka::decoded_message(message)
+        .header(name)
+        .map(str::to_owned)
 }

@@ -5,16 +5,15 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use e2e_tests::{
-    BOT_TOKEN, CHAT_ID, Options, TestPipeline, aws, consume, header, kafka, provision, seed,
+    Options, TestPipeline, aws, consume, header, kafka, notifier_config, provision, seed,
 };
 use local_runner::invoke::invoke;
-use local_runner::telegram_sandbox::{FailurePlan, TelegramSandbox};
+use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
 use notifier::LambdaNotifier;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use shared::clock::SystemClock;
-use shared::config::Secret;
 use shared::dead_letter;
 use shared::domain::ReservationId;
 use shared::dynamodb::DynamoFailureLedger;
@@ -26,11 +25,17 @@ use shared::ports::{EventPublisher, OutboundRecord};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn ledger_status(p: &TestPipeline, event_id: &str, timeout: Duration) -> LedgerStatus {
+/// The status of the ledger row of `event_id` on `channel`, once it exists.
+async fn ledger_status(
+    p: &TestPipeline,
+    event_id: &str,
+    channel: Option<&str>,
+    timeout: Duration,
+) -> LedgerStatus {
     let ledger = DynamoFailureLedger::new(p.dynamodb.clone(), p.tables.failed_messages.clone());
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(entry) = ledger.get(event_id).await.unwrap() {
+        if let Some(entry) = ledger.get(event_id, channel).await.unwrap() {
             return entry.status;
         }
         assert!(
@@ -95,11 +100,11 @@ async fn with_telegram_down_the_payment_succeeds_and_the_event_waits_in_the_dlq_
     assert!(next > chrono::Utc::now());
 
     assert_eq!(
-        ledger_status(&p, &event_id, Duration::from_secs(10)).await,
+        ledger_status(&p, &event_id, Some("telegram"), Duration::from_secs(10)).await,
         LedgerStatus::Pending
     );
     let entry = DynamoFailureLedger::new(p.dynamodb.clone(), p.tables.failed_messages.clone())
-        .get(&event_id)
+        .get(&event_id, Some("telegram"))
         .await
         .unwrap()
         .unwrap();
@@ -165,7 +170,7 @@ async fn a_poison_record_goes_to_the_failed_topic_and_the_partition_keeps_flowin
     );
     let coordinates = format!("{}-0@0", p.topics.payment_completed);
     assert_eq!(
-        ledger_status(&p, &coordinates, Duration::from_secs(10)).await,
+        ledger_status(&p, &coordinates, None, Duration::from_secs(10)).await,
         LedgerStatus::Failed
     );
     p.stop().await;
@@ -175,7 +180,7 @@ async fn a_poison_record_goes_to_the_failed_topic_and_the_partition_keeps_flowin
 async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing_is_recorded() {
     let aws = aws().await;
     let (tables, topics) = provision(&aws, 1).await;
-    let sandbox = TelegramSandbox::default();
+    let sandbox = NotificationSandbox::default();
     let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     sandbox.fail_next(FailurePlan::fail(10, 503));
     // The dead letters go to a broker that is down.
@@ -184,19 +189,16 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
     let notifier = Arc::new(
         LambdaNotifier::from_config(
             &notifier::Config {
-                tables: tables.clone(),
-                telegram_api_base_url: format!("http://{addr}"),
-                telegram_bot_token: Secret::new(BOT_TOKEN),
-                telegram_chat_id: CHAT_ID.into(),
-                telegram_timeout: Duration::from_secs(5),
-                idempotency_ttl: chrono::Duration::days(7),
                 kafka: KafkaSettings::new(cluster.bootstrap_servers()),
                 producer: ProducerSettings {
                     message_timeout: Duration::from_secs(2),
                     ..ProducerSettings::default()
                 },
-                topics: topics.clone(),
-                retry_delay: chrono::Duration::seconds(60),
+                ..notifier_config(
+                    &tables,
+                    &topics,
+                    notification_sandbox::channel_settings(addr, Default::default()),
+                )
             },
             aws_sdk_dynamodb::Client::new(&aws),
             Arc::new(SystemClock),
@@ -228,7 +230,7 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
         DynamoFailureLedger::new(aws_sdk_dynamodb::Client::new(&aws), tables.failed_messages);
     assert!(
         ledger
-            .get(&envelope.event_id.to_string())
+            .get(&envelope.event_id.to_string(), Some("telegram"))
             .await
             .unwrap()
             .is_none()

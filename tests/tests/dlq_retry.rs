@@ -7,8 +7,8 @@
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
 use e2e_tests::{DirectNotifier, Options, TestPipeline, consume, header, kafka, seed};
+use local_runner::notification_sandbox::FailurePlan;
 use local_runner::pipeline::DlqRetrySettings;
-use local_runner::telegram_sandbox::FailurePlan;
 use shared::clock::SystemClock;
 use shared::dead_letter;
 use shared::dynamodb::DynamoFailureLedger;
@@ -37,7 +37,7 @@ async fn wait_for_ledger(
 ) -> LedgerEntry {
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
     loop {
-        if let Some(entry) = ledger.get(event_id).await.unwrap()
+        if let Some(entry) = ledger.get(event_id, Some("telegram")).await.unwrap()
             && entry.status == status
         {
             return entry;
@@ -45,7 +45,7 @@ async fn wait_for_ledger(
         assert!(
             tokio::time::Instant::now() < deadline,
             "{event_id} never reached {status:?}: {:?}",
-            ledger.get(event_id).await.unwrap()
+            ledger.get(event_id, Some("telegram")).await.unwrap()
         );
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
@@ -228,7 +228,7 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
     d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
     let letter = first_dead_letter(&d).await;
     let original = shared::kafka_event::encode_record(&letter.original);
-    d.n.notifier.notify(&original, None).await.unwrap();
+    d.n.notifier.notify(&original, None, None).await.unwrap();
     let report = d
         .retry
         .run(Utc::now() + Duration::seconds(60))
@@ -243,7 +243,7 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
     let ledger = d.n.ledger();
     assert_eq!(
         ledger
-            .get(&letter.event_id())
+            .get(&letter.event_id(), Some("telegram"))
             .await
             .unwrap()
             .unwrap()
@@ -261,7 +261,7 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
     let original = shared::kafka_event::encode_record(&letter.original);
     // Ten redeliveries to the notifier and a dlq-retry run, all at once.
     let redeliveries =
-        futures::future::join_all((0..10).map(|_| d.n.notifier.notify(&original, None)));
+        futures::future::join_all((0..10).map(|_| d.n.notifier.notify(&original, None, None)));
     let (results, report) = tokio::join!(
         redeliveries,
         d.retry.run(Utc::now() + Duration::seconds(60))
@@ -269,9 +269,11 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
     let report = report.unwrap();
     // Whoever lost the race saw the key in progress or completed; nobody sent twice.
     assert!(
-        results
+        results.iter().all(|r| r
+            .as_ref()
+            .unwrap()
             .iter()
-            .all(|r| r.is_ok() || matches!(r, Err(shared::Error::InProgress))),
+            .all(|d| { d.outcome.is_ok() || matches!(d.outcome, Err(shared::Error::InProgress)) })),
         "{results:?}"
     );
     assert_eq!(d.n.sandbox.messages().len(), 1, "{report:?}");

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use e2e_tests::{CHAT_ID, DirectNotifier, consume, header, kafka};
-use local_runner::telegram_sandbox::FailurePlan;
+use local_runner::notification_sandbox::FailurePlan;
 use rdkafka::message::Message;
 use shared::dead_letter;
 use shared::ledger::LedgerStatus;
@@ -64,7 +64,16 @@ async fn first_of_two_fails(plan: FailurePlan, expected: Expected, telegram_time
     );
     assert!(record.payload().is_some());
     let event_id = header(record, "event-id").unwrap();
-    let entry = n.ledger().get(&event_id).await.unwrap().unwrap();
+    assert_eq!(
+        header(record, dead_letter::NOTIFICATION_CHANNEL).as_deref(),
+        Some("telegram")
+    );
+    let entry = n
+        .ledger()
+        .get(&event_id, Some("telegram"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(entry.status, status);
     assert_eq!((entry.partition, entry.offset), (0, 0));
 

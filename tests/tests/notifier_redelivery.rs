@@ -2,10 +2,10 @@
 //! Telegram sandbox over HTTP: a redelivered record is not sent twice, and a
 //! failed send is sent once when the record comes back.
 
-use e2e_tests::{BOT_TOKEN, CHAT_ID, aws, consume, kafka, provision};
+use e2e_tests::{aws, consume, kafka, notifier_config, provision};
 use local_runner::invoke::invoke;
 use local_runner::kafka_source::lambda_event;
-use local_runner::telegram_sandbox::{FailurePlan, TelegramSandbox};
+use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
 use notifier::LambdaNotifier;
 use rdkafka::message::OwnedMessage;
 use shared::clock::SystemClock;
@@ -19,27 +19,20 @@ use std::time::Duration;
 
 struct Setup {
     notifier: Arc<LambdaNotifier>,
-    sandbox: TelegramSandbox,
+    sandbox: NotificationSandbox,
     record: OwnedMessage,
 }
 
 async fn setup() -> Setup {
     let aws = aws().await;
     let (tables, topics): (_, TopicNames) = provision(&aws, 1).await;
-    let sandbox = TelegramSandbox::default();
+    let sandbox = NotificationSandbox::default();
     let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let config = notifier::Config {
-        tables,
-        telegram_api_base_url: format!("http://{addr}"),
-        telegram_bot_token: shared::config::Secret::new(BOT_TOKEN),
-        telegram_chat_id: CHAT_ID.into(),
-        telegram_timeout: Duration::from_secs(5),
-        idempotency_ttl: chrono::Duration::days(7),
-        kafka: kafka(),
-        producer: ProducerSettings::default(),
-        topics: topics.clone(),
-        retry_delay: chrono::Duration::seconds(60),
-    };
+    let config = notifier_config(
+        &tables,
+        &topics,
+        notification_sandbox::channel_settings(addr, Default::default()),
+    );
     let notifier = LambdaNotifier::from_config(
         &config,
         aws_sdk_dynamodb::Client::new(&aws),

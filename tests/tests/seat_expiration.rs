@@ -250,12 +250,19 @@ async fn a_thousand_payments_racing_the_expiry_at_the_deadline_exactly_one_wins(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_expired_hold_is_announced_on_its_topic_the_customer_told_and_the_seat_sold_again() {
+async fn an_expired_hold_is_announced_on_its_topic_the_customer_told_on_telegram_and_discord_and_the_seat_sold_again()
+ {
     use e2e_tests::{Options, TestPipeline, consume, kafka};
+    use local_runner::notification_sandbox::{DISCORD, TELEGRAM};
     use rdkafka::message::Message;
+    use shared::notification::{ChannelKind, ChannelRoutes};
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let p = TestPipeline::start(Options {
         clock: clock.clone(),
+        routes: ChannelRoutes {
+            payment_completed: vec![ChannelKind::Telegram],
+            seat_hold_expired: vec![ChannelKind::Telegram, ChannelKind::Discord],
+        },
         ..Options::default()
     })
     .await;
@@ -280,12 +287,16 @@ async fn an_expired_hold_is_announced_on_its_topic_the_customer_told_and_the_sea
     .await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key(), Some(reservation.as_bytes()));
-    p.wait_for_messages(1, std::time::Duration::from_secs(30))
+    p.wait_for_messages(2, std::time::Duration::from_secs(30))
         .await;
-    let text = &p.sandbox.messages()[0].text;
-    assert!(text.starts_with("[좌석 선점 만료]"), "{text}");
-    assert!(text.contains(s.users[0].user.mail.as_str()), "{text}");
-    assert!(text.contains("좌석: 1번"), "{text}");
+    for channel in [TELEGRAM, DISCORD] {
+        let messages = p.sandbox.messages_on(channel);
+        assert_eq!(messages.len(), 1, "{channel}: {messages:?}");
+        let text = &messages[0].text;
+        assert!(text.starts_with("[좌석 선점 만료]"), "{text}");
+        assert!(text.contains(s.users[0].user.mail.as_str()), "{text}");
+        assert!(text.contains("좌석: 1번"), "{text}");
+    }
 
     // The released seat is another customer's to hold.
     let (status, again) = p.hold(&s.users[1].jwt, s.seats[0].id).await;

@@ -3,9 +3,10 @@
 //! the end offsets it saw when it started (so it never chases the records it
 //! republishes itself), and for each due record:
 //!
-//! - sends the notification again through the notifier's idempotency check (an
-//!   event that was in fact delivered is not sent twice) and marks the ledger
-//!   PROCESSED;
+//! - sends the notification again on the channel that failed (the
+//!   `notification-channel` header; every routed channel for a letter without
+//!   one) through the notifier's idempotency check, so a channel that was in fact
+//!   delivered is not sent twice, and marks the ledger row PROCESSED;
 //! - on a retryable failure, republishes it with `retry-count` + 1 and
 //!   `next-attempt-at` moved by exponential back-off with jitter, or, after
 //!   `max_retries`, parks it on `payment.completed.failed` with the ledger FAILED;
@@ -258,32 +259,51 @@ impl DlqRetry {
             return Ok(false);
         }
         let original = encode_record(&letter.original);
-        match self.notifier.notify(&original, Some(deadline)).await {
-            Ok(_) => {
-                sink.ledger
-                    .mark_processed(&letter.event_id(), now)
-                    .await
-                    .map_err(Error::Park)?;
-                report.processed += 1;
-                tracing::info!(event = %letter.event_id(), retry_count = letter.retry_count, "dead letter delivered");
+        let failures: Vec<(Option<&str>, shared::Error)> = match self
+            .notifier
+            .notify(&original, Some(deadline), letter.channel.as_deref())
+            .await
+        {
+            Err(error) => vec![(letter.channel.as_deref(), error)],
+            Ok(deliveries) => deliveries
+                .into_iter()
+                .filter_map(|d| d.outcome.err().map(|e| (Some(d.channel), e)))
+                .collect(),
+        };
+        if failures.is_empty() {
+            report.processed += 1;
+            tracing::info!(event = %letter.event_id(), channel = letter.channel.as_deref().unwrap_or("-"), retry_count = letter.retry_count, "dead letter delivered");
+        }
+        // A letter of a channel closes its row when that channel is done. A
+        // letter without one (a re-driven record) closes the record's row once
+        // it reached its channels: any that failed carry on as letters of their own.
+        let reached_channels =
+            letter.channel.is_none() && failures.iter().all(|(channel, _)| channel.is_some());
+        if failures.is_empty() || reached_channels {
+            sink.ledger
+                .mark_processed(&letter.event_id(), letter.channel.as_deref(), now)
+                .await
+                .map_err(Error::Park)?;
+        }
+        for (channel, error) in failures {
+            let retries = letter.retry_count + 1;
+            let give_up = !error.is_retryable() || retries >= self.config.max_retries;
+            let delay = backoff(
+                self.config.backoff_base,
+                retries,
+                self.config.backoff_max,
+                rand::random::<f64>(),
+            )
+            .max(error.retry_after().unwrap_or_else(Duration::zero));
+            let mut next = letter.retried(&error, now + delay);
+            if let Some(channel) = channel {
+                next = next.on_channel(channel);
             }
-            Err(error) => {
-                let retries = letter.retry_count + 1;
-                let give_up = !error.is_retryable() || retries >= self.config.max_retries;
-                let delay = backoff(
-                    self.config.backoff_base,
-                    letter.retry_count + 1,
-                    self.config.backoff_max,
-                    rand::random::<f64>(),
-                )
-                .max(error.retry_after().unwrap_or_else(Duration::zero));
-                let next = letter.retried(&error, now + delay);
-                sink.park(&next, give_up, now).await.map_err(Error::Park)?;
-                if give_up {
-                    report.failed += 1;
-                } else {
-                    report.retried += 1;
-                }
+            sink.park(&next, give_up, now).await.map_err(Error::Park)?;
+            if give_up {
+                report.failed += 1;
+            } else {
+                report.retried += 1;
             }
         }
         Ok(true)

@@ -1,22 +1,26 @@
 //! The notifier: a Kafka event (self-managed Kafka / MSK format) of
-//! `payment.completed` or `seat.hold-expired` in, the customer's Telegram message
-//! out, once per event: the event id is taken in the
+//! `payment.completed` or `seat.hold-expired` in, the customer's message out on
+//! each channel configured for the event type (Telegram, Discord or both), once
+//! per event and channel: the key `notify:<channel>:<event id>` is taken in the
 //! idempotency table before sending and marked COMPLETED after, so a redelivered
-//! record is not sent twice.
+//! record is not sent twice, and a channel that failed is retried without the
+//! one that succeeded being sent again.
 //!
-//! A record that fails does not stop the batch. A retryable failure (timeout,
-//! connection error, HTTP 5xx, 429) goes to the dead-letter topic with diagnostic
-//! headers, `retry-count` 0 and `next-attempt-at`, and to the ledger as PENDING; a
-//! permanent one (HTTP 4xx, a poison record) goes to the failed topic and the
-//! ledger as FAILED. Only when writing the dead letter itself fails does the
-//! invocation fail, so the whole batch comes back (already-sent records are then
-//! skipped by the idempotency check) and nothing is committed.
+//! A record that fails does not stop the batch. A retryable failure on a channel
+//! (timeout, connection error, HTTP 5xx, 429) goes to the dead-letter topic with
+//! diagnostic headers, the `notification-channel` that failed, `retry-count` 0
+//! and `next-attempt-at`, and to the ledger as PENDING; a permanent one (HTTP 4xx,
+//! a poison record) goes to the failed topic and the ledger as FAILED. Only when
+//! writing the dead letter itself fails does the invocation fail, so the whole
+//! batch comes back (already-sent records are then skipped by the idempotency
+//! check) and nothing is committed.
 
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
+use shared::channels::{Channel, ChannelSettings};
 use shared::clock::Clock;
-use shared::config::{self, Secret, TableNames, TopicNames};
+use shared::config::{self, TableNames, TopicNames};
 use shared::dead_letter::DeadLetter;
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::events::{EventEnvelope, HEADER_EVENT_ID};
@@ -24,9 +28,8 @@ use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::kafka_event::{KafkaBatchResponse, decode_lossy, decode_record, records_in_order};
 use shared::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
-use shared::notification;
+use shared::notification::{self, ChannelRoutes, Notification};
 use shared::ports::{EventPublisher, NotificationChannel};
-use shared::telegram::{DEFAULT_API_BASE_URL, TelegramChannel};
 use std::sync::Arc;
 
 /// Why the function could not start.
@@ -45,10 +48,8 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
-    pub telegram_api_base_url: String,
-    pub telegram_bot_token: Secret,
-    pub telegram_chat_id: String,
-    pub telegram_timeout: std::time::Duration,
+    /// The channels per event type and their settings.
+    pub channels: ChannelSettings,
     /// How long a sent event is remembered, so a late redelivery is still skipped.
     pub idempotency_ttl: Duration,
     /// Where dead letters are written.
@@ -64,16 +65,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 tables: TableNames::from_env(),
-                telegram_api_base_url: config::or_default(
-                    "TELEGRAM_API_BASE_URL",
-                    DEFAULT_API_BASE_URL,
-                ),
-                telegram_bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
-                telegram_chat_id: config::required("TELEGRAM_CHAT_ID")?,
-                telegram_timeout: std::time::Duration::from_millis(config::parsed(
-                    "TELEGRAM_TIMEOUT_MS",
-                    5_000u64,
-                )?),
+                channels: ChannelSettings::from_env()?,
                 idempotency_ttl: Duration::seconds(config::parsed(
                     "IDEMPOTENCY_TTL_SECONDS",
                     7 * 86_400i64,
@@ -85,16 +77,6 @@ impl Config {
             })
         };
         read().map_err(Error::Config)
-    }
-
-    pub fn telegram(&self) -> Result<TelegramChannel, Error> {
-        TelegramChannel::new(
-            &self.telegram_api_base_url,
-            self.telegram_bot_token.expose(),
-            &self.telegram_chat_id,
-            self.telegram_timeout,
-        )
-        .map_err(Error::Config)
     }
 }
 
@@ -109,7 +91,7 @@ pub struct FailureSink<P, L> {
 impl<P: EventPublisher, L: FailureLedger> FailureSink<P, L> {
     /// Publishes the dead letter to the dead-letter topic, or to the failed topic
     /// when `permanent`, waits for the broker's acknowledgement, then records it in
-    /// the ledger (PENDING or FAILED).
+    /// the ledger (PENDING or FAILED) under its event and channel.
     pub async fn park(
         &self,
         letter: &DeadLetter,
@@ -132,6 +114,7 @@ impl<P: EventPublisher, L: FailureLedger> FailureSink<P, L> {
         self.ledger
             .record_failure(&LedgerFailure {
                 event_id: dead.event_id.clone(),
+                channel: letter.channel.clone(),
                 event_type: letter.event_type(),
                 status,
                 error_kind: letter.error_kind.clone(),
@@ -144,6 +127,7 @@ impl<P: EventPublisher, L: FailureLedger> FailureSink<P, L> {
             .await?;
         tracing::warn!(
             event = %dead.event_id,
+            channel = letter.channel.as_deref().unwrap_or("-"),
             at = %letter.original.coordinates(),
             to = %topic,
             status = status.name(),
@@ -156,16 +140,18 @@ impl<P: EventPublisher, L: FailureLedger> FailureSink<P, L> {
 }
 
 pub struct Notifier<C, S, P, L> {
-    channel: C,
+    /// Every configured channel; `routes` says which an event type goes to.
+    channels: Vec<C>,
+    routes: ChannelRoutes,
     store: S,
     failures: FailureSink<P, L>,
     clock: Arc<dyn Clock>,
     idempotency_ttl: Duration,
 }
 
-/// The notifier as deployed: Telegram, DynamoDB, Kafka.
+/// The notifier as deployed: Telegram and/or Discord, DynamoDB, Kafka.
 pub type LambdaNotifier =
-    Notifier<TelegramChannel, DynamoIdempotencyStore, KafkaPublisher, DynamoFailureLedger>;
+    Notifier<Channel, DynamoIdempotencyStore, KafkaPublisher, DynamoFailureLedger>;
 
 impl LambdaNotifier {
     pub fn from_config(
@@ -173,10 +159,12 @@ impl LambdaNotifier {
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
+        let channels = config.channels.channels().map_err(Error::Config)?;
         let publisher =
             KafkaPublisher::new(&config.kafka, &config.producer).map_err(Error::Config)?;
         Ok(Notifier::new(
-            config.telegram()?,
+            channels,
+            config.channels.routes.clone(),
             DynamoIdempotencyStore::new(client.clone(), config.tables.idempotency.clone()),
             FailureSink {
                 publisher,
@@ -190,11 +178,18 @@ impl LambdaNotifier {
     }
 }
 
-/// What happened to one record.
+/// What happened on one channel.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
     AlreadySent,
+}
+
+/// The result of one record on one channel.
+#[derive(Debug)]
+pub struct Delivery {
+    pub channel: &'static str,
+    pub outcome: Result<Outcome, shared::Error>,
 }
 
 impl<C, S, P, L> Notifier<C, S, P, L>
@@ -205,14 +200,16 @@ where
     L: FailureLedger,
 {
     pub fn new(
-        channel: C,
+        channels: Vec<C>,
+        routes: ChannelRoutes,
         store: S,
         failures: FailureSink<P, L>,
         clock: Arc<dyn Clock>,
         idempotency_ttl: Duration,
     ) -> Self {
         Notifier {
-            channel,
+            channels,
+            routes,
             store,
             failures,
             clock,
@@ -220,34 +217,45 @@ where
         }
     }
 
-    /// Handles every record; a failed one is dead-lettered and the batch goes on.
-    /// Fails only when a dead letter cannot be written.
+    /// Handles every record; a failed one is dead-lettered (once per failed
+    /// channel) and the batch goes on. Fails only when a dead letter cannot be
+    /// written.
     pub async fn handle(
         &self,
         event: LambdaEvent<KafkaEvent>,
     ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline);
         for record in records_in_order(&event.payload) {
-            if let Err(error) = self.notify(record, deadline).await
-                && let Err(e) = self.dead_letter(record, &error).await
-            {
-                tracing::error!(
-                    partition = record.partition,
-                    offset = record.offset,
-                    error = %shared::error_chain(&e),
-                    "cannot write the dead letter; failing the invocation so the batch comes back"
-                );
-                return Err(Box::new(e));
+            let failures: Vec<(Option<&'static str>, shared::Error)> =
+                match self.notify(record, deadline, None).await {
+                    Err(error) => vec![(None, error)],
+                    Ok(deliveries) => deliveries
+                        .into_iter()
+                        .filter_map(|d| d.outcome.err().map(|e| (Some(d.channel), e)))
+                        .collect(),
+                };
+            for (channel, error) in failures {
+                if let Err(e) = self.dead_letter(record, channel, &error).await {
+                    tracing::error!(
+                        partition = record.partition,
+                        offset = record.offset,
+                        error = %shared::error_chain(&e),
+                        "cannot write the dead letter; failing the invocation so the batch comes back"
+                    );
+                    return Err(Box::new(e));
+                }
             }
         }
         Ok(KafkaBatchResponse::default())
     }
 
-    /// Writes a failed record to the dead-letter topic (retryable) or the failed
-    /// topic (permanent), then to the ledger.
+    /// Writes a record that failed (on `channel`, or before any) to the
+    /// dead-letter topic (retryable) or the failed topic (permanent), then to the
+    /// ledger.
     async fn dead_letter(
         &self,
         record: &KafkaRecord,
+        channel: Option<&str>,
         error: &shared::Error,
     ) -> Result<(), shared::Error> {
         let now = self.clock.now();
@@ -256,7 +264,10 @@ where
             .map_or(self.failures.retry_delay, |after| {
                 after.max(self.failures.retry_delay)
             });
-        let letter = DeadLetter::new(decode_lossy(record), error, 0, now + delay);
+        let mut letter = DeadLetter::new(decode_lossy(record), error, 0, now + delay);
+        if let Some(channel) = channel {
+            letter = letter.on_channel(channel);
+        }
         self.failures
             .park(&letter, !error.is_retryable(), now)
             .await
@@ -266,12 +277,16 @@ where
         &self.failures
     }
 
-    /// Sends the notification of one record, unless it was sent before.
+    /// Sends the notification of one record on each channel routed for its event
+    /// type, or on `only` that channel (a dead letter's retry), skipping the
+    /// channels it was sent on before. `Err` when the record itself is bad; a
+    /// channel's failure is in its `Delivery`.
     pub async fn notify(
         &self,
         record: &KafkaRecord,
         deadline: Option<DateTime<Utc>>,
-    ) -> Result<Outcome, shared::Error> {
+        only: Option<&str>,
+    ) -> Result<Vec<Delivery>, shared::Error> {
         let decoded = decode_record(record)?;
         let value = decoded
             .value
@@ -293,25 +308,72 @@ where
             )));
         }
         let message = notification::for_event(&envelope)?;
+        let wanted: Vec<&str> = match only {
+            Some(channel) => vec![channel],
+            None => self
+                .routes
+                .for_type(message.event_type)
+                .iter()
+                .map(|k| k.name())
+                .collect(),
+        };
+        let hash = payload_hash(value);
+        let mut deliveries = Vec::with_capacity(wanted.len());
+        for name in wanted {
+            let delivery = match self.channels.iter().find(|c| c.name() == name) {
+                Some(channel) => Delivery {
+                    channel: channel.name(),
+                    outcome: self
+                        .send_once(channel, &message, &hash, deadline)
+                        .await
+                        .inspect(|outcome| {
+                            tracing::info!(
+                                event = %envelope.event_id,
+                                at = %decoded.coordinates(),
+                                channel = channel.name(),
+                                ?outcome,
+                                "notification handled"
+                            );
+                        }),
+                },
+                None => Delivery {
+                    channel: shared::notification::ChannelKind::parse(name)
+                        .map_or("unknown", |k| k.name()),
+                    outcome: Err(shared::Error::Config(format!(
+                        "the notification channel {name:?} is not configured here"
+                    ))),
+                },
+            };
+            deliveries.push(delivery);
+        }
+        Ok(deliveries)
+    }
 
+    /// Sends `message` on `channel` unless the key of this event and channel
+    /// says it was sent; releases the key when the send fails, so a retry sends.
+    async fn send_once(
+        &self,
+        channel: &C,
+        message: &Notification,
+        hash: &str,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Outcome, shared::Error> {
         let now = self.clock.now();
-        // Per event and channel, so a second channel never re-sends the first's.
-        let key = format!("notify:{}:{}", self.channel.name(), envelope.event_id);
+        let key = format!("notify:{}:{}", channel.name(), message.event_id);
         let claim = self
             .store
             .acquire(
                 &key,
-                &payload_hash(value),
+                hash,
                 now,
                 deadline.unwrap_or(now + DEFAULT_LOCK),
                 now + self.idempotency_ttl,
             )
             .await?;
         if claim != Claim::Acquired {
-            tracing::info!(event = %envelope.event_id, at = %decoded.coordinates(), "already sent; skipping the redelivered record");
             return Ok(Outcome::AlreadySent);
         }
-        if let Err(e) = self.channel.send(&message).await {
+        if let Err(e) = channel.send(message).await {
             if let Err(release) = self.store.release(&key).await {
                 tracing::error!(error = %shared::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
             }
@@ -320,12 +382,6 @@ where
         self.store
             .complete(&key, None, now + self.idempotency_ttl)
             .await?;
-        tracing::info!(
-            event = %envelope.event_id,
-            at = %decoded.coordinates(),
-            channel = self.channel.name(),
-            "notification sent"
-        );
         Ok(Outcome::Sent)
     }
 }
@@ -340,25 +396,36 @@ mod tests {
     use shared::domain::ReservationId;
     use shared::idempotency::InMemoryIdempotencyStore;
     use shared::kafka_event::encode_headers;
-    use shared::notification::Notification;
+    use shared::notification::{ChannelKind, Notification};
     use shared::ports::OutboundRecord;
     use std::sync::Mutex;
 
-    /// Fails the sends whose text contains one of `fail_for`, with `error`.
-    #[derive(Default)]
+    /// A channel named `name` that records what it sends, or fails every send
+    /// with `failure` (retryable, retry after seconds, message).
     struct FakeChannel {
+        name: &'static str,
         failure: Option<(bool, Option<u64>, &'static str)>,
         sent: Mutex<Vec<Notification>>,
     }
 
+    impl Default for FakeChannel {
+        fn default() -> Self {
+            FakeChannel {
+                name: "telegram",
+                failure: None,
+                sent: Mutex::default(),
+            }
+        }
+    }
+
     impl NotificationChannel for FakeChannel {
         fn name(&self) -> &'static str {
-            "fake"
+            self.name
         }
         async fn send(&self, n: &Notification) -> Result<(), shared::Error> {
             if let Some((retryable, retry_after, message)) = self.failure {
                 return Err(shared::Error::Channel {
-                    channel: "fake",
+                    channel: self.name,
                     retryable,
                     retry_after: retry_after.map(std::time::Duration::from_secs),
                     message: message.into(),
@@ -406,7 +473,12 @@ mod tests {
             Ok(())
         }
 
-        async fn mark_processed(&self, _: &str, _: DateTime<Utc>) -> Result<(), shared::Error> {
+        async fn mark_processed(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: DateTime<Utc>,
+        ) -> Result<(), shared::Error> {
             Ok(())
         }
     }
@@ -429,8 +501,17 @@ mod tests {
     }
 
     fn notifier(channel: FakeChannel, broken_publisher: bool) -> TestNotifier {
+        notifier_on(vec![channel], ChannelRoutes::default(), broken_publisher)
+    }
+
+    fn notifier_on(
+        channels: Vec<FakeChannel>,
+        routes: ChannelRoutes,
+        broken_publisher: bool,
+    ) -> TestNotifier {
         Notifier::new(
-            channel,
+            channels,
+            routes,
             InMemoryIdempotencyStore::default(),
             FailureSink {
                 publisher: FakePublisher {
@@ -462,6 +543,22 @@ mod tests {
         r
     }
 
+    fn event_id(r: &KafkaRecord) -> shared::domain::EventId {
+        let value = STANDARD.decode(r.value.as_ref().unwrap()).unwrap();
+        EventEnvelope::from_json(&value).unwrap().event_id
+    }
+
+    /// Each channel's outcome, in order, with errors as their kind.
+    fn outcomes(
+        deliveries: Result<Vec<Delivery>, shared::Error>,
+    ) -> Vec<Result<Outcome, &'static str>> {
+        deliveries
+            .unwrap()
+            .into_iter()
+            .map(|d| d.outcome.map_err(|e| e.code()))
+            .collect()
+    }
+
     fn batch(records: Vec<KafkaRecord>) -> LambdaEvent<KafkaEvent> {
         let mut event = KafkaEvent::default();
         event.records.insert("payment.completed-0".into(), records);
@@ -472,9 +569,15 @@ mod tests {
     async fn a_record_is_sent_once_and_its_redelivery_is_skipped() {
         let n = notifier(FakeChannel::default(), false);
         let r = record(0);
-        assert_eq!(n.notify(&r, None).await.unwrap(), Outcome::Sent);
-        assert_eq!(n.notify(&r, None).await.unwrap(), Outcome::AlreadySent);
-        let sent = n.channel.sent.lock().unwrap();
+        assert_eq!(
+            outcomes(n.notify(&r, None, None).await),
+            [Ok(Outcome::Sent)]
+        );
+        assert_eq!(
+            outcomes(n.notify(&r, None, None).await),
+            [Ok(Outcome::AlreadySent)]
+        );
+        let sent = n.channels[0].sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].text.contains("1,000원"));
     }
@@ -483,12 +586,12 @@ mod tests {
     async fn a_failed_send_releases_the_key_so_a_retry_sends() {
         let n = notifier(failing(true, None), false);
         let r = record(0);
-        assert!(n.notify(&r, None).await.is_err());
-        let event_id = {
-            let value = STANDARD.decode(r.value.as_ref().unwrap()).unwrap();
-            EventEnvelope::from_json(&value).unwrap().event_id
-        };
-        assert!(n.store.get(&format!("notify:fake:{event_id}")).is_none());
+        assert!(n.notify(&r, None, None).await.unwrap()[0].outcome.is_err());
+        assert!(
+            n.store
+                .get(&format!("notify:telegram:{}", event_id(&r)))
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -591,7 +694,7 @@ mod tests {
         let too_big = published[5].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
         assert!(too_big.contains("the limit is 65536"), "{too_big}");
         assert_eq!(
-            n.channel.sent.lock().unwrap().len(),
+            n.channels[0].sent.lock().unwrap().len(),
             1,
             "the good record was sent"
         );
@@ -602,5 +705,98 @@ mod tests {
         let n = notifier(failing(true, None), true);
         assert!(n.handle(batch(vec![record(0)])).await.is_err());
         assert!(n.failures.ledger.rows.lock().unwrap().is_empty());
+    }
+
+    fn both_channels() -> ChannelRoutes {
+        ChannelRoutes::all_on(&[ChannelKind::Telegram, ChannelKind::Discord])
+    }
+
+    fn discord() -> FakeChannel {
+        FakeChannel {
+            name: "discord",
+            ..FakeChannel::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_routed_to_both_channels_is_sent_on_each_once() {
+        let n = notifier_on(
+            vec![FakeChannel::default(), discord()],
+            both_channels(),
+            false,
+        );
+        let r = record(0);
+        assert_eq!(
+            outcomes(n.notify(&r, None, None).await),
+            [Ok(Outcome::Sent), Ok(Outcome::Sent)]
+        );
+        assert_eq!(
+            outcomes(n.notify(&r, None, None).await),
+            [Ok(Outcome::AlreadySent), Ok(Outcome::AlreadySent)]
+        );
+        assert_eq!(n.channels[0].sent.lock().unwrap().len(), 1);
+        assert_eq!(n.channels[1].sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn routes_choose_the_channels_per_event_type() {
+        let routes = ChannelRoutes {
+            payment_completed: vec![ChannelKind::Discord],
+            seat_hold_expired: vec![ChannelKind::Telegram],
+        };
+        let n = notifier_on(vec![FakeChannel::default(), discord()], routes, false);
+        n.notify(&record(0), None, None).await.unwrap();
+        assert!(n.channels[0].sent.lock().unwrap().is_empty());
+        assert_eq!(n.channels[1].sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_channel_failing_dead_letters_that_channel_only_and_its_retry_does_not_resend_the_other()
+     {
+        let broken_discord = FakeChannel {
+            failure: Some((true, None, "discord down")),
+            ..discord()
+        };
+        let n = notifier_on(
+            vec![FakeChannel::default(), broken_discord],
+            both_channels(),
+            false,
+        );
+        let r = record(9);
+        n.handle(batch(vec![r.clone()])).await.unwrap();
+        {
+            let published = n.failures.publisher.published.lock().unwrap();
+            assert_eq!(published.len(), 1, "one dead letter, for discord");
+            assert_eq!(
+                published[0].header(dead_letter::NOTIFICATION_CHANNEL),
+                Some("discord")
+            );
+            let rows = n.failures.ledger.rows.lock().unwrap();
+            assert_eq!(rows[0].channel.as_deref(), Some("discord"));
+        }
+        // The redelivered record: Telegram is skipped, Discord is tried again.
+        assert_eq!(
+            outcomes(n.notify(&r, None, None).await),
+            [Ok(Outcome::AlreadySent), Err("CHANNEL_FAILED")]
+        );
+        // A retry of the dead letter goes to Discord only.
+        let retry = n.notify(&r, None, Some("discord")).await.unwrap();
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].channel, "discord");
+        assert_eq!(
+            n.channels[0].sent.lock().unwrap().len(),
+            1,
+            "telegram sent once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_for_a_channel_not_configured_here_fails_for_good_and_says_so() {
+        let n = notifier(FakeChannel::default(), false);
+        let retry = n.notify(&record(0), None, Some("discord")).await.unwrap();
+        let error = retry[0].outcome.as_ref().unwrap_err();
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("not configured"), "{error}");
+        assert!(n.channels[0].sent.lock().unwrap().is_empty());
     }
 }

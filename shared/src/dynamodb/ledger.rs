@@ -4,12 +4,30 @@ use crate::Error;
 use crate::clock::to_millis;
 use crate::ledger::{FailureLedger, LedgerEntry, LedgerFailure, LedgerStatus};
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
 
-/// The failed-message ledger table: `pk` is the event id.
+/// The sort key of a row for a record that failed before any channel.
+pub const RECORD_SK: &str = "record";
+
+/// The failed-message ledger table: `pk` is the event id, `sk` the channel that
+/// failed (`telegram`, `discord`), or `record` when the record itself failed.
 #[derive(Clone, Debug)]
 pub struct DynamoFailureLedger {
     client: Client,
     table: String,
+}
+
+fn sort_key(channel: Option<&str>) -> &str {
+    channel.unwrap_or(RECORD_SK)
+}
+
+fn row_key(event_id: &str, channel: Option<&str>) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(event_id)),
+        ("sk".to_owned(), s(sort_key(channel))),
+    ])
 }
 
 impl DynamoFailureLedger {
@@ -52,16 +70,17 @@ impl DynamoFailureLedger {
         Ok(entries)
     }
 
-    /// Puts a row back to PENDING after an operator re-drove its event.
+    /// Puts a row back to PENDING after an operator re-drove it.
     pub async fn mark_redriven(
         &self,
         event_id: &str,
+        channel: Option<&str>,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Error> {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(event_id))
+            .set_key(Some(row_key(event_id, channel)))
             .update_expression("SET #status = :pending, redrivenAt = :at")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
@@ -73,24 +92,46 @@ impl DynamoFailureLedger {
         Ok(())
     }
 
-    pub async fn get(&self, event_id: &str) -> Result<Option<LedgerEntry>, Error> {
+    /// The row of `event_id` on `channel` (`None`: the record's own row).
+    pub async fn get(
+        &self,
+        event_id: &str,
+        channel: Option<&str>,
+    ) -> Result<Option<LedgerEntry>, Error> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(event_id))
+            .set_key(Some(row_key(event_id, channel)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| sdk_error("GetItem (ledger)", e))?;
         out.item.as_ref().map(entry_from).transpose()
     }
+
+    /// Every row of `event_id`, one per channel that failed.
+    pub async fn for_event(&self, event_id: &str) -> Result<Vec<LedgerEntry>, Error> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(event_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query (ledger)", e))?;
+        out.items().iter().map(entry_from).collect()
+    }
 }
 
 fn entry_from(item: &Item) -> Result<LedgerEntry, Error> {
     let r = Reader::new(item, "ledger");
+    let sk = r.str("sk")?;
     Ok(LedgerEntry {
         event_id: r.str("pk")?.to_owned(),
+        channel: (sk != RECORD_SK).then(|| sk.to_owned()),
         event_type: r.opt_str("eventType").map(str::to_owned),
         status: LedgerStatus::parse(r.str("status")?)?,
         attempts: u32::try_from(r.i64("attempts")?)
@@ -120,7 +161,7 @@ impl FailureLedger for DynamoFailureLedger {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(&failure.event_id))
+            .set_key(Some(row_key(&failure.event_id, failure.channel.as_deref())))
             .update_expression(expression)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#partition", "partition")
@@ -147,19 +188,34 @@ impl FailureLedger for DynamoFailureLedger {
     async fn mark_processed(
         &self,
         event_id: &str,
+        channel: Option<&str>,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Error> {
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(event_id))
+            .set_key(Some(row_key(event_id, channel)))
             .update_expression("SET #status = :processed, processedAt = :at")
+            // A dead letter whose row was never written (the ledger was down
+            // when it was parked) gets no half row: there is nothing to close.
+            .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processed", s(LedgerStatus::Processed.name()))
             .expression_attribute_values(":at", n(to_millis(at)))
             .send()
-            .await
-            .map_err(|e| sdk_error("UpdateItem (ledger processed)", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("UpdateItem (ledger processed)", e)),
+        }
     }
 }

@@ -114,7 +114,7 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), E
     create(client, &tables.ticketing, true, false, true).await?;
     create(client, &tables.outbox, false, true, false).await?;
     create(client, &tables.idempotency, false, false, false).await?;
-    create(client, &tables.failed_messages, false, false, false).await?;
+    create(client, &tables.failed_messages, true, false, false).await?;
     Ok(())
 }
 

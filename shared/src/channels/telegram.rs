@@ -1,7 +1,8 @@
 //! The Telegram Bot API channel (`sendMessage`).
 
+use super::{http_client, refused, unanswered};
 use crate::Error;
-use crate::notification::Notification;
+use crate::notification::{ChannelKind, Notification};
 use crate::ports::NotificationChannel;
 use serde::Deserialize;
 use std::time::Duration;
@@ -47,13 +48,8 @@ impl TelegramChannel {
         if bot_token.trim().is_empty() {
             return Err(Error::Config("the Telegram bot token is empty".into()));
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(TelegramChannel {
-            client,
+            client: http_client(timeout)?,
             send_url: format!(
                 "{}/bot{}/sendMessage",
                 api_base_url.trim_end_matches('/'),
@@ -62,45 +58,22 @@ impl TelegramChannel {
             chat_id: chat_id.to_owned(),
         })
     }
-
-    fn failure(
-        retryable: bool,
-        retry_after: Option<Duration>,
-        message: String,
-        source: Option<reqwest::Error>,
-    ) -> Error {
-        Error::Channel {
-            channel: "telegram",
-            retryable,
-            retry_after,
-            message,
-            source: source.map(|e| Box::new(e.without_url()) as _),
-        }
-    }
 }
 
 impl NotificationChannel for TelegramChannel {
     fn name(&self) -> &'static str {
-        "telegram"
+        ChannelKind::Telegram.name()
     }
 
     async fn send(&self, notification: &Notification) -> Result<(), Error> {
+        let kind = ChannelKind::Telegram;
         let response = self
             .client
             .post(&self.send_url)
             .json(&serde_json::json!({"chat_id": self.chat_id, "text": notification.text}))
             .send()
             .await
-            .map_err(|e| {
-                let what = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "could not connect"
-                } else {
-                    "request failed"
-                };
-                Self::failure(true, None, format!("sendMessage {what}"), Some(e))
-            })?;
+            .map_err(|e| unanswered(kind, "sendMessage", e))?;
         let status = response.status();
         let answer: Option<ApiAnswer> = response.json().await.ok();
         if status.is_success() && answer.as_ref().is_none_or(|a| a.ok) {
@@ -113,20 +86,14 @@ impl NotificationChannel for TelegramChannel {
         let retry_after = answer
             .as_ref()
             .and_then(|a| a.parameters.as_ref())
-            .and_then(|p| p.retry_after);
-        let retryable = status.as_u16() == 429 || status.is_server_error();
-        let mut message = format!(
-            "sendMessage answered HTTP {}: {description}",
-            status.as_u16()
-        );
-        if let Some(secs) = retry_after {
-            message.push_str(&format!(" (retry after {secs} s)"));
-        }
-        Err(Self::failure(
-            retryable,
-            retry_after.map(Duration::from_secs),
-            message,
-            None,
+            .and_then(|p| p.retry_after)
+            .map(Duration::from_secs);
+        Err(refused(
+            kind,
+            "sendMessage",
+            status,
+            &description,
+            retry_after,
         ))
     }
 }

@@ -1,0 +1,398 @@
+//! A sandbox for both notification channels: answers like the Telegram Bot API
+//! and like a Discord webhook, records every message with its channel, and fails
+//! on request.
+//!
+//! - `POST /bot<token>/sendMessage` `{"chat_id", "text"}` (Telegram)
+//! - `POST /api/webhooks/<id>/<token>[?wait=true]` `{"content"}` (Discord: 200
+//!   with the message when `wait=true`, else 204)
+//! - `GET /sandbox/messages[?channel=telegram|discord]`: what was received, in order
+//! - `DELETE /sandbox/messages`: forget them
+//! - `POST /sandbox/failures` `{"count": 3, "status": 500, "retryAfter": 1,
+//!   "delayMs": 2000, "chatId": "42", "channel": "discord"}`: the next `count`
+//!   sends (on `channel` and to `chatId` only, if given; a Discord "chat" is the
+//!   webhook id) wait `delayMs`, then fail with `status` (429 carries the
+//!   channel's `retry_after`); `status` 200 makes them slow but successful
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::channels::{ChannelSettings, DiscordSettings, TelegramSettings};
+use shared::config::Secret;
+use shared::notification::ChannelRoutes;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+pub const TELEGRAM: &str = "telegram";
+pub const DISCORD: &str = "discord";
+
+/// The sandbox's own credentials: any token is accepted.
+pub const SANDBOX_BOT_TOKEN: &str = "sandbox-bot-token";
+pub const SANDBOX_CHAT_ID: &str = "10001";
+pub const SANDBOX_WEBHOOK_ID: &str = "20002";
+const SANDBOX_WEBHOOK_TOKEN: &str = "sandbox-webhook-token";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedMessage {
+    pub message_id: u64,
+    /// `telegram` or `discord`.
+    pub channel: String,
+    /// The Telegram chat, or the Discord webhook id.
+    pub chat_id: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePlan {
+    pub count: u32,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    /// Answer this late (a slow or timing-out channel).
+    pub delay_ms: Option<u64>,
+    /// Only sends to this chat (or webhook) are affected: a blocked bot.
+    pub chat_id: Option<String>,
+    /// Only sends on this channel are affected.
+    pub channel: Option<String>,
+}
+
+impl FailurePlan {
+    /// The next `count` sends fail with `status`.
+    pub fn fail(count: u32, status: u16) -> Self {
+        FailurePlan {
+            count,
+            status,
+            ..FailurePlan::default()
+        }
+    }
+
+    /// The same plan, for sends on `channel` only.
+    pub fn on(self, channel: &str) -> Self {
+        FailurePlan {
+            channel: Some(channel.to_owned()),
+            ..self
+        }
+    }
+
+    fn applies_to(&self, channel: &str, chat_id: &str) -> bool {
+        self.count > 0
+            && self.channel.as_deref().is_none_or(|c| c == channel)
+            && self.chat_id.as_deref().is_none_or(|c| c == chat_id)
+    }
+}
+
+fn default_status() -> u16 {
+    500
+}
+
+#[derive(Default)]
+struct SandboxState {
+    messages: Vec<ReceivedMessage>,
+    failures: Option<FailurePlan>,
+    attempts: u64,
+}
+
+/// The sandbox's state, shared between the server and whoever inspects it.
+#[derive(Clone, Default)]
+pub struct NotificationSandbox {
+    state: Arc<Mutex<SandboxState>>,
+}
+
+#[derive(Deserialize)]
+struct SendMessage {
+    chat_id: serde_json::Value,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct ExecuteWebhook {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WebhookQuery {
+    wait: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    channel: Option<String>,
+}
+
+/// What a planned failure, or a success, means for one send.
+enum Verdict {
+    Deliver,
+    Fail {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+}
+
+/// Settings that point both channels at a sandbox served on `addr`.
+pub fn channel_settings(addr: SocketAddr, routes: ChannelRoutes) -> ChannelSettings {
+    let timeout = std::time::Duration::from_secs(5);
+    ChannelSettings {
+        routes,
+        telegram: Some(TelegramSettings {
+            api_base_url: format!("http://{addr}"),
+            bot_token: Secret::new(SANDBOX_BOT_TOKEN),
+            chat_id: SANDBOX_CHAT_ID.into(),
+            timeout,
+        }),
+        discord: Some(DiscordSettings {
+            webhook_url: Secret::new(format!(
+                "http://{addr}/api/webhooks/{SANDBOX_WEBHOOK_ID}/{SANDBOX_WEBHOOK_TOKEN}"
+            )),
+            timeout,
+        }),
+    }
+}
+
+impl NotificationSandbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SandboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every message received, on any channel.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        self.lock().messages.clone()
+    }
+
+    /// The messages received on `channel`.
+    pub fn messages_on(&self, channel: &str) -> Vec<ReceivedMessage> {
+        self.lock()
+            .messages
+            .iter()
+            .filter(|m| m.channel == channel)
+            .cloned()
+            .collect()
+    }
+
+    /// Every send, failed ones included.
+    pub fn attempts(&self) -> u64 {
+        self.lock().attempts
+    }
+
+    pub fn fail_next(&self, plan: FailurePlan) {
+        self.lock().failures = Some(plan);
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/{bot}/sendMessage", post(send_message))
+            .route("/api/webhooks/{id}/{token}", post(execute_webhook))
+            .route(
+                "/sandbox/messages",
+                get(list_messages).delete(clear_messages),
+            )
+            .route("/sandbox/failures", post(plan_failures))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `addr` (port 0 picks a free one) until the task is dropped.
+    pub async fn serve(&self, addr: SocketAddr) -> Result<SocketAddr, crate::Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| crate::Error::Listen {
+                addr: addr.to_string(),
+                source: e,
+            })?;
+        let bound = listener.local_addr().map_err(|e| crate::Error::Listen {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "notification sandbox stopped");
+            }
+        });
+        Ok(bound)
+    }
+
+    /// Counts the attempt and applies a planned failure, waiting its delay.
+    async fn judge(&self, channel: &str, chat_id: &str) -> Verdict {
+        let planned = {
+            let mut state = self.lock();
+            state.attempts += 1;
+            state
+                .failures
+                .as_mut()
+                .filter(|p| p.applies_to(channel, chat_id))
+                .map(|plan| {
+                    plan.count -= 1;
+                    plan.clone()
+                })
+        };
+        let Some(plan) = planned else {
+            return Verdict::Deliver;
+        };
+        if let Some(ms) = plan.delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        if plan.status == 200 {
+            Verdict::Deliver
+        } else {
+            Verdict::Fail {
+                status: plan.status,
+                retry_after: plan.retry_after,
+            }
+        }
+    }
+
+    fn record(&self, channel: &str, chat_id: &str, text: &str) -> u64 {
+        let mut state = self.lock();
+        let message_id = state.messages.len() as u64 + 1;
+        state.messages.push(ReceivedMessage {
+            message_id,
+            channel: channel.to_owned(),
+            chat_id: chat_id.to_owned(),
+            text: text.to_owned(),
+        });
+        tracing::info!(message_id, channel, chat_id, "sandbox received a message");
+        message_id
+    }
+}
+
+fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn send_message(
+    State(sandbox): State<NotificationSandbox>,
+    Path(bot): Path<String>,
+    body: Result<Json<SendMessage>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !bot.starts_with("bot") || bot.len() <= 3 {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+        )
+            .into_response();
+    }
+    let Ok(Json(body)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"ok": false, "error_code": 400,
+                "description": "Bad Request: message text is empty"})),
+        )
+            .into_response();
+    };
+    let chat_id = match body.chat_id {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    if let Verdict::Fail {
+        status,
+        retry_after,
+    } = sandbox.judge(TELEGRAM, &chat_id).await
+    {
+        let mut answer = json!({"ok": false, "error_code": status,
+            "description": format!("sandbox failure {status}")});
+        if let Some(secs) = retry_after {
+            answer["parameters"] = json!({"retry_after": secs});
+        }
+        return (status_code(status), Json(answer)).into_response();
+    }
+    let message_id = sandbox.record(TELEGRAM, &chat_id, &body.text);
+    Json(json!({"ok": true, "result": {
+        "message_id": message_id,
+        "date": chrono::Utc::now().timestamp(),
+        "chat": {"id": chat_id},
+        "text": body.text,
+    }}))
+    .into_response()
+}
+
+/// Discord's error body: `{"message", "code"}`.
+fn discord_error(status: StatusCode, message: &str, code: u32) -> Response {
+    (status, Json(json!({"message": message, "code": code}))).into_response()
+}
+
+async fn execute_webhook(
+    State(sandbox): State<NotificationSandbox>,
+    Path((id, _token)): Path<(String, String)>,
+    Query(query): Query<WebhookQuery>,
+    body: Result<Json<ExecuteWebhook>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let content = match body {
+        Ok(Json(ExecuteWebhook {
+            content: Some(content),
+        })) if !content.trim().is_empty() => content,
+        _ => {
+            return discord_error(
+                StatusCode::BAD_REQUEST,
+                "Cannot send an empty message",
+                50006,
+            );
+        }
+    };
+    if content.chars().count() > shared::channels::DISCORD_MAX_CONTENT_CHARS {
+        return discord_error(StatusCode::BAD_REQUEST, "Invalid Form Body", 50035);
+    }
+    if let Verdict::Fail {
+        status,
+        retry_after,
+    } = sandbox.judge(DISCORD, &id).await
+    {
+        if status == 429 {
+            let secs = retry_after.unwrap_or(1);
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"message": "You are being rate limited.",
+                    "retry_after": secs as f64, "global": false})),
+            )
+                .into_response();
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        return discord_error(status_code(status), &format!("sandbox failure {status}"), 0);
+    }
+    let message_id = sandbox.record(DISCORD, &id, &content);
+    if query.wait == Some(true) {
+        Json(json!({
+            "id": message_id.to_string(),
+            "type": 0,
+            "content": content,
+            "webhook_id": id,
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+        }))
+        .into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+async fn list_messages(
+    State(sandbox): State<NotificationSandbox>,
+    Query(query): Query<MessagesQuery>,
+) -> Json<serde_json::Value> {
+    let messages = match query.channel {
+        Some(channel) => sandbox.messages_on(&channel),
+        None => sandbox.messages(),
+    };
+    Json(json!({"messages": messages, "attempts": sandbox.attempts()}))
+}
+
+async fn clear_messages(State(sandbox): State<NotificationSandbox>) -> StatusCode {
+    let mut state = sandbox.lock();
+    state.messages.clear();
+    state.attempts = 0;
+    StatusCode::NO_CONTENT
+}
+
+async fn plan_failures(
+    State(sandbox): State<NotificationSandbox>,
+    Json(plan): Json<FailurePlan>,
+) -> StatusCode {
+    sandbox.fail_next(plan);
+    StatusCode::NO_CONTENT
+}

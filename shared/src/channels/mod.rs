@@ -1,0 +1,204 @@
+//! The notification channels behind the `NotificationChannel` port: the Telegram
+//! Bot API and Discord webhooks, over HTTPS with rustls. `Channel` is the one the
+//! functions hold: which variant is built is configuration.
+
+mod discord;
+mod telegram;
+
+pub use discord::{DiscordChannel, MAX_CONTENT_CHARS as DISCORD_MAX_CONTENT_CHARS};
+pub use telegram::{DEFAULT_API_BASE_URL as TELEGRAM_API_BASE_URL, TelegramChannel};
+
+use crate::Error;
+use crate::config::{self, Secret};
+use crate::notification::{ChannelKind, ChannelRoutes, Notification};
+use crate::ports::NotificationChannel;
+use std::time::Duration;
+
+/// The Telegram Bot API's settings: `TELEGRAM_API_BASE_URL` (the real API by
+/// default), `TELEGRAM_BOT_TOKEN` (a secret), `TELEGRAM_CHAT_ID`,
+/// `TELEGRAM_TIMEOUT_MS` (5 s by default).
+#[derive(Clone, Debug)]
+pub struct TelegramSettings {
+    pub api_base_url: String,
+    pub bot_token: Secret,
+    pub chat_id: String,
+    pub timeout: Duration,
+}
+
+impl TelegramSettings {
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(TelegramSettings {
+            api_base_url: config::or_default("TELEGRAM_API_BASE_URL", TELEGRAM_API_BASE_URL),
+            bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
+            chat_id: config::required("TELEGRAM_CHAT_ID")?,
+            timeout: Duration::from_millis(config::parsed("TELEGRAM_TIMEOUT_MS", 5_000u64)?),
+        })
+    }
+
+    pub fn channel(&self) -> Result<TelegramChannel, Error> {
+        TelegramChannel::new(
+            &self.api_base_url,
+            self.bot_token.expose(),
+            &self.chat_id,
+            self.timeout,
+        )
+    }
+}
+
+/// A Discord webhook's settings: `DISCORD_WEBHOOK_URL` (a secret: the URL holds
+/// the webhook's token), `DISCORD_TIMEOUT_MS` (5 s by default).
+#[derive(Clone, Debug)]
+pub struct DiscordSettings {
+    pub webhook_url: Secret,
+    pub timeout: Duration,
+}
+
+impl DiscordSettings {
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(DiscordSettings {
+            webhook_url: config::secret("DISCORD_WEBHOOK_URL")?,
+            timeout: Duration::from_millis(config::parsed("DISCORD_TIMEOUT_MS", 5_000u64)?),
+        })
+    }
+
+    pub fn channel(&self) -> Result<DiscordChannel, Error> {
+        DiscordChannel::new(self.webhook_url.expose(), self.timeout)
+    }
+}
+
+/// Which channels each event type goes to, and the settings of each channel used.
+#[derive(Clone, Debug)]
+pub struct ChannelSettings {
+    pub routes: ChannelRoutes,
+    pub telegram: Option<TelegramSettings>,
+    pub discord: Option<DiscordSettings>,
+}
+
+impl ChannelSettings {
+    /// The routes, and the settings of the channels they use (required then,
+    /// not read otherwise: a Telegram-only deployment needs no Discord webhook).
+    pub fn from_env() -> Result<Self, Error> {
+        let routes = ChannelRoutes::from_env()?;
+        Ok(ChannelSettings {
+            telegram: routes
+                .uses(ChannelKind::Telegram)
+                .then(TelegramSettings::from_env)
+                .transpose()?,
+            discord: routes
+                .uses(ChannelKind::Discord)
+                .then(DiscordSettings::from_env)
+                .transpose()?,
+            routes,
+        })
+    }
+
+    /// One client per configured channel; an error when a route names a
+    /// channel without settings.
+    pub fn channels(&self) -> Result<Vec<Channel>, Error> {
+        let mut channels = Vec::new();
+        if let Some(telegram) = &self.telegram {
+            channels.push(Channel::Telegram(telegram.channel()?));
+        }
+        if let Some(discord) = &self.discord {
+            channels.push(Channel::Discord(discord.channel()?));
+        }
+        for kind in ChannelKind::ALL {
+            if self.routes.uses(kind) && !channels.iter().any(|c| c.kind() == kind) {
+                return Err(Error::Config(format!(
+                    "notifications are routed to {} but it has no settings",
+                    kind.name()
+                )));
+            }
+        }
+        Ok(channels)
+    }
+}
+
+/// A configured channel.
+#[derive(Clone, Debug)]
+pub enum Channel {
+    Telegram(TelegramChannel),
+    Discord(DiscordChannel),
+}
+
+impl Channel {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            Channel::Telegram(_) => ChannelKind::Telegram,
+            Channel::Discord(_) => ChannelKind::Discord,
+        }
+    }
+}
+
+impl NotificationChannel for Channel {
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+        match self {
+            Channel::Telegram(c) => c.send(notification).await,
+            Channel::Discord(c) => c.send(notification).await,
+        }
+    }
+}
+
+/// An HTTP client that gives up after `timeout` (connecting after 3 s at most),
+/// so a hanging channel fails the send instead of the invocation.
+fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+fn failure(
+    kind: ChannelKind,
+    retryable: bool,
+    retry_after: Option<Duration>,
+    message: String,
+    source: Option<reqwest::Error>,
+) -> Error {
+    Error::Channel {
+        channel: kind.name(),
+        retryable,
+        retry_after,
+        message,
+        // The URL holds the secret (bot token, webhook token): never kept.
+        source: source.map(|e| Box::new(e.without_url()) as _),
+    }
+}
+
+/// A request that got no answer: always worth retrying.
+fn unanswered(kind: ChannelKind, call: &str, error: reqwest::Error) -> Error {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    failure(kind, true, None, format!("{call} {what}"), Some(error))
+}
+
+/// An answer other than success: 429 and 5xx are worth retrying, the other 4xx
+/// (a blocked bot, a deleted webhook, a bad request) are not.
+fn refused(
+    kind: ChannelKind,
+    call: &str,
+    status: reqwest::StatusCode,
+    description: &str,
+    retry_after: Option<Duration>,
+) -> Error {
+    let retryable = status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+    let mut message = format!("{call} answered HTTP {}: {description}", status.as_u16());
+    if let Some(after) = retry_after {
+        if after.subsec_millis() == 0 {
+            message.push_str(&format!(" (retry after {} s)", after.as_secs()));
+        } else {
+            message.push_str(&format!(" (retry after {:.3} s)", after.as_secs_f64()));
+        }
+    }
+    failure(kind, retryable, retry_after, message, None)
+}

@@ -1,0 +1,292 @@
+//! The notification channels over real HTTP: the Discord webhook against a
+//! wiremock server (the exact request) and the sandbox (its failure modes), and
+//! both channels behind one notifier on the real stack: one channel failing
+//! never re-sends on the other, and its retry goes to that channel only.
+
+use chrono::{Duration, Utc};
+use dlq_retry::DlqRetry;
+use e2e_tests::{DirectNotifier, consume, header, kafka};
+use local_runner::notification_sandbox::{
+    DISCORD, FailurePlan, NotificationSandbox, SANDBOX_WEBHOOK_ID, TELEGRAM,
+};
+use shared::channels::DiscordChannel;
+use shared::clock::SystemClock;
+use shared::dead_letter;
+use shared::domain::{EventId, ReservationId};
+use shared::ledger::LedgerStatus;
+use shared::notification::{ChannelKind, ChannelRoutes, Notification};
+use shared::ports::NotificationChannel;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+use wiremock::matchers::{body_json, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WEBHOOK_TOKEN: &str = "webhook-secret-token";
+
+fn message(text: &str) -> Notification {
+    let event = shared::fixtures::payment_completed(ReservationId::random(), "d@example.com", 1);
+    Notification {
+        text: text.into(),
+        ..shared::notification::payment_completed(EventId::random(), &event)
+    }
+}
+
+async fn webhook_server() -> (MockServer, DiscordChannel) {
+    let server = MockServer::start().await;
+    let channel = DiscordChannel::new(
+        &format!("{}/api/webhooks/77/{WEBHOOK_TOKEN}", server.uri()),
+        StdDuration::from_secs(2),
+    )
+    .unwrap();
+    (server, channel)
+}
+
+/// The channel error's (retryable, retry after, message).
+fn failure(error: shared::Error) -> (bool, Option<StdDuration>, String) {
+    let text = shared::error_chain(&error);
+    match error {
+        shared::Error::Channel {
+            retryable,
+            retry_after,
+            ..
+        } => (retryable, retry_after, text),
+        other => panic!("not a channel error: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn discord_gets_the_text_as_content_with_mentions_off_and_waits_for_the_message() {
+    let (server, channel) = webhook_server().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/api/webhooks/77/{WEBHOOK_TOKEN}")))
+        .and(query_param("wait", "true"))
+        .and(body_json(serde_json::json!({
+            "content": "결제 완료 @everyone",
+            "allowed_mentions": {"parse": []},
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "1"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    channel.send(&message("결제 완료 @everyone")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_discord_429_is_retryable_after_its_fractional_retry_after() {
+    let (server, channel) = webhook_server().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({
+            "message": "You are being rate limited.",
+            "retry_after": 0.617,
+            "global": false,
+        })))
+        .mount(&server)
+        .await;
+    let (retryable, retry_after, text) = failure(channel.send(&message("x")).await.unwrap_err());
+    assert!(retryable, "{text}");
+    assert_eq!(retry_after, Some(StdDuration::from_millis(617)));
+    assert!(text.contains("HTTP 429"), "{text}");
+}
+
+#[tokio::test]
+async fn a_deleted_discord_webhook_is_permanent_and_a_5xx_is_retryable() {
+    let (server, channel) = webhook_server().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(serde_json::json!({"message": "Unknown Webhook", "code": 10015})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&server)
+        .await;
+    let (retryable, _, text) = failure(channel.send(&message("x")).await.unwrap_err());
+    assert!(!retryable, "{text}");
+    assert!(text.contains("Unknown Webhook"), "{text}");
+    let (retryable, _, text) = failure(channel.send(&message("x")).await.unwrap_err());
+    assert!(retryable, "{text}");
+    assert!(
+        !text.contains(WEBHOOK_TOKEN),
+        "the token never shows: {text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_discord_is_retryable_and_the_error_never_shows_the_token() {
+    // A port nobody listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let channel = DiscordChannel::new(
+        &format!("http://127.0.0.1:{port}/api/webhooks/77/{WEBHOOK_TOKEN}"),
+        StdDuration::from_secs(2),
+    )
+    .unwrap();
+    let (retryable, _, text) = failure(channel.send(&message("x")).await.unwrap_err());
+    assert!(retryable, "{text}");
+    assert!(text.contains("could not connect"), "{text}");
+    assert!(!text.contains(WEBHOOK_TOKEN), "{text}");
+    assert!(!format!("{channel:?}").contains(WEBHOOK_TOKEN));
+}
+
+#[tokio::test]
+async fn the_sandbox_answers_like_discord_records_the_message_and_fails_on_request() {
+    let sandbox = NotificationSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let channel = DiscordChannel::new(
+        &format!("http://{addr}/api/webhooks/{SANDBOX_WEBHOOK_ID}/any-token"),
+        StdDuration::from_millis(500),
+    )
+    .unwrap();
+    channel.send(&message("첫 메시지")).await.unwrap();
+
+    sandbox.fail_next(FailurePlan {
+        retry_after: Some(3),
+        ..FailurePlan::fail(1, 429).on(DISCORD)
+    });
+    let (retryable, retry_after, _) = failure(channel.send(&message("x")).await.unwrap_err());
+    assert!(retryable);
+    assert_eq!(retry_after, Some(StdDuration::from_secs(3)));
+
+    sandbox.fail_next(FailurePlan {
+        delay_ms: Some(2_000),
+        ..FailurePlan::fail(1, 200).on(DISCORD)
+    });
+    let (retryable, _, text) = failure(channel.send(&message("x")).await.unwrap_err());
+    assert!(retryable && text.contains("timed out"), "{text}");
+
+    let messages = sandbox.messages_on(DISCORD);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].text, "첫 메시지");
+    assert_eq!(messages[0].chat_id, SANDBOX_WEBHOOK_ID);
+    assert!(sandbox.messages_on(TELEGRAM).is_empty());
+}
+
+/// A notifier sending every event on both channels, and a dlq-retry beside it.
+async fn both_channels() -> (DirectNotifier, DlqRetry) {
+    let n = DirectNotifier::start_routed(
+        ChannelRoutes::all_on(&[ChannelKind::Telegram, ChannelKind::Discord]),
+        Duration::zero(),
+        StdDuration::from_secs(5),
+    )
+    .await;
+    let retry = DlqRetry::from_config(
+        dlq_retry::Config {
+            notifier: n.config.clone(),
+            group_id: e2e_tests::unique("dlq-retry"),
+            max_retries: 5,
+            backoff_base: Duration::zero(),
+            backoff_max: Duration::zero(),
+            safety_margin: Duration::seconds(1),
+            default_run_time: Duration::seconds(60),
+        },
+        n.dynamodb.clone(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    (n, retry)
+}
+
+/// One channel fails the first send of an event: the other sends at once, the
+/// dead letter names the failed channel, a redelivery of the record and the
+/// dlq-retry run send on the failed channel once, and nothing is sent twice.
+async fn one_channel_fails(failing: &str, healthy: &str) {
+    let (n, retry) = both_channels().await;
+    n.sandbox.fail_next(FailurePlan::fail(1, 503).on(failing));
+    let record = n.payment_record(0);
+    n.deliver(vec![record.clone()]).await.unwrap();
+    assert_eq!(n.sandbox.messages_on(healthy).len(), 1);
+    assert!(n.sandbox.messages_on(failing).is_empty());
+
+    let dlq = consume(
+        &kafka().bootstrap_servers,
+        &n.topics.payment_completed_dlq,
+        1,
+        StdDuration::from_secs(30),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1, "one dead letter: the failed channel's");
+    assert_eq!(
+        header(&dlq[0], dead_letter::NOTIFICATION_CHANNEL).as_deref(),
+        Some(failing)
+    );
+    let event_id = header(&dlq[0], "event-id").unwrap();
+    let ledger = n.ledger();
+    let row = ledger.get(&event_id, Some(failing)).await.unwrap().unwrap();
+    assert_eq!(row.status, LedgerStatus::Pending);
+    assert!(
+        ledger
+            .get(&event_id, Some(healthy))
+            .await
+            .unwrap()
+            .is_none(),
+        "the channel that succeeded has no failure row"
+    );
+
+    // The retry sends on the failed channel only.
+    let report = retry.run(Utc::now() + Duration::seconds(60)).await.unwrap();
+    assert_eq!(report.processed, 1, "{report:?}");
+    assert_eq!(n.sandbox.messages_on(failing).len(), 1);
+    assert_eq!(n.sandbox.messages_on(healthy).len(), 1, "not sent again");
+    let row = ledger.get(&event_id, Some(failing)).await.unwrap().unwrap();
+    assert_eq!(row.status, LedgerStatus::Processed);
+
+    // A late redelivery of the record sends nothing on either channel.
+    n.deliver(vec![record]).await.unwrap();
+    assert_eq!(n.sandbox.messages().len(), 2, "{:?}", n.sandbox.messages());
+    assert_eq!(
+        n.sandbox.attempts(),
+        3,
+        "the failed send and one per channel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discord_failing_never_resends_telegram_and_the_retry_sends_discord_only() {
+    one_channel_fails(DISCORD, TELEGRAM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn telegram_failing_never_resends_discord_and_the_retry_sends_telegram_only() {
+    one_channel_fails(TELEGRAM, DISCORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_channels_failing_leave_one_dead_letter_and_one_ledger_row_each() {
+    let (n, retry) = both_channels().await;
+    n.sandbox.fail_next(FailurePlan::fail(2, 500));
+    n.deliver(vec![n.payment_record(0)]).await.unwrap();
+    let dlq = consume(
+        &kafka().bootstrap_servers,
+        &n.topics.payment_completed_dlq,
+        2,
+        StdDuration::from_secs(30),
+    )
+    .await;
+    let mut channels: Vec<String> = dlq
+        .iter()
+        .map(|m| header(m, dead_letter::NOTIFICATION_CHANNEL).unwrap())
+        .collect();
+    channels.sort();
+    assert_eq!(channels, [DISCORD, TELEGRAM]);
+    let event_id = header(&dlq[0], "event-id").unwrap();
+    assert_eq!(n.ledger().for_event(&event_id).await.unwrap().len(), 2);
+
+    let report = retry.run(Utc::now() + Duration::seconds(60)).await.unwrap();
+    assert_eq!(report.processed, 2, "{report:?}");
+    assert_eq!(n.sandbox.messages_on(TELEGRAM).len(), 1);
+    assert_eq!(n.sandbox.messages_on(DISCORD).len(), 1);
+    assert!(
+        n.ledger()
+            .for_event(&event_id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|row| row.status == LedgerStatus::Processed)
+    );
+}
