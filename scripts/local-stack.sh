@@ -4,7 +4,7 @@
 # Telegram + Discord sandbox (127.0.0.1:8081) and the local runner (HTTP API, 127.0.0.1:3000).
 #
 #   scripts/local-stack.sh install    install moto, cfn-lint and tansu into the cache
-#   scripts/local-stack.sh cfn-lint   lint template.yaml
+#   scripts/local-stack.sh lint-template   cfn-lint and sam validate --lint (offline)
 #   scripts/local-stack.sh services   start moto and tansu (what the tests need)
 #   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
 #   scripts/local-stack.sh down       stop what this script started
@@ -18,6 +18,7 @@ CACHE_DIR=${PIPELINE_CACHE_DIR:-$HOME/.cache/ticket-pipeline}
 STATE_DIR=${PIPELINE_STATE_DIR:-$ROOT/.local}
 MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
+SAM_CLI_VERSION=1.170.0
 TANSU_VERSION=0.6.0
 VENV=$CACHE_DIR/venv
 TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
@@ -40,17 +41,30 @@ wait_port() {
   return 1
 }
 
-# The Python tools: moto (the DynamoDB + Streams server) and cfn-lint (template checks).
+# The Python tools: moto (DynamoDB + Streams, Secrets Manager and SSM for the
+# secrets), cfn-lint and the SAM CLI (template checks). Reinstalled when this
+# list changes.
+PYTHON_TOOLS="moto[server,dynamodb,dynamodbstreams,secretsmanager,ssm]==$MOTO_VERSION cfn-lint==$CFN_LINT_VERSION aws-sam-cli==$SAM_CLI_VERSION"
 install_python_tools() {
-  if [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/cfn-lint" ] &&
-    "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  if [ -x "$VENV/bin/moto_server" ] && [ "$(cat "$VENV/.tools" 2>/dev/null)" = "$PYTHON_TOOLS" ]; then
     return 0
   fi
-  log "installing moto $MOTO_VERSION and cfn-lint $CFN_LINT_VERSION into $VENV (about a minute)"
+  log "installing $PYTHON_TOOLS into $VENV (about a minute)"
   mkdir -p "$CACHE_DIR"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[server,dynamodb,dynamodbstreams]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION"
+  # shellcheck disable=SC2086 # the list is word-split on purpose
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check $PYTHON_TOOLS
+  echo "$PYTHON_TOOLS" >"$VENV/.tools"
+}
+
+# Both checks run offline: no AWS account, no network.
+lint_template() {
+  install_python_tools
+  log "cfn-lint template.yaml"
+  "$VENV/bin/cfn-lint" "$ROOT/template.yaml"
+  log "sam validate --lint"
+  SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" validate --lint --region us-east-1 \
+    --template-file "$ROOT/template.yaml"
 }
 
 install_tansu() {
@@ -129,9 +143,9 @@ down() {
 
 case "${1:-}" in
   install) install_python_tools; install_tansu ;;
-  cfn-lint) install_python_tools; "$VENV/bin/cfn-lint" "$ROOT/template.yaml" ;;
+  lint-template) lint_template ;;
   services) services ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|cfn-lint|services|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|lint-template|services|up|down" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 //! `ops`: the operator's CLI.
 //!
-//! - `ops provision`: creates the tables and topics (safe to run twice);
+//! - `ops provision`: creates the tables, the topics and the local secrets (safe
+//!   to run twice);
 //! - `ops seed`: creates a concert with seats and users with a balance and an
 //!   ACTIVE queue token, and prints them as one JSON object;
 //! - `ops failed list|show|redrive`: the failed-message ledger;
@@ -145,10 +146,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
             create_tables(&client, &tables).await?;
             let topics = TopicNames::from_env();
             create_topics(&KafkaSettings::from_env()?, &topics.all(), partitions).await?;
+            // The local secrets, where the template's defaults and env.local.json
+            // look for them.
+            let store = shared::secrets::SecretStore::new(&aws);
+            let mut secrets = Vec::new();
+            for (variable, id) in shared::secrets::LOCAL_SECRET_NAMES {
+                if let Ok(value) = shared::config::required(variable) {
+                    store
+                        .put_secret(id, &shared::config::Secret::new(value))
+                        .await?;
+                    secrets.push(id);
+                }
+            }
             println!(
                 "{}",
                 json!({"tables": [tables.ticketing, tables.outbox, tables.idempotency],
-                       "topics": topics.all()})
+                       "topics": topics.all(), "secrets": secrets})
             );
         }
         Command::Seed {

@@ -23,10 +23,80 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A required secret: from the environment locally; in AWS the deployment puts it
-/// there from Secrets Manager.
+/// Secrets read from Secrets Manager or SSM at cold start (`shared::secrets`),
+/// by the name of the variable they stand for.
+static PRELOADED: std::sync::OnceLock<std::collections::HashMap<String, Secret>> =
+    std::sync::OnceLock::new();
+
+/// Makes `secret(name)` answer these values: called once, at cold start, before
+/// the configuration is read. A second call is refused.
+pub fn preload_secrets(secrets: std::collections::HashMap<String, Secret>) -> Result<(), Error> {
+    PRELOADED
+        .set(secrets)
+        .map_err(|_| Error::Config("the secrets were already loaded".into()))
+}
+
+/// A required secret: the value preloaded from Secrets Manager or SSM at cold
+/// start (AWS), else the variable `name` itself (local runs).
 pub fn secret(name: &str) -> Result<Secret, Error> {
-    required(name).map(Secret)
+    if let Some(secret) = PRELOADED.get().and_then(|all| all.get(name)) {
+        return Ok(secret.clone());
+    }
+    required(name).map(Secret).map_err(|_| {
+        Error::Config(format!(
+            "{name} must be set, or {name}_SECRET_ID (a Secrets Manager secret) or \
+             {name}_PARAMETER (an SSM SecureString)"
+        ))
+    })
+}
+
+/// Where the secret that variable `name` stands for comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `NAME` holds the value (local runs).
+    Value,
+    /// `NAME_SECRET_ID` names a Secrets Manager secret (name or ARN).
+    SecretsManager(String),
+    /// `NAME_PARAMETER` names an SSM Parameter Store SecureString.
+    Parameter(String),
+}
+
+/// The source of secret `name`, from the variables set for it; `None` when none
+/// is. Two sources at once are refused: which one wins would be a guess.
+pub fn secret_source(name: &str) -> Result<Option<SecretSource>, Error> {
+    secret_source_in(name, |var| std::env::var(var).ok())
+}
+
+/// `secret_source` with the variables read through `lookup`.
+pub fn secret_source_in(
+    name: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SecretSource>, Error> {
+    let set = |var: String| {
+        lookup(&var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (var, v.trim().to_owned()))
+    };
+    let found: Vec<(String, SecretSource)> = [
+        set(name.to_owned()).map(|(var, _)| (var, SecretSource::Value)),
+        set(format!("{name}_SECRET_ID")).map(|(var, id)| (var, SecretSource::SecretsManager(id))),
+        set(format!("{name}_PARAMETER")).map(|(var, id)| (var, SecretSource::Parameter(id))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [(_, source)] => Ok(Some(source.clone())),
+        _ => Err(Error::Config(format!(
+            "set one of {} for {name}, not several",
+            found
+                .iter()
+                .map(|(var, _)| var.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// A required variable.
@@ -146,5 +216,54 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_value_its_secret_id_or_its_parameter() {
+        assert_eq!(
+            secret_source_in("JWT_SECRET", env(&[("JWT_SECRET", "local")])).unwrap(),
+            Some(SecretSource::Value)
+        );
+        assert_eq!(
+            secret_source_in(
+                "JWT_SECRET",
+                env(&[("JWT_SECRET_SECRET_ID", " ticketing/jwt ")])
+            )
+            .unwrap(),
+            Some(SecretSource::SecretsManager("ticketing/jwt".into()))
+        );
+        assert_eq!(
+            secret_source_in("JWT_SECRET", env(&[("JWT_SECRET_PARAMETER", "/t/jwt")])).unwrap(),
+            Some(SecretSource::Parameter("/t/jwt".into()))
+        );
+        assert_eq!(
+            secret_source_in("JWT_SECRET", env(&[("JWT_SECRET", " ")])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn two_sources_for_one_secret_are_refused_naming_both() {
+        let error = secret_source_in(
+            "TELEGRAM_BOT_TOKEN",
+            env(&[
+                ("TELEGRAM_BOT_TOKEN", "x"),
+                ("TELEGRAM_BOT_TOKEN_PARAMETER", "/t/bot"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("TELEGRAM_BOT_TOKEN, TELEGRAM_BOT_TOKEN_PARAMETER"),
+            "{error}"
+        );
     }
 }

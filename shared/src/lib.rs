@@ -29,6 +29,8 @@ pub mod seed;
 pub mod dynamodb;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 
 pub use error::Error;
 

@@ -1,13 +1,17 @@
 use dlq_retry::{Config, DlqRetry};
 use lambda_runtime::{run, service_fn};
+use shared::channels::CHANNEL_SECRETS;
 use shared::clock::SystemClock;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
+    // Once per cold start: the channels' secrets from Secrets Manager or SSM (or
+    // the environment, locally).
+    shared::secrets::preload(&aws, &CHANNEL_SECRETS).await?;
+    let config = Config::from_env()?;
     let retry = DlqRetry::from_config(
         config,
         aws_sdk_dynamodb::Client::new(&aws),

@@ -30,6 +30,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// idempotency lock is held before another request may take over.
 const DEFAULT_LOCK: Duration = Duration::seconds(30);
 
+/// The variable that stands for the queue tokens' HS256 key (see `config::secret`).
+pub const JWT_SECRET: &str = "JWT_SECRET";
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
@@ -44,7 +47,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 tables: TableNames::from_env(),
-                jwt_secret: config::secret("JWT_SECRET")?,
+                jwt_secret: config::secret(JWT_SECRET)?,
                 idempotency_ttl: Duration::seconds(config::parsed(
                     "IDEMPOTENCY_TTL_SECONDS",
                     86_400i64,

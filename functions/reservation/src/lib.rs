@@ -21,6 +21,9 @@ pub enum Error {
     Config(#[source] shared::Error),
 }
 
+/// The variable that stands for the queue tokens' HS256 key (see `config::secret`).
+pub const JWT_SECRET: &str = "JWT_SECRET";
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
@@ -36,7 +39,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 tables: TableNames::from_env(),
-                jwt_secret: config::secret("JWT_SECRET")?,
+                jwt_secret: config::secret(JWT_SECRET)?,
                 hold_for: Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
                 max_body_bytes: config::parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             })

@@ -1,13 +1,16 @@
 use lambda_runtime::{run, service_fn};
-use reservation::{Config, ReservationApi};
+use reservation::{Config, JWT_SECRET, ReservationApi};
 use shared::clock::SystemClock;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
+    // Once per cold start: the JWT key from Secrets Manager or SSM (or the
+    // environment, locally).
+    shared::secrets::preload(&aws, &[JWT_SECRET]).await?;
+    let config = Config::from_env()?;
     let api = ReservationApi::new(
         &config,
         aws_sdk_dynamodb::Client::new(&aws),

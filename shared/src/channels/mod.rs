@@ -14,6 +14,9 @@ use crate::notification::{ChannelKind, ChannelRoutes, Notification};
 use crate::ports::NotificationChannel;
 use std::time::Duration;
 
+/// The variables that stand for the channels' secrets (see `config::secret`).
+pub const CHANNEL_SECRETS: [&str; 2] = ["TELEGRAM_BOT_TOKEN", "DISCORD_WEBHOOK_URL"];
+
 /// The Telegram Bot API's settings: `TELEGRAM_API_BASE_URL` (the real API by
 /// default), `TELEGRAM_BOT_TOKEN` (a secret), `TELEGRAM_CHAT_ID`,
 /// `TELEGRAM_TIMEOUT_MS` (5 s by default).

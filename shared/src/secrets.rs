@@ -1,0 +1,149 @@
+//! Secrets read once per cold start from Secrets Manager or SSM Parameter Store
+//! (feature `secrets`): each variable a function needs a secret for (`JWT_SECRET`,
+//! `TELEGRAM_BOT_TOKEN`, `DISCORD_WEBHOOK_URL`) may be set as itself (local
+//! runs), as `<NAME>_SECRET_ID` (a secret's name or ARN) or as `<NAME>_PARAMETER`
+//! (a SecureString's name). The values never pass through the environment or
+//! the template, and never reach a log.
+
+use crate::Error;
+use crate::config::{self, Secret, SecretSource};
+use std::collections::HashMap;
+
+/// Reads secrets from Secrets Manager and SSM.
+#[derive(Clone, Debug)]
+pub struct SecretStore {
+    secrets_manager: aws_sdk_secretsmanager::Client,
+    parameters: aws_sdk_ssm::Client,
+}
+
+impl SecretStore {
+    pub fn new(aws: &aws_config::SdkConfig) -> Self {
+        SecretStore {
+            secrets_manager: aws_sdk_secretsmanager::Client::new(aws),
+            parameters: aws_sdk_ssm::Client::new(aws),
+        }
+    }
+
+    /// The string of Secrets Manager secret `id` (a name or an ARN).
+    pub async fn secret(&self, id: &str) -> Result<Secret, Error> {
+        let out = self
+            .secrets_manager
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot read secret {id} from Secrets Manager: {}",
+                    crate::error_chain(&e)
+                ))
+            })?;
+        out.secret_string()
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| Error::Config(format!("secret {id} has no string value")))
+    }
+
+    /// The decrypted value of SSM parameter `name`.
+    pub async fn parameter(&self, name: &str) -> Result<Secret, Error> {
+        let out = self
+            .parameters
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot read parameter {name} from SSM: {}",
+                    crate::error_chain(&e)
+                ))
+            })?;
+        out.parameter()
+            .and_then(|p| p.value())
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| Error::Config(format!("parameter {name} has no value")))
+    }
+
+    /// The secrets of `names` that come from Secrets Manager or SSM, fetched
+    /// now; those set as values, or not set at all, are left to `config::secret`.
+    pub async fn fetch(&self, names: &[&str]) -> Result<HashMap<String, Secret>, Error> {
+        self.fetch_in(names, |var| std::env::var(var).ok()).await
+    }
+
+    /// `fetch` with the variables read through `lookup`.
+    pub async fn fetch_in(
+        &self,
+        names: &[&str],
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<HashMap<String, Secret>, Error> {
+        let mut fetched = HashMap::new();
+        for name in names {
+            let value = match config::secret_source_in(name, &lookup)? {
+                Some(SecretSource::SecretsManager(id)) => self.secret(&id).await?,
+                Some(SecretSource::Parameter(parameter)) => self.parameter(&parameter).await?,
+                Some(SecretSource::Value) | None => continue,
+            };
+            tracing::info!(secret = %name, "secret loaded");
+            fetched.insert((*name).to_owned(), value);
+        }
+        Ok(fetched)
+    }
+}
+
+/// The secrets of a local stack (LocalStack or moto) under the names the
+/// template's parameters default to, so `env.local.json` and a local deploy find
+/// them: (variable, secret name).
+pub const LOCAL_SECRET_NAMES: [(&str, &str); 3] = [
+    ("JWT_SECRET", "ticketing/jwt-key"),
+    ("TELEGRAM_BOT_TOKEN", "ticketing/telegram-bot-token"),
+    ("DISCORD_WEBHOOK_URL", "ticketing/discord-webhook"),
+];
+
+impl SecretStore {
+    /// Creates secret `id` with `value`, or gives an existing one that value:
+    /// for local stacks only (safe to run twice).
+    pub async fn put_secret(&self, id: &str, value: &Secret) -> Result<(), Error> {
+        let created = self
+            .secrets_manager
+            .create_secret()
+            .name(id)
+            .secret_string(value.expose())
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_exists_exception()) =>
+            {
+                self.secrets_manager
+                    .put_secret_value()
+                    .secret_id(id)
+                    .secret_string(value.expose())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "cannot update secret {id}: {}",
+                            crate::error_chain(&e)
+                        ))
+                    })
+            }
+            Err(e) => Err(Error::Config(format!(
+                "cannot create secret {id}: {}",
+                crate::error_chain(&e)
+            ))),
+        }
+    }
+}
+
+/// Fetches the secrets of `names` and makes `config::secret` answer them: call
+/// once in `main`, after loading the AWS configuration and before reading the
+/// function's configuration.
+pub async fn preload(aws: &aws_config::SdkConfig, names: &[&str]) -> Result<(), Error> {
+    let fetched = SecretStore::new(aws).fetch(names).await?;
+    config::preload_secrets(fetched)
+}
