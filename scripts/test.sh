@@ -12,8 +12,8 @@ mkdir -p "$PIPELINE_STATE_DIR"
 trap 'scripts/local-stack.sh down' EXIT
 scripts/local-stack.sh services
 
-echo "== template.yaml (cfn-lint)"
-scripts/local-stack.sh cfn-lint
+echo "== template.yaml (cfn-lint, sam validate --lint)"
+scripts/local-stack.sh lint-template
 
 echo "== fmt and clippy"
 cargo fmt --all -- --check

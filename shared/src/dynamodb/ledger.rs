@@ -8,6 +8,10 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
+/// How long a PROCESSED row is kept (the table's TTL, `expiresAt` in epoch
+/// seconds); FAILED and PENDING rows stay until handled.
+pub const PROCESSED_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
 /// The sort key of a row for a record that failed before any channel.
 pub const RECORD_SK: &str = "record";
 
@@ -157,6 +161,8 @@ impl FailureLedger for DynamoFailureLedger {
         if failure.event_type.is_some() {
             expression.push_str(", eventType = :type");
         }
+        // A row that fails again is not PROCESSED any more: it must not expire.
+        expression.push_str(" REMOVE expiresAt");
         let mut update = self
             .client
             .update_item()
@@ -196,13 +202,14 @@ impl FailureLedger for DynamoFailureLedger {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(row_key(event_id, channel)))
-            .update_expression("SET #status = :processed, processedAt = :at")
+            .update_expression("SET #status = :processed, processedAt = :at, expiresAt = :expires")
             // A dead letter whose row was never written (the ledger was down
             // when it was parked) gets no half row: there is nothing to close.
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":processed", s(LedgerStatus::Processed.name()))
             .expression_attribute_values(":at", n(to_millis(at)))
+            .expression_attribute_values(":expires", n((at + PROCESSED_RETENTION).timestamp()))
             .send()
             .await;
         match result {
