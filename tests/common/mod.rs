@@ -28,6 +28,9 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 pub const JWT_SECRET: &str = "e2e-test-secret-e2e-test-secret-0123";
+/// `scripts/local-env.sh`'s JWT key: it signs the queue token of `events/*.json`.
+pub const LOCAL_JWT_SECRET: &str = "local-only-jwt-secret-change-me-0123456789";
+
 /// The Telegram chat the sandbox settings send to.
 pub const CHAT_ID: &str = notification_sandbox::SANDBOX_CHAT_ID;
 
