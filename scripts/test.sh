@@ -15,6 +15,9 @@ scripts/local-stack.sh services
 echo "== template.yaml (cfn-lint, sam validate --lint)"
 scripts/local-stack.sh lint-template
 
+echo "== docker-compose.localstack.yml (Compose specification schema)"
+scripts/local-stack.sh validate-compose
+
 echo "== fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
