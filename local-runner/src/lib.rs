@@ -7,6 +7,8 @@
 //! - [`kafka_source`]: consumes Kafka in a consumer group and invokes the notifier
 //!   with Lambda's self-managed Kafka event JSON, committing offsets only after
 //!   the invocation succeeded;
+//! - [`runtime_api`]: a Lambda Runtime API, to run a function's real `bootstrap`
+//!   binary with an event;
 //! - [`notification_sandbox`]: a Telegram-Bot-API- and Discord-webhook-compatible
 //!   server that records every message and can be told to fail.
 //!
@@ -18,6 +20,7 @@ pub mod invoke;
 pub mod kafka_source;
 pub mod notification_sandbox;
 pub mod pipeline;
+pub mod runtime_api;
 pub mod stream_source;
 
 pub use pipeline::{Pipeline, PipelineConfig};

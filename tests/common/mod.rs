@@ -2,6 +2,8 @@
 //! consumer groups (unique names), so tests never collide on the shared moto and
 //! tansu, and starts its own pipeline in-process on free ports.
 
+pub mod samples;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use aws_sdk_dynamodb::types::AttributeValue;

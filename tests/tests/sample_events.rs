@@ -3,43 +3,20 @@
 //! the files stay true: each one deserialises as its function's event type and
 //! does what it says.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{Duration, Utc};
+use chrono::Duration;
+use e2e_tests::samples::{local_env, payment_of, root, sample, seed_the_sample_world};
 use e2e_tests::{DirectNotifier, LOCAL_JWT_SECRET, aws, consume, header, kafka, provision};
 use local_runner::invoke::invoke;
 use serde_json::Value;
 use shared::clock::SystemClock;
 use shared::config::Secret;
-use shared::domain::{
-    Concert, ConcertId, Mail, Money, QueueToken, Seat, SeatId, SeatStatus, TokenId, TokenStatus,
-    User, UserId,
-};
 use shared::dynamodb::TicketingRepository;
 use shared::kafka::ProducerSettings;
 use shared::secrets::SecretStore;
-use shared::seed::SeedData;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 const TIMEOUT: StdDuration = StdDuration::from_secs(30);
-
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sample(name: &str) -> Value {
-    let path = root().join("events").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
-}
-
-/// The variables `env.local.json` sets for `function`.
-fn local_env(function: &str) -> serde_json::Map<String, Value> {
-    let text = std::fs::read_to_string(root().join("env.local.json")).unwrap();
-    let all: Value = serde_json::from_str(&text).unwrap();
-    all[function].as_object().cloned().unwrap_or_default()
-}
 
 /// The JWT key `function` reads at cold start with env.local.json's variables.
 async fn jwt_secret_of(store: &SecretStore, function: &str) -> Secret {
@@ -52,49 +29,6 @@ async fn jwt_secret_of(store: &SecretStore, function: &str) -> Secret {
         .unwrap()
         .remove("JWT_SECRET")
         .expect("env.local.json names the JWT key's secret")
-}
-
-/// The claims of the sample events' queue token.
-fn token_claims(event: &Value) -> Value {
-    let bearer = event["headers"]["authorization"].as_str().unwrap();
-    let jwt = bearer.strip_prefix("Bearer ").unwrap();
-    let claims = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
-}
-
-/// Seeds what the HTTP samples name: the token's user (with its queue token) and
-/// the seat the hold asks for.
-async fn seed_the_sample_world(repo: &TicketingRepository, hold: &Value) {
-    let claims = token_claims(hold);
-    let body: Value = serde_json::from_str(hold["body"].as_str().unwrap()).unwrap();
-    let user_id = UserId::parse(claims["sub"].as_str().unwrap()).unwrap();
-    let concert = Concert {
-        id: ConcertId::random(),
-        title: "아이유 콘서트 2026".into(),
-        starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
-    };
-    let data = SeedData {
-        seats: vec![Seat {
-            id: SeatId::parse(body["seatId"].as_str().unwrap()).unwrap(),
-            concert_id: concert.id,
-            number: 3,
-            price: Money::krw(150_000).unwrap(),
-            status: SeatStatus::Available,
-        }],
-        concerts: vec![concert],
-        users: vec![User {
-            id: user_id,
-            mail: Mail::parse("fan@example.com").unwrap(),
-            balance: Money::krw(200_000).unwrap(),
-        }],
-        tokens: vec![QueueToken {
-            id: TokenId::parse(claims["jti"].as_str().unwrap()).unwrap(),
-            user_id,
-            status: TokenStatus::Active,
-            expires_at: Utc::now() + Duration::days(1),
-        }],
-    };
-    repo.seed(&data).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -157,13 +91,11 @@ async fn the_http_samples_hold_show_and_pay_with_the_local_jwt_key() {
         .unwrap();
     assert_eq!(shown["statusCode"], 200, "{shown}");
 
-    let mut pay = sample("payment.json");
-    pay["body"] = serde_json::json!({"reservationId": reservation})
-        .to_string()
-        .into();
-    let paid = invoke("payment", TIMEOUT, pay, |e| payments.handle(e))
-        .await
-        .unwrap();
+    let paid = invoke("payment", TIMEOUT, payment_of(&reservation), |e| {
+        payments.handle(e)
+    })
+    .await
+    .unwrap();
     assert_eq!(paid["statusCode"], 200, "{paid}");
     assert!(
         paid["body"].as_str().unwrap().contains("CONFIRMED"),

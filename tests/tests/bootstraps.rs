@@ -1,0 +1,278 @@
+//! Each function's real binary (its `bootstrap`) run under a Lambda Runtime API
+//! with a sample event from `events/`: `main.rs`, configuration loading, secrets
+//! from Secrets Manager at cold start and client setup are exercised, not only
+//! the handlers.
+//!
+//! The binaries are `$BOOTSTRAP_DIR/<LogicalId>/bootstrap` when set (`make test`
+//! points it at `sam build`'s output), else this workspace's debug binaries,
+//! built on first use.
+
+use e2e_tests::samples::{payment_of, root, sample, seed_the_sample_world};
+use e2e_tests::{LOCAL_JWT_SECRET, aws, consume, kafka, provision, unique};
+use local_runner::notification_sandbox::{self, NotificationSandbox};
+use local_runner::runtime_api::{Outcome, RuntimeApi};
+use serde_json::Value;
+use shared::config::{Secret, TableNames, TopicNames};
+use shared::dynamodb::TicketingRepository;
+use shared::secrets::SecretStore;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// (template logical id, binary)
+const FUNCTIONS: [(&str, &str); 6] = [
+    ("ReservationFunction", "reservation"),
+    ("PaymentFunction", "payment"),
+    ("OutboxRelayFunction", "outbox-relay"),
+    ("NotifierFunction", "notifier"),
+    ("DlqRetryFunction", "dlq-retry"),
+    ("SeatExpirationFunction", "seat-expiration"),
+];
+
+/// The debug binaries, built once per test run.
+fn debug_binaries() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.current_dir(root()).args(["build", "--quiet"]);
+            for (_, binary) in FUNCTIONS {
+                build.args(["-p", binary]);
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "building the function binaries failed");
+            std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| root().join("target"))
+                .join("debug")
+        })
+        .clone()
+}
+
+fn bootstrap(logical_id: &str, binary: &str) -> PathBuf {
+    match std::env::var("BOOTSTRAP_DIR") {
+        Ok(dir) => {
+            let path = PathBuf::from(dir).join(logical_id).join("bootstrap");
+            assert!(path.exists(), "{path:?} is missing: run `sam build` first");
+            path
+        }
+        Err(_) => debug_binaries().join(binary),
+    }
+}
+
+/// A function's binary running against `api`, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What every function gets: Lambda's own variables, the local stack's
+/// endpoints, the tables and topics of this test.
+fn common_env(
+    api: &RuntimeApi,
+    name: &str,
+    tables: &TableNames,
+    topics: &TopicNames,
+) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", api.endpoint()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "local".into()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+        (
+            "AWS_ENDPOINT_URL",
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into()),
+        ),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka().bootstrap_servers),
+        ("TICKETING_TABLE", tables.ticketing.clone()),
+        ("OUTBOX_TABLE", tables.outbox.clone()),
+        ("IDEMPOTENCY_TABLE", tables.idempotency.clone()),
+        ("FAILED_MESSAGES_TABLE", tables.failed_messages.clone()),
+        ("TOPIC_PAYMENT_COMPLETED", topics.payment_completed.clone()),
+        (
+            "TOPIC_PAYMENT_COMPLETED_DLQ",
+            topics.payment_completed_dlq.clone(),
+        ),
+        (
+            "TOPIC_PAYMENT_COMPLETED_FAILED",
+            topics.payment_completed_failed.clone(),
+        ),
+        ("TOPIC_SEAT_HOLD_EXPIRED", topics.seat_hold_expired.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Starts `binary` with only `env` (nothing of this process's environment
+/// leaks in), the way Lambda starts it.
+fn run(path: &PathBuf, env: Vec<(String, String)>) -> Running {
+    let child = Command::new(path)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{path:?} does not start: {e}"));
+    Running(child)
+}
+
+/// One function's run: its binary with `extra` variables, given `event`.
+async fn invoke(
+    (logical_id, binary): (&str, &str),
+    tables: &TableNames,
+    topics: &TopicNames,
+    extra: &[(&str, String)],
+    event: Value,
+) -> Value {
+    let api = RuntimeApi::start(binary).await.unwrap();
+    let mut env = common_env(&api, binary, tables, topics);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let _running = run(&bootstrap(logical_id, binary), env);
+    match api.invoke(event, TIMEOUT).await {
+        Ok(Outcome::Response(answer)) => answer,
+        Ok(Outcome::Error(error)) => panic!("{binary} answered an error: {error}"),
+        Err(e) => panic!("{binary}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event() {
+    e2e_tests::init_logs();
+    let aws = aws().await;
+    let (tables, topics) = provision(&aws, 1).await;
+    let repo = TicketingRepository::new(aws_sdk_dynamodb::Client::new(&aws), tables.clone());
+    let hold = sample("reservation-hold.json");
+    seed_the_sample_world(&repo, &hold).await;
+
+    // The secrets, in Secrets Manager under this test's own names.
+    let store = SecretStore::new(&aws);
+    let jwt_id = unique("smoke/jwt-key");
+    store
+        .put_secret(&jwt_id, &Secret::new(LOCAL_JWT_SECRET))
+        .await
+        .unwrap();
+    let bot_id = unique("smoke/telegram-bot-token");
+    store
+        .put_secret(&bot_id, &Secret::new("smoke-bot-token"))
+        .await
+        .unwrap();
+    let sandbox = NotificationSandbox::default();
+    let sandbox_addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let jwt = [("JWT_SECRET_SECRET_ID", jwt_id)];
+    let channels = [
+        ("TELEGRAM_API_BASE_URL", format!("http://{sandbox_addr}")),
+        ("TELEGRAM_BOT_TOKEN_SECRET_ID", bot_id),
+        (
+            "TELEGRAM_CHAT_ID",
+            notification_sandbox::SANDBOX_CHAT_ID.to_owned(),
+        ),
+    ];
+
+    let held = invoke(FUNCTIONS[0], &tables, &topics, &jwt, hold).await;
+    assert_eq!(held["statusCode"], 201, "{held}");
+    let body: Value = serde_json::from_str(held["body"].as_str().unwrap()).unwrap();
+    let reservation = body["reservationId"].as_str().unwrap();
+
+    let paid = invoke(
+        FUNCTIONS[1],
+        &tables,
+        &topics,
+        &jwt,
+        payment_of(reservation),
+    )
+    .await;
+    assert_eq!(paid["statusCode"], 200, "{paid}");
+
+    let relayed = invoke(
+        FUNCTIONS[2],
+        &tables,
+        &topics,
+        &[],
+        sample("outbox-stream.json"),
+    )
+    .await;
+    assert_eq!(relayed["batchItemFailures"], serde_json::json!([]));
+    let published = consume(
+        &kafka().bootstrap_servers,
+        &topics.payment_completed,
+        1,
+        TIMEOUT,
+    )
+    .await;
+    assert_eq!(published.len(), 1);
+
+    let notified = invoke(
+        FUNCTIONS[3],
+        &tables,
+        &topics,
+        &channels,
+        sample("kafka-self-managed.json"),
+    )
+    .await;
+    assert_eq!(notified["batchItemFailures"], serde_json::json!([]));
+    assert_eq!(sandbox.messages().len(), 2, "{:?}", sandbox.messages());
+
+    let retried = invoke(
+        FUNCTIONS[4],
+        &tables,
+        &topics,
+        &channels,
+        sample("schedule.json"),
+    )
+    .await;
+    assert_eq!(retried["processed"], 0, "{retried}");
+
+    let expired = invoke(FUNCTIONS[5], &tables, &topics, &[], sample("schedule.json")).await;
+    assert_eq!(expired["released"], 0, "{expired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bootstrap_whose_secret_is_missing_exits_at_cold_start_naming_it() {
+    let aws = aws().await;
+    let (tables, topics) = provision(&aws, 1).await;
+    let missing = unique("smoke/no-such-secret");
+    let api = RuntimeApi::start("reservation").await.unwrap();
+    let mut env = common_env(&api, "reservation", &tables, &topics);
+    env.push(("JWT_SECRET_SECRET_ID".into(), missing.clone()));
+    let child = Command::new(bootstrap(FUNCTIONS[0].0, FUNCTIONS[0].1))
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(
+        TIMEOUT,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("the function exits instead of waiting")
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success(), "the function must not start");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains(&missing), "{said}");
+    assert!(
+        api.first_next_after_start().is_none(),
+        "it never asked for an event"
+    );
+}
