@@ -5,13 +5,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 STACK := scripts/local-stack.sh
 
-.PHONY: help demo test up down services install lint fmt
+.PHONY: help demo test up down services install lint fmt lambda-build lambda-build-arm64
 
 help:
 	@echo "make demo   run the whole pipeline locally and show it working"
 	@echo "make test   unit and end-to-end tests against moto + tansu"
 	@echo "make up     start the local stack (moto, tansu, sandbox, runner); make down stops it"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make lambda-build        sam build for x86_64 (cargo-lambda, no Docker), with sizes"
+	@echo "make lambda-build-arm64  sam build for arm64 (zig cross-compiles librdkafka)"
 
 install:
 	@$(STACK) install
@@ -28,6 +30,12 @@ down:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+lambda-build:
+	@$(STACK) lambda-build x86_64
+
+lambda-build-arm64:
+	@$(STACK) lambda-build arm64
 
 # Starts moto and tansu for the tests (reusing running ones) and stops what it started.
 test:

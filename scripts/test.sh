@@ -18,6 +18,11 @@ scripts/local-stack.sh lint-template
 echo "== docker-compose.localstack.yml (Compose specification schema)"
 scripts/local-stack.sh validate-compose
 
+echo "== sam build (x86_64, cargo-lambda, no Docker)"
+scripts/local-stack.sh lambda-build x86_64
+# The bootstrap smoke tests run these binaries under a Lambda Runtime API.
+export BOOTSTRAP_DIR="$ROOT/.aws-sam/build-x86_64"
+
 echo "== fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
