@@ -259,17 +259,12 @@ impl DlqRetry {
             return Ok(false);
         }
         let original = encode_record(&letter.original);
-        let failures: Vec<(Option<&str>, shared::Error)> = match self
-            .notifier
-            .notify(&original, Some(deadline), letter.channel.as_deref())
-            .await
-        {
-            Err(error) => vec![(letter.channel.as_deref(), error)],
-            Ok(deliveries) => deliveries
-                .into_iter()
-                .filter_map(|d| d.outcome.err().map(|e| (Some(d.channel), e)))
-                .collect(),
-        };
+        let failures = notifier::failures(
+            self.notifier
+                .notify(&original, Some(deadline), letter.channel.as_deref())
+                .await,
+            letter.channel.as_deref(),
+        );
         if failures.is_empty() {
             report.processed += 1;
             tracing::info!(event = %letter.event_id(), channel = letter.channel.as_deref().unwrap_or("-"), retry_count = letter.retry_count, "dead letter delivered");

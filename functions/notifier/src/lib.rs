@@ -192,6 +192,22 @@ pub struct Delivery {
     pub outcome: Result<Outcome, shared::Error>,
 }
 
+/// What failed of one record's `notify`: the record itself (charged to
+/// `record_channel`, the channel it was retried for, if any), or each channel
+/// whose send failed.
+pub fn failures(
+    notified: Result<Vec<Delivery>, shared::Error>,
+    record_channel: Option<&str>,
+) -> Vec<(Option<&str>, shared::Error)> {
+    match notified {
+        Err(error) => vec![(record_channel, error)],
+        Ok(deliveries) => deliveries
+            .into_iter()
+            .filter_map(|d| d.outcome.err().map(|e| (Some(d.channel), e)))
+            .collect(),
+    }
+}
+
 impl<C, S, P, L> Notifier<C, S, P, L>
 where
     C: NotificationChannel,
@@ -226,14 +242,7 @@ where
     ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline);
         for record in records_in_order(&event.payload) {
-            let failures: Vec<(Option<&'static str>, shared::Error)> =
-                match self.notify(record, deadline, None).await {
-                    Err(error) => vec![(None, error)],
-                    Ok(deliveries) => deliveries
-                        .into_iter()
-                        .filter_map(|d| d.outcome.err().map(|e| (Some(d.channel), e)))
-                        .collect(),
-                };
+            let failures = failures(self.notify(record, deadline, None).await, None);
             for (channel, error) in failures {
                 if let Err(e) = self.dead_letter(record, channel, &error).await {
                     tracing::error!(
