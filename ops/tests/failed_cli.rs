@@ -9,7 +9,6 @@ use shared::dead_letter::{self, DeadLetter};
 use shared::domain::ReservationId;
 use shared::dynamodb::{DynamoFailureLedger, create_tables};
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, create_topics};
-use shared::kafka_event::DecodedRecord;
 use shared::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
 use shared::ports::EventPublisher;
 use std::process::{Command, Output};
@@ -98,18 +97,7 @@ async fn failed_on(
     channel: &'static str,
     status: LedgerStatus,
 ) {
-    let original = DecodedRecord {
-        topic: env.topics.payment_completed.clone(),
-        partition: 0,
-        offset: 12,
-        timestamp_ms: Utc::now().timestamp_millis(),
-        key: Some(envelope.aggregate_id.clone().into_bytes()),
-        value: Some(envelope.to_json().into_bytes()),
-        headers: vec![(
-            "event-id".into(),
-            envelope.event_id.to_string().into_bytes(),
-        )],
-    };
+    let original = shared::fixtures::record_of(envelope, &env.topics.payment_completed, 12);
     let error = shared::Error::Channel {
         channel,
         retryable: false,

@@ -2,6 +2,7 @@
 
 use crate::domain::{ConcertId, EventId, Mail, Money, PaymentId, ReservationId, SeatId, UserId};
 use crate::events::{ConcertInfo, Customer, EventEnvelope, PaymentCompleted, SeatInfo};
+use crate::kafka_event::DecodedRecord;
 
 /// A PaymentCompleted of `reservation` for a customer with `mail`.
 pub fn payment_completed(reservation: ReservationId, mail: &str, amount: i64) -> PaymentCompleted {
@@ -37,4 +38,21 @@ pub fn payment_completed_envelope(
         &payment_completed(reservation, mail, amount),
     )
     .expect("a sample payload serialises")
+}
+
+/// `envelope` as the relay publishes it (key = aggregate id, `event-id`
+/// header), read back from `topic` at partition 0, `offset`.
+pub fn record_of(envelope: &EventEnvelope, topic: &str, offset: i64) -> DecodedRecord {
+    DecodedRecord {
+        topic: topic.to_owned(),
+        partition: 0,
+        offset,
+        timestamp_ms: chrono::Utc::now().timestamp_millis(),
+        key: Some(envelope.aggregate_id.clone().into_bytes()),
+        value: Some(envelope.to_json().into_bytes()),
+        headers: vec![(
+            "event-id".into(),
+            envelope.event_id.to_string().into_bytes(),
+        )],
+    }
 }

@@ -450,18 +450,11 @@ impl DirectNotifier {
             "direct@example.com",
             1_000,
         );
-        shared::kafka_event::encode_record(&shared::kafka_event::DecodedRecord {
-            topic: self.topics.payment_completed.clone(),
-            partition: 0,
+        shared::kafka_event::encode_record(&shared::fixtures::record_of(
+            &envelope,
+            &self.topics.payment_completed,
             offset,
-            timestamp_ms: Utc::now().timestamp_millis(),
-            key: Some(envelope.aggregate_id.clone().into_bytes()),
-            value: Some(envelope.to_json().into_bytes()),
-            headers: vec![(
-                "event-id".into(),
-                envelope.event_id.to_string().into_bytes(),
-            )],
-        })
+        ))
     }
 
     /// Invokes the notifier with these records of partition 0, through the runtime's JSON.
