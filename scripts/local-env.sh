@@ -5,6 +5,8 @@ export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+# The Kafka broker's binary, for the tests that run brokers of their own.
+export TANSU_BIN=${TANSU_BIN:-${PIPELINE_CACHE_DIR:-$HOME/.cache/ticket-pipeline}/tansu-0.6.0/bin/tansu}
 export TELEGRAM_API_BASE_URL=${TELEGRAM_API_BASE_URL:-http://127.0.0.1:8081}
 # Which channels each event goes to: telegram, discord or telegram,discord.
 export NOTIFY_PAYMENT_COMPLETED_CHANNELS=${NOTIFY_PAYMENT_COMPLETED_CHANNELS:-telegram}

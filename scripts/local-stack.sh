@@ -25,10 +25,11 @@ COMPOSE_SCHEMA_VERSION=1.0.0
 CARGO_LAMBDA_VERSION=1.9.2
 TANSU_VERSION=0.6.0
 VENV=$CACHE_DIR/venv
-TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
 
 # shellcheck source=scripts/local-env.sh
 source "$ROOT/scripts/local-env.sh"
+# Where local-env.sh's TANSU_BIN (for the tests) points too: change both together.
+TANSU=$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu
 
 log() { printf '[local-stack] %s\n' "$*" >&2; }
 

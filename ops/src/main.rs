@@ -17,7 +17,7 @@ use shared::auth::JwtKey;
 use shared::config::{TableNames, TopicNames};
 use shared::domain::Money;
 use shared::dynamodb::{TicketingRepository, create_tables};
-use shared::kafka::{KafkaSettings, create_topics};
+use shared::kafka::{KAFKA_SECRETS, KafkaSettings, create_topics};
 use shared::seed::{SeedRequest, generate};
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,8 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let aws = aws_config::load_from_env().await;
+    // Kafka's SASL credentials, when Secrets Manager or SSM holds them.
+    shared::secrets::preload(&aws, &KAFKA_SECRETS).await?;
     let client = aws_sdk_dynamodb::Client::new(&aws);
     let tables = TableNames::from_env();
     match cli.command {

@@ -107,6 +107,14 @@ pub fn required(name: &str) -> Result<String, Error> {
     }
 }
 
+/// An optional variable: `None` when unset or blank.
+pub fn optional(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
 /// An optional variable with a default.
 pub fn or_default(name: &str, default: &str) -> String {
     std::env::var(name)

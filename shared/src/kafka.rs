@@ -3,7 +3,7 @@
 //! provisioning.
 
 use crate::Error;
-use crate::config;
+use crate::config::{self, Secret};
 use crate::ports::{EventPublisher, OutboundRecord};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -13,24 +13,185 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
-/// Where the brokers are and any extra librdkafka properties.
+/// The variable (or `<NAME>_SECRET_ID` / `<NAME>_PARAMETER`) that holds the SASL
+/// credentials as `{"username": ..., "password": ...}`, the format Amazon MSK
+/// and Lambda's Kafka event sources use for SCRAM secrets.
+pub const KAFKA_SASL_CREDENTIALS: &str = "KAFKA_SASL_CREDENTIALS";
+
+/// The secrets a Kafka client may need, for `shared::secrets::preload`.
+pub const KAFKA_SECRETS: [&str; 1] = [KAFKA_SASL_CREDENTIALS];
+
+/// How the clients reach the brokers (`KAFKA_SECURITY_PROTOCOL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// No encryption, no authentication: local stacks, or a private listener.
+    Plaintext,
+    /// TLS, no authentication.
+    Ssl,
+    /// SASL authentication without TLS (never over an untrusted network).
+    SaslPlaintext,
+    /// SASL authentication over TLS: Amazon MSK with SCRAM.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
+            other => Err(Error::Config(format!(
+                "KAFKA_SECURITY_PROTOCOL {other:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            ))),
+        }
+    }
+
+    /// librdkafka's `security.protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// A SASL identity: the mechanism and the credentials (the password is a
+/// [`Secret`], so it never shows in `Debug` or a log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaslCredentials {
+    /// `SCRAM-SHA-512` (MSK's), `SCRAM-SHA-256` or `PLAIN`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+impl SaslCredentials {
+    pub const MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
+
+    /// Credentials from the JSON of an MSK SCRAM secret. The error never quotes
+    /// the secret.
+    pub fn from_secret_json(mechanism: &str, secret: &Secret) -> Result<Self, Error> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            username: String,
+            password: String,
+        }
+        let mechanism = mechanism.trim().to_ascii_uppercase();
+        if !Self::MECHANISMS.contains(&mechanism.as_str()) {
+            return Err(Error::Config(format!(
+                "KAFKA_SASL_MECHANISM {mechanism:?} is not one of {}",
+                Self::MECHANISMS.join(", ")
+            )));
+        }
+        let stored: Stored = serde_json::from_str(secret.expose()).map_err(|e| {
+            Error::Config(format!(
+                "{KAFKA_SASL_CREDENTIALS} must be JSON {{\"username\": ..., \"password\": ...}} \
+                 (error at line {} column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if stored.username.is_empty() || stored.password.is_empty() {
+            return Err(Error::Config(format!(
+                "{KAFKA_SASL_CREDENTIALS} has an empty username or password"
+            )));
+        }
+        Ok(SaslCredentials {
+            mechanism,
+            username: stored.username,
+            password: Secret::new(stored.password),
+        })
+    }
+}
+
+/// Where the brokers are, how to reach them, and any extra librdkafka properties.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
+    pub protocol: SecurityProtocol,
+    /// Set exactly when `protocol` uses SASL.
+    pub sasl: Option<SaslCredentials>,
+    /// A PEM file of the CA certificates to trust (`KAFKA_SSL_CA_LOCATION`);
+    /// unset, librdkafka probes the system's bundle (MSK's certificates are
+    /// publicly trusted).
+    pub ssl_ca_location: Option<String>,
     /// Extra librdkafka properties, from `KAFKA_PROPERTIES` (`k=v,k=v`).
     pub properties: Vec<(String, String)>,
 }
 
 impl KafkaSettings {
+    /// Plaintext brokers (local stacks and tests).
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
+            protocol: SecurityProtocol::Plaintext,
+            sasl: None,
+            ssl_ca_location: None,
             properties: Vec::new(),
         }
     }
 
+    /// The same brokers over `protocol`, authenticated with `sasl` when it uses SASL.
+    pub fn secured(
+        mut self,
+        protocol: SecurityProtocol,
+        sasl: Option<SaslCredentials>,
+    ) -> Result<Self, Error> {
+        match (protocol.uses_sasl(), &sasl) {
+            (true, None) => {
+                return Err(Error::Config(format!(
+                    "KAFKA_SECURITY_PROTOCOL {} needs {KAFKA_SASL_CREDENTIALS} \
+                     (or {KAFKA_SASL_CREDENTIALS}_SECRET_ID, {KAFKA_SASL_CREDENTIALS}_PARAMETER)",
+                    protocol.as_str()
+                )));
+            }
+            (false, Some(_)) => {
+                return Err(Error::Config(format!(
+                    "SASL credentials are set but KAFKA_SECURITY_PROTOCOL is {}: \
+                     use SASL_SSL (or SASL_PLAINTEXT)",
+                    protocol.as_str()
+                )));
+            }
+            _ => {}
+        }
+        self.protocol = protocol;
+        self.sasl = sasl;
+        Ok(self)
+    }
+
+    /// Trusts the CA certificates in PEM file `path`.
+    pub fn trusting(mut self, path: impl Into<String>) -> Self {
+        self.ssl_ca_location = Some(path.into());
+        self
+    }
+
+    /// From `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL` (PLAINTEXT),
+    /// `KAFKA_SASL_MECHANISM` (SCRAM-SHA-512), the secret `KAFKA_SASL_CREDENTIALS`
+    /// (read only when the protocol uses SASL), `KAFKA_SSL_CA_LOCATION` and
+    /// `KAFKA_PROPERTIES`.
     pub fn from_env() -> Result<Self, Error> {
         let bootstrap_servers = config::or_default("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+        let protocol =
+            SecurityProtocol::parse(&config::or_default("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))?;
+        let sasl = if protocol.uses_sasl() {
+            let mechanism = config::or_default("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512");
+            Some(SaslCredentials::from_secret_json(
+                &mechanism,
+                &config::secret(KAFKA_SASL_CREDENTIALS)?,
+            )?)
+        } else {
+            None
+        };
         let properties = config::or_default("KAFKA_PROPERTIES", "")
             .split(',')
             .filter(|p| !p.trim().is_empty())
@@ -42,15 +203,26 @@ impl KafkaSettings {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(KafkaSettings {
-            bootstrap_servers,
-            properties,
-        })
+        let mut settings = KafkaSettings::new(bootstrap_servers).secured(protocol, sasl)?;
+        if let Some(path) = config::optional("KAFKA_SSL_CA_LOCATION") {
+            settings = settings.trusting(path);
+        }
+        settings.properties = properties;
+        Ok(settings)
     }
 
     pub fn client_config(&self) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.bootstrap_servers);
+        cfg.set("security.protocol", self.protocol.as_str());
+        if let Some(sasl) = &self.sasl {
+            cfg.set("sasl.mechanism", &sasl.mechanism);
+            cfg.set("sasl.username", &sasl.username);
+            cfg.set("sasl.password", sasl.password.expose());
+        }
+        if let Some(path) = &self.ssl_ca_location {
+            cfg.set("ssl.ca.location", path);
+        }
         for (k, v) in &self.properties {
             cfg.set(k, v);
         }
@@ -253,4 +425,102 @@ pub fn flush(publisher: &KafkaPublisher, timeout: Duration) -> Result<(), Error>
         .producer
         .flush(timeout)
         .map_err(|e| Error::Config(format!("flushing the producer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CREDENTIALS: &str = r#"{"username": "relay", "password": "s3cret-pa55"}"#;
+
+    fn scram() -> SaslCredentials {
+        SaslCredentials::from_secret_json("scram-sha-512", &Secret::new(CREDENTIALS)).unwrap()
+    }
+
+    #[test]
+    fn security_protocols_parse_case_insensitively_and_unknown_ones_are_named() {
+        assert_eq!(
+            SecurityProtocol::parse("sasl_ssl").unwrap(),
+            SecurityProtocol::SaslSsl
+        );
+        assert_eq!(
+            SecurityProtocol::parse("PLAINTEXT").unwrap(),
+            SecurityProtocol::Plaintext
+        );
+        let err = SecurityProtocol::parse("TLS").unwrap_err().to_string();
+        assert!(err.contains("\"TLS\"") && err.contains("SASL_SSL"), "{err}");
+    }
+
+    #[test]
+    fn msk_scram_secret_json_gives_credentials_whose_debug_hides_the_password() {
+        let sasl = scram();
+        assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
+        assert_eq!(sasl.username, "relay");
+        assert_eq!(sasl.password.expose(), "s3cret-pa55");
+        assert!(!format!("{sasl:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused_without_quoting_the_secret() {
+        let err = SaslCredentials::from_secret_json(
+            "SCRAM-SHA-512",
+            &Secret::new(r#"{"user": "relay", "pass": "s3cret-pa55"}"#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(KAFKA_SASL_CREDENTIALS), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+
+        let err = SaslCredentials::from_secret_json("GSSAPI", &Secret::new(CREDENTIALS))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GSSAPI") && err.contains("SCRAM-SHA-512"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sasl_protocol_without_credentials_or_credentials_without_sasl_is_refused() {
+        let err = KafkaSettings::new("b:9096")
+            .secured(SecurityProtocol::SaslSsl, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KAFKA_SASL_CREDENTIALS_SECRET_ID"), "{err}");
+        let err = KafkaSettings::new("b:9094")
+            .secured(SecurityProtocol::Ssl, Some(scram()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SASL_SSL"), "{err}");
+    }
+
+    #[test]
+    fn client_config_carries_protocol_credentials_and_ca_and_extra_properties_last() {
+        let mut settings = KafkaSettings::new("b-1:9096,b-2:9096")
+            .secured(SecurityProtocol::SaslSsl, Some(scram()))
+            .unwrap()
+            .trusting("/etc/ca.pem");
+        settings.properties.push((
+            "ssl.endpoint.identification.algorithm".into(),
+            "none".into(),
+        ));
+        let cfg = settings.client_config();
+        assert_eq!(cfg.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(cfg.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(cfg.get("sasl.username"), Some("relay"));
+        assert_eq!(cfg.get("sasl.password"), Some("s3cret-pa55"));
+        assert_eq!(cfg.get("ssl.ca.location"), Some("/etc/ca.pem"));
+        assert_eq!(
+            cfg.get("ssl.endpoint.identification.algorithm"),
+            Some("none")
+        );
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn plaintext_settings_set_no_credentials() {
+        let cfg = KafkaSettings::new("127.0.0.1:9092").client_config();
+        assert_eq!(cfg.get("security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(cfg.get("sasl.username"), None);
+    }
 }

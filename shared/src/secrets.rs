@@ -147,3 +147,21 @@ pub async fn preload(aws: &aws_config::SdkConfig, names: &[&str]) -> Result<(), 
     let fetched = SecretStore::new(aws).fetch(names).await?;
     config::preload_secrets(fetched)
 }
+
+/// `preload` for a function that talks to AWS only for its secrets: loads the
+/// AWS configuration (and its clients) only when one of `names` comes from
+/// Secrets Manager or SSM, so a local or secret-less start stays lean.
+pub async fn preload_if_remote(names: &[&str]) -> Result<(), Error> {
+    let mut remote = false;
+    for name in names {
+        remote |= matches!(
+            config::secret_source(name)?,
+            Some(SecretSource::SecretsManager(_) | SecretSource::Parameter(_))
+        );
+    }
+    if !remote {
+        return Ok(());
+    }
+    let aws = aws_config::load_from_env().await;
+    preload(&aws, names).await
+}

@@ -3,6 +3,7 @@
 //! tansu, and starts its own pipeline in-process on free ports.
 
 pub mod samples;
+pub mod secured_kafka;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
@@ -338,7 +339,17 @@ pub async fn consume(
     n: usize,
     timeout: StdDuration,
 ) -> Vec<OwnedMessage> {
-    let consumer: StreamConsumer = KafkaSettings::new(bootstrap)
+    consume_from(&KafkaSettings::new(bootstrap), topic, n, timeout).await
+}
+
+/// `consume` from brokers reached with `kafka` (TLS, SASL).
+pub async fn consume_from(
+    kafka: &KafkaSettings,
+    topic: &str,
+    n: usize,
+    timeout: StdDuration,
+) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = kafka
         .client_config()
         .set("group.id", unique("e2e-reader"))
         .set("auto.offset.reset", "earliest")

@@ -8,7 +8,8 @@
 //! built on first use.
 
 use e2e_tests::samples::{payment_of, root, sample, seed_the_sample_world};
-use e2e_tests::{LOCAL_JWT_SECRET, aws, consume, kafka, provision, unique};
+use e2e_tests::secured_kafka::SecuredKafka;
+use e2e_tests::{LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::runtime_api::{Outcome, RuntimeApi};
 use serde_json::Value;
@@ -239,6 +240,46 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
 
     let expired = invoke(FUNCTIONS[5], &tables, &topics, &[], sample("schedule.json")).await;
     assert_eq!(expired["released"], 0, "{expired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_bootstrap_signs_in_to_kafka_over_tls_with_credentials_from_secrets_manager() {
+    e2e_tests::init_logs();
+    let aws = aws().await;
+    let (tables, topics) = provision(&aws, 1).await;
+    // As on MSK's port 9096: SASL/SCRAM-SHA-512 over TLS.
+    let kafka = SecuredKafka::start(
+        &[&topics.payment_completed, &topics.seat_hold_expired],
+        true,
+    )
+    .await;
+    let secret_id = unique("smoke/kafka-sasl");
+    SecretStore::new(&aws)
+        .put_secret(&secret_id, &kafka.secret_json())
+        .await
+        .unwrap();
+    let ca_file = kafka.ca_file.clone().unwrap();
+
+    let relayed = invoke(
+        FUNCTIONS[2],
+        &tables,
+        &topics,
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap.to_string()),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL".into()),
+            ("KAFKA_SASL_CREDENTIALS_SECRET_ID", secret_id),
+            (
+                "KAFKA_SSL_CA_LOCATION",
+                ca_file.to_string_lossy().into_owned(),
+            ),
+        ],
+        sample("outbox-stream.json"),
+    )
+    .await;
+
+    assert_eq!(relayed["batchItemFailures"], serde_json::json!([]));
+    let published = consume_from(&kafka.settings(), &topics.payment_completed, 1, TIMEOUT).await;
+    assert_eq!(published.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

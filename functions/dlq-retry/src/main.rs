@@ -2,15 +2,16 @@ use dlq_retry::{Config, DlqRetry};
 use lambda_runtime::{run, service_fn};
 use shared::channels::CHANNEL_SECRETS;
 use shared::clock::SystemClock;
+use shared::kafka::KAFKA_SECRETS;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = aws_config::load_from_env().await;
-    // Once per cold start: the channels' secrets from Secrets Manager or SSM (or
-    // the environment, locally).
-    shared::secrets::preload(&aws, &CHANNEL_SECRETS).await?;
+    // Once per cold start: the channels' and Kafka's secrets from Secrets Manager
+    // or SSM (or the environment, locally).
+    shared::secrets::preload(&aws, &[CHANNEL_SECRETS.as_slice(), &KAFKA_SECRETS].concat()).await?;
     let config = Config::from_env()?;
     let retry = DlqRetry::from_config(
         config,
