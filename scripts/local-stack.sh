@@ -7,6 +7,7 @@
 #   scripts/local-stack.sh lint-template   cfn-lint and sam validate --lint (offline)
 #   scripts/local-stack.sh validate-compose   docker-compose.localstack.yml against the spec
 #   scripts/local-stack.sh lambda-build [ARCH]   sam build (cargo-lambda, no Docker)
+#   scripts/local-stack.sh hello-build      the init benchmark's baseline bootstrap (prints its path)
 #   scripts/local-stack.sh services   start moto and tansu (what the tests need)
 #   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
 #   scripts/local-stack.sh down       stop what this script started
@@ -169,6 +170,20 @@ stop() {
   rm -f "$pidfile"
 }
 
+# The init benchmark's baseline (a hello-world lambda_runtime function), built
+# the way sam builds the functions: same cargo-lambda, release profile, glibc
+# target and target folder. Prints the bootstrap's path.
+hello_build() {
+  install_python_tools
+  export CARGO_TARGET_DIR="${LAMBDA_TARGET_DIR:-$CACHE_DIR/lambda-target-x86_64}"
+  (
+    cd "$ROOT"
+    PATH="$VENV/bin:$PATH" "$VENV/bin/cargo-lambda" lambda build --quiet --release \
+      --target x86_64-unknown-linux-gnu.2.26 --bin hello-lambda
+  ) >&2
+  echo "$CARGO_TARGET_DIR/lambda/hello-lambda/bootstrap"
+}
+
 services() {
   install_python_tools
   install_tansu
@@ -204,6 +219,7 @@ down() {
 
 case "${1:-}" in
   install) install_python_tools; install_tansu ;;
+  hello-build) hello_build ;;
   lint-template) lint_template ;;
   validate-compose) validate_compose ;;
   lambda-build) mkdir -p "$STATE_DIR"; lambda_build "${2:-x86_64}" ;;

@@ -22,6 +22,9 @@ echo "== sam build (x86_64, cargo-lambda, no Docker)"
 scripts/local-stack.sh lambda-build x86_64
 # The bootstrap smoke tests run these binaries under a Lambda Runtime API.
 export BOOTSTRAP_DIR="$ROOT/.aws-sam/build-x86_64"
+# The init benchmark's baseline, for the bench smoke test.
+HELLO_BOOTSTRAP=$(scripts/local-stack.sh hello-build)
+export HELLO_BOOTSTRAP
 
 echo "== fmt and clippy"
 cargo fmt --all -- --check

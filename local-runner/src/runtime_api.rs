@@ -127,6 +127,12 @@ impl RuntimeApi {
         shared.first_next.map(|t| t.duration_since(self.started))
     }
 
+    /// When the binary first asked for an event: its init phase ends there.
+    pub fn first_next_at(&self) -> Option<Instant> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.first_next
+    }
+
     /// What the binary reported to `/init/error`, if it failed to start.
     pub fn init_error(&self) -> Option<Value> {
         let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());

@@ -56,3 +56,17 @@ pub fn record_of(envelope: &EventEnvelope, topic: &str, offset: i64) -> DecodedR
         )],
     }
 }
+
+/// The DynamoDB Streams record of `envelope`'s outbox item being inserted, with
+/// sequence number `seq`: what the relay receives.
+pub fn outbox_insert(
+    envelope: &EventEnvelope,
+    seq: u64,
+) -> aws_lambda_events::dynamodb::EventRecord {
+    let item = crate::outbox::OutboxItem::new(envelope, chrono::Utc::now());
+    let mut record = aws_lambda_events::dynamodb::EventRecord::default();
+    record.event_name = "INSERT".into();
+    record.change.sequence_number = Some(format!("{seq:021}"));
+    record.change.new_image = serde_dynamo::to_item(item).expect("an outbox item serialises");
+    record
+}

@@ -2,6 +2,7 @@
 //! consumer groups (unique names), so tests never collide on the shared moto and
 //! tansu, and starts its own pipeline in-process on free ports.
 
+pub mod functions;
 pub mod samples;
 pub mod secured_kafka;
 

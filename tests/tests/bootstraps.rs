@@ -7,6 +7,7 @@
 //! points it at `sam build`'s output), else this workspace's debug binaries,
 //! built on first use.
 
+use e2e_tests::functions::{FUNCTIONS, lambda_env};
 use e2e_tests::samples::{payment_of, root, sample, seed_the_sample_world};
 use e2e_tests::secured_kafka::SecuredKafka;
 use e2e_tests::{LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique};
@@ -22,16 +23,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// (template logical id, binary)
-const FUNCTIONS: [(&str, &str); 6] = [
-    ("ReservationFunction", "reservation"),
-    ("PaymentFunction", "payment"),
-    ("OutboxRelayFunction", "outbox-relay"),
-    ("NotifierFunction", "notifier"),
-    ("DlqRetryFunction", "dlq-retry"),
-    ("SeatExpirationFunction", "seat-expiration"),
-];
 
 /// The debug binaries, built once per test run.
 fn debug_binaries() -> PathBuf {
@@ -75,50 +66,6 @@ impl Drop for Running {
     }
 }
 
-/// What every function gets: Lambda's own variables, the local stack's
-/// endpoints, the tables and topics of this test.
-fn common_env(
-    api: &RuntimeApi,
-    name: &str,
-    tables: &TableNames,
-    topics: &TopicNames,
-) -> Vec<(String, String)> {
-    [
-        ("AWS_LAMBDA_RUNTIME_API", api.endpoint()),
-        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "local".into()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
-        (
-            "AWS_ENDPOINT_URL",
-            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into()),
-        ),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka().bootstrap_servers),
-        ("TICKETING_TABLE", tables.ticketing.clone()),
-        ("OUTBOX_TABLE", tables.outbox.clone()),
-        ("IDEMPOTENCY_TABLE", tables.idempotency.clone()),
-        ("FAILED_MESSAGES_TABLE", tables.failed_messages.clone()),
-        ("TOPIC_PAYMENT_COMPLETED", topics.payment_completed.clone()),
-        (
-            "TOPIC_PAYMENT_COMPLETED_DLQ",
-            topics.payment_completed_dlq.clone(),
-        ),
-        (
-            "TOPIC_PAYMENT_COMPLETED_FAILED",
-            topics.payment_completed_failed.clone(),
-        ),
-        ("TOPIC_SEAT_HOLD_EXPIRED", topics.seat_hold_expired.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 /// Starts `binary` with only `env` (nothing of this process's environment
 /// leaks in), the way Lambda starts it.
 fn run(path: &PathBuf, env: Vec<(String, String)>) -> Running {
@@ -141,7 +88,7 @@ async fn invoke(
     event: Value,
 ) -> Value {
     let api = RuntimeApi::start(binary).await.unwrap();
-    let mut env = common_env(&api, binary, tables, topics);
+    let mut env = lambda_env(&api.endpoint(), binary, tables, topics);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let _running = run(&bootstrap(logical_id, binary), env);
     match api.invoke(event, TIMEOUT).await {
@@ -288,7 +235,7 @@ async fn a_bootstrap_whose_secret_is_missing_exits_at_cold_start_naming_it() {
     let (tables, topics) = provision(&aws, 1).await;
     let missing = unique("smoke/no-such-secret");
     let api = RuntimeApi::start("reservation").await.unwrap();
-    let mut env = common_env(&api, "reservation", &tables, &topics);
+    let mut env = lambda_env(&api.endpoint(), "reservation", &tables, &topics);
     env.push(("JWT_SECRET_SECRET_ID".into(), missing.clone()));
     let child = Command::new(bootstrap(FUNCTIONS[0].0, FUNCTIONS[0].1))
         .env_clear()

@@ -185,12 +185,7 @@ mod tests {
             "a@example.com",
             1,
         );
-        let item = OutboxItem::new(&envelope, chrono::Utc::now());
-        let mut record = EventRecord::default();
-        record.event_name = "INSERT".into();
-        record.change.sequence_number = Some(format!("{seq:021}"));
-        record.change.new_image = serde_dynamo::to_item(item).unwrap();
-        record
+        shared::fixtures::outbox_insert(&envelope, u64::from(seq))
     }
 
     fn batch(records: Vec<EventRecord>) -> Event {
