@@ -11,8 +11,7 @@ use aws_lambda_events::dynamodb::Event;
 use e2e_tests::functions::lambda_env;
 use local_runner::runtime_api::Outcome;
 use outbox_relay::Relay;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use shared::config::{TableNames, TopicNames};
 use shared::domain::ReservationId;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
@@ -82,20 +81,7 @@ async fn raw_once(producer: &FutureProducer, records: &[OutboundRecord]) -> Resu
     let started = Instant::now();
     let mut pending = Vec::with_capacity(records.len());
     for r in records {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).headers(headers);
-        if let Some(key) = &r.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(value) = &r.value {
-            record = record.payload(value.as_slice());
-        }
+        let record = shared::kafka::future_record(r);
         pending.push(
             producer
                 .send_result(record)

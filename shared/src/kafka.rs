@@ -313,27 +313,32 @@ impl KafkaPublisher {
     }
 }
 
+/// `record` as librdkafka sends it: topic, key, payload and headers.
+pub fn future_record(record: &OutboundRecord) -> FutureRecord<'_, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (k, v) in &record.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_slice()),
+        });
+    }
+    let mut future_record = FutureRecord::to(&record.topic).headers(headers);
+    if let Some(key) = &record.key {
+        future_record = future_record.key(key.as_slice());
+    }
+    if let Some(value) = &record.value {
+        future_record = future_record.payload(value.as_slice());
+    }
+    future_record
+}
+
 impl EventPublisher for KafkaPublisher {
     async fn publish_all(&self, records: &[OutboundRecord]) -> Vec<Result<(), Error>> {
         // Enqueue everything first (librdkafka batches and pipelines), then wait
         // for each acknowledgement in order.
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (k, v) in &record.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_slice()),
-                });
-            }
-            let mut future_record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&record.topic).headers(headers);
-            if let Some(key) = &record.key {
-                future_record = future_record.key(key.as_slice());
-            }
-            if let Some(value) = &record.value {
-                future_record = future_record.payload(value.as_slice());
-            }
+            let mut future_record = future_record(record);
             let enqueued = loop {
                 match self.producer.send_result(future_record) {
                     Ok(delivery) => break Ok(delivery),

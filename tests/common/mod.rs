@@ -332,6 +332,16 @@ pub async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String>
     items
 }
 
+/// A child process (a function's binary, a broker), killed when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads `topic` from the beginning with a fresh consumer group until `n`
 /// records arrived (or `timeout`), then a little longer to catch extras.
 pub async fn consume(

@@ -9,7 +9,7 @@
 //! other), so TLS ends in a proxy here, with a certificate from a CA of the test's
 //! own; the broker advertises the proxy, so every connection goes through it.
 
-use crate::unique;
+use crate::{KillOnDrop, unique};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
 };
@@ -17,7 +17,7 @@ use shared::config::Secret;
 use shared::kafka::{KafkaSettings, SaslCredentials, SecurityProtocol, create_topics};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -59,37 +59,31 @@ async fn wait_listening(port: u16) {
     panic!("tansu did not listen on 127.0.0.1:{port}");
 }
 
-/// A broker process, killed when dropped.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// A tansu process on `port`, advertising `advertised`, killed when dropped.
+async fn start_broker(
+    dir: &PathBuf,
+    port: u16,
+    advertised: u16,
+    authentication: bool,
+) -> KillOnDrop {
+    let mut command = Command::new(tansu());
+    command
+        .current_dir(dir)
+        .arg("broker")
+        .arg(format!("--listener-url=tcp://127.0.0.1:{port}"))
+        .arg(format!(
+            "--advertised-listener-url=tcp://127.0.0.1:{advertised}"
+        ))
+        // Relative: tansu 0.6.0 reads the path of a sqlite URL from the cwd.
+        .arg("--storage-engine=sqlite://tansu.db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if authentication {
+        command.arg("--authentication");
     }
-}
-
-impl Broker {
-    async fn start(dir: &PathBuf, port: u16, advertised: u16, authentication: bool) -> Broker {
-        let mut command = Command::new(tansu());
-        command
-            .current_dir(dir)
-            .arg("broker")
-            .arg(format!("--listener-url=tcp://127.0.0.1:{port}"))
-            .arg(format!(
-                "--advertised-listener-url=tcp://127.0.0.1:{advertised}"
-            ))
-            // Relative: tansu 0.6.0 reads the path of a sqlite URL from the cwd.
-            .arg("--storage-engine=sqlite://tansu.db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if authentication {
-            command.arg("--authentication");
-        }
-        let broker = Broker(command.spawn().expect("tansu starts"));
-        wait_listening(port).await;
-        broker
-    }
+    let broker = KillOnDrop(command.spawn().expect("tansu starts"));
+    wait_listening(port).await;
+    broker
 }
 
 /// A TLS-terminating proxy in front of 127.0.0.1:`upstream`, stopped when dropped.
@@ -170,7 +164,7 @@ pub struct SecuredKafka {
     pub bootstrap: SocketAddr,
     /// The CA's PEM file, with TLS.
     pub ca_file: Option<PathBuf>,
-    _broker: Broker,
+    _broker: KillOnDrop,
     _tls: Option<TlsFront>,
 }
 
@@ -189,7 +183,7 @@ impl SecuredKafka {
         let password = unique("pw");
 
         // Users and topics, while authentication is off.
-        let setup = Broker::start(&dir, port, port, false).await;
+        let setup = start_broker(&dir, port, port, false).await;
         let created = Command::new(tansu())
             .args(["user", "create", "--mechanism", "scram512"])
             .arg(format!("--broker=tcp://127.0.0.1:{port}"))
@@ -215,7 +209,7 @@ impl SecuredKafka {
         } else {
             (None, None, port)
         };
-        let broker = Broker::start(&dir, port, advertised, true).await;
+        let broker = start_broker(&dir, port, advertised, true).await;
         SecuredKafka {
             dir,
             password,

@@ -10,7 +10,9 @@
 use e2e_tests::functions::{FUNCTIONS, lambda_env};
 use e2e_tests::samples::{payment_of, root, sample, seed_the_sample_world};
 use e2e_tests::secured_kafka::SecuredKafka;
-use e2e_tests::{LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique};
+use e2e_tests::{
+    KillOnDrop, LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique,
+};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::runtime_api::{Outcome, RuntimeApi};
 use serde_json::Value;
@@ -18,7 +20,7 @@ use shared::config::{Secret, TableNames, TopicNames};
 use shared::dynamodb::TicketingRepository;
 use shared::secrets::SecretStore;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -56,19 +58,9 @@ fn bootstrap(logical_id: &str, binary: &str) -> PathBuf {
     }
 }
 
-/// A function's binary running against `api`, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `binary` with only `env` (nothing of this process's environment
 /// leaks in), the way Lambda starts it.
-fn run(path: &PathBuf, env: Vec<(String, String)>) -> Running {
+fn run(path: &PathBuf, env: Vec<(String, String)>) -> KillOnDrop {
     let child = Command::new(path)
         .env_clear()
         .envs(env)
@@ -76,7 +68,7 @@ fn run(path: &PathBuf, env: Vec<(String, String)>) -> Running {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("{path:?} does not start: {e}"));
-    Running(child)
+    KillOnDrop(child)
 }
 
 /// One function's run: its binary with `extra` variables, given `event`.
