@@ -4,6 +4,8 @@
 //! `target/bench/results.jsonl`; a table on stderr. See BENCHMARKS.md.
 
 mod init;
+mod notifier;
+mod payment;
 mod relay;
 mod report;
 
@@ -28,8 +30,12 @@ pub enum Error {
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the payment pipeline against the local stack")]
 struct Cli {
-    /// Which benchmarks to run (comma-separated): init, relay.
-    #[arg(long, value_delimiter = ',', default_value = "init,relay")]
+    /// Which benchmarks to run (comma-separated): init, relay, notifier, payment.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "init,relay,notifier,payment"
+    )]
     only: Vec<String>,
     /// Repetitions of each measurement (the figures are their medians).
     #[arg(long, default_value_t = 5)]
@@ -46,6 +52,18 @@ struct Cli {
     /// Records of the relay batch whose peak RSS is measured.
     #[arg(long, default_value_t = 10_000)]
     relay_rss_records: usize,
+    /// Records of the notifier's timed batch.
+    #[arg(long, default_value_t = 1000)]
+    notifier_records: usize,
+    /// How long the sandbox takes to answer each send, in ms.
+    #[arg(long, default_value_t = 20)]
+    notifier_latency_ms: u64,
+    /// The send-rate limit (sends a second) of the sandbox and the notifier.
+    #[arg(long, default_value_t = 100)]
+    notifier_rate_limit: usize,
+    /// Payments timed through the handler (and as many bare transactions).
+    #[arg(long, default_value_t = 200)]
+    payment_requests: usize,
     /// Where the JSON lines go as well.
     #[arg(long, default_value = "target/bench/results.jsonl")]
     out: PathBuf,
@@ -54,6 +72,15 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    // Quiet by default: the notifier logs every send and dead letter, which would
+    // bury the figures (RUST_LOG shows them).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     if let Err(e) = run(cli).await {
         eprintln!("bench: {}", shared::error_chain(&e));
         std::process::exit(1);
@@ -84,6 +111,23 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     bootstrap: cli.bootstrap_dir.join("OutboxRelayFunction/bootstrap"),
                 }
                 .run(&mut report, &e2e_tests::kafka(), &tables, &topics)
+                .await?
+            }
+            "notifier" => {
+                notifier::NotifierBench {
+                    runs: cli.runs,
+                    records: cli.notifier_records,
+                    latency: std::time::Duration::from_millis(cli.notifier_latency_ms),
+                    rate_limit: cli.notifier_rate_limit,
+                }
+                .run(&mut report)
+                .await?
+            }
+            "payment" => {
+                payment::PaymentBench {
+                    requests: cli.payment_requests,
+                }
+                .run(&mut report, repo.client().clone(), &tables)
                 .await?
             }
             other => return Err(Error::Measure(format!("no benchmark called {other:?}"))),

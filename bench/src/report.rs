@@ -30,6 +30,16 @@ impl Samples {
         }
     }
 
+    /// The nearest-rank `p`th percentile (0 < p ≤ 100).
+    pub fn percentile(&self, p: f64) -> f64 {
+        let sorted = self.sorted();
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
     pub fn min(&self) -> f64 {
         self.sorted().first().copied().unwrap_or(f64::NAN)
     }
@@ -79,12 +89,36 @@ impl Figure {
         }
     }
 
+    /// The `p`th percentile of `samples` (each one request, say), alone.
+    pub fn at_percentile(
+        bench: &str,
+        metric: &str,
+        unit: &str,
+        samples: &Samples,
+        p: f64,
+    ) -> Figure {
+        Figure {
+            value: round(samples.percentile(p)),
+            ..Figure::of(bench, metric, unit, samples)
+        }
+    }
+
     /// Beside the median of `baseline` (called `what`), with their ratio.
-    pub fn against(mut self, what: &str, baseline: &Samples) -> Figure {
+    pub fn against(self, what: &str, baseline: &Samples) -> Figure {
         let base = baseline.median();
+        self.against_value(what, base)
+    }
+
+    /// Beside the `p`th percentile of `baseline`, with their ratio.
+    pub fn against_percentile(self, what: &str, baseline: &Samples, p: f64) -> Figure {
+        self.against_value(what, baseline.percentile(p))
+    }
+
+    fn against_value(mut self, what: &str, base: f64) -> Figure {
         self.baseline = Some(round(base));
         self.baseline_of = Some(what.into());
-        self.ratio = Some((self.value / base * 100.0).round() / 100.0);
+        // No ratio to nothing (a baseline of 0 429s, say).
+        self.ratio = (base != 0.0).then(|| (self.value / base * 100.0).round() / 100.0);
         self
     }
 }
@@ -174,6 +208,31 @@ mod tests {
         assert_eq!(s.median(), 3.0);
         assert_eq!((s.min(), s.max()), (1.0, 5.0));
         assert_eq!(samples(&[1.0, 2.0, 3.0, 4.0]).median(), 2.5);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let hundred = samples(&(1..=100).rev().map(f64::from).collect::<Vec<_>>());
+        assert_eq!(hundred.percentile(50.0), 50.0);
+        assert_eq!(hundred.percentile(99.0), 99.0);
+        assert_eq!(hundred.percentile(100.0), 100.0);
+        assert_eq!(samples(&[7.0]).percentile(99.0), 7.0);
+        let figure = Figure::at_percentile("payment", "p99", "ms", &hundred, 99.0)
+            .against_percentile("bare", &samples(&[10.0, 30.0, 20.0]), 99.0);
+        assert_eq!(
+            (figure.value, figure.baseline, figure.ratio),
+            (99.0, Some(30.0), Some(3.3))
+        );
+    }
+
+    #[test]
+    fn a_baseline_of_zero_has_no_ratio() {
+        let figure = Figure::of("notifier", "429s", "429s", &samples(&[0.0]))
+            .against("no limit", &samples(&[0.0, 12.0, 30.0]));
+        assert_eq!(figure.baseline, Some(12.0));
+        let zero = Figure::of("notifier", "429s", "429s", &samples(&[3.0]))
+            .against("no limit", &samples(&[0.0]));
+        assert_eq!(zero.ratio, None);
     }
 
     #[test]

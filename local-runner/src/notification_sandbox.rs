@@ -12,6 +12,10 @@
 //!   sends (on `channel` and to `chatId` only, if given; a Discord "chat" is the
 //!   webhook id) wait `delayMs`, then fail with `status` (429 carries the
 //!   channel's `retry_after`); `status` 200 makes them slow but successful
+//! - `POST /sandbox/rate-limit` `{"perSecond": 100}` (or `null` for none): like
+//!   the real APIs, each channel answers 429 (retry after 1 s) to a send beyond
+//!   that many in the last second; `GET /sandbox/messages` counts them as
+//!   `rateLimited`
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,8 +27,10 @@ use serde_json::json;
 use shared::channels::{ChannelSettings, DiscordSettings, TelegramSettings};
 use shared::config::Secret;
 use shared::notification::ChannelRoutes;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub const TELEGRAM: &str = "telegram";
@@ -96,6 +102,40 @@ struct SandboxState {
     messages: Vec<ReceivedMessage>,
     failures: Option<FailurePlan>,
     attempts: u64,
+    rate_limit: Option<RateLimit>,
+    /// 429s answered for going over the rate limit.
+    rate_limited: u64,
+}
+
+/// At most `per_second` sends per channel in any one second.
+struct RateLimit {
+    per_second: usize,
+    /// Per channel, when its sends in the last second were accepted.
+    accepted: HashMap<String, VecDeque<Instant>>,
+}
+
+impl RateLimit {
+    /// True when a send on `channel` now is within the limit (and counts it).
+    fn admit(&mut self, channel: &str, now: Instant) -> bool {
+        let window = self.accepted.entry(channel.to_owned()).or_default();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            window.pop_front();
+        }
+        if window.len() >= self.per_second {
+            return false;
+        }
+        window.push_back(now);
+        true
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimitPlan {
+    per_second: Option<usize>,
 }
 
 /// The sandbox's state, shared between the server and whoever inspects it.
@@ -144,12 +184,14 @@ pub fn channel_settings(addr: SocketAddr, routes: ChannelRoutes) -> ChannelSetti
             bot_token: Secret::new(SANDBOX_BOT_TOKEN),
             chat_id: SANDBOX_CHAT_ID.into(),
             timeout,
+            max_sends_per_second: None,
         }),
         discord: Some(DiscordSettings {
             webhook_url: Secret::new(format!(
                 "http://{addr}/api/webhooks/{SANDBOX_WEBHOOK_ID}/{SANDBOX_WEBHOOK_TOKEN}"
             )),
             timeout,
+            max_sends_per_second: None,
         }),
     }
 }
@@ -183,6 +225,20 @@ impl NotificationSandbox {
         self.lock().failures = Some(plan);
     }
 
+    /// Answers 429 to a send beyond `per_second` in the last second on its
+    /// channel; `None` lifts the limit.
+    pub fn limit_rate(&self, per_second: Option<usize>) {
+        self.lock().rate_limit = per_second.map(|per_second| RateLimit {
+            per_second,
+            accepted: HashMap::new(),
+        });
+    }
+
+    /// The 429s answered for going over the rate limit.
+    pub fn rate_limited(&self) -> u64 {
+        self.lock().rate_limited
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{bot}/sendMessage", post(send_message))
@@ -192,6 +248,7 @@ impl NotificationSandbox {
                 get(list_messages).delete(clear_messages),
             )
             .route("/sandbox/failures", post(plan_failures))
+            .route("/sandbox/rate-limit", post(plan_rate_limit))
             .with_state(self.clone())
     }
 
@@ -216,8 +273,30 @@ impl NotificationSandbox {
         Ok(bound)
     }
 
-    /// Counts the attempt and applies a planned failure, waiting its delay.
+    /// Counts the attempt and applies a planned failure, waiting its delay, then
+    /// the rate limit.
     async fn judge(&self, channel: &str, chat_id: &str) -> Verdict {
+        let verdict = self.planned(channel, chat_id).await;
+        if !matches!(verdict, Verdict::Deliver) {
+            return verdict;
+        }
+        let mut state = self.lock();
+        let admitted = match state.rate_limit.as_mut() {
+            Some(limit) => limit.admit(channel, Instant::now()),
+            None => true,
+        };
+        if admitted {
+            Verdict::Deliver
+        } else {
+            state.rate_limited += 1;
+            Verdict::Fail {
+                status: 429,
+                retry_after: Some(1),
+            }
+        }
+    }
+
+    async fn planned(&self, channel: &str, chat_id: &str) -> Verdict {
         let planned = {
             let mut state = self.lock();
             state.attempts += 1;
@@ -379,13 +458,15 @@ async fn list_messages(
         Some(channel) => sandbox.messages_on(&channel),
         None => sandbox.messages(),
     };
-    Json(json!({"messages": messages, "attempts": sandbox.attempts()}))
+    Json(json!({"messages": messages, "attempts": sandbox.attempts(),
+        "rateLimited": sandbox.rate_limited()}))
 }
 
 async fn clear_messages(State(sandbox): State<NotificationSandbox>) -> StatusCode {
     let mut state = sandbox.lock();
     state.messages.clear();
     state.attempts = 0;
+    state.rate_limited = 0;
     StatusCode::NO_CONTENT
 }
 
@@ -394,5 +475,13 @@ async fn plan_failures(
     Json(plan): Json<FailurePlan>,
 ) -> StatusCode {
     sandbox.fail_next(plan);
+    StatusCode::NO_CONTENT
+}
+
+async fn plan_rate_limit(
+    State(sandbox): State<NotificationSandbox>,
+    Json(plan): Json<RateLimitPlan>,
+) -> StatusCode {
+    sandbox.limit_rate(plan.per_second);
     StatusCode::NO_CONTENT
 }

@@ -41,6 +41,8 @@ pub struct PipelineConfig {
     pub function_timeout: Duration,
     /// The notifier's first retry delay for a dead letter.
     pub retry_delay: chrono::Duration,
+    /// Keys the notifier handles at once.
+    pub notify_concurrency: usize,
     pub dlq_retry: DlqRetrySettings,
     /// How often seat-expiration runs (its EventBridge schedule).
     pub seat_expiration_interval: Duration,
@@ -101,6 +103,7 @@ impl PipelineConfig {
             },
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
             retry_delay: chrono::Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
+            notify_concurrency: notifier::concurrency_from_env()?,
             seat_expiration_interval: Duration::from_secs(config::parsed(
                 "SEAT_EXPIRATION_INTERVAL_SECONDS",
                 60u64,
@@ -243,6 +246,7 @@ impl Pipeline {
             producer: config.producer.clone(),
             topics: config.topics.clone(),
             retry_delay: config.retry_delay,
+            concurrency: config.notify_concurrency,
         };
         let notifier = Arc::new(
             LambdaNotifier::from_config(&notifier_config, dynamodb.clone(), clock.clone())

@@ -188,6 +188,30 @@ pub fn records_in_order(event: &KafkaEvent) -> Vec<&KafkaRecord> {
         .collect()
 }
 
+/// The records of the event in groups that may be handled concurrently: one group
+/// per partition and key (the reservation, for the pipeline's topics), each in
+/// offset order, so the events of one key keep their order. A partition's
+/// records without a key form one group. Groups come in partition order, then
+/// by their first offset.
+pub fn records_by_key(event: &KafkaEvent) -> Vec<Vec<&KafkaRecord>> {
+    let mut groups: Vec<Vec<&KafkaRecord>> = Vec::new();
+    // (topic, partition, key) → its group's index.
+    let mut index: HashMap<(Option<&str>, i64, Option<&str>), usize> = HashMap::new();
+    for record in records_in_order(event) {
+        let slot = (
+            record.topic.as_deref(),
+            record.partition,
+            record.key.as_deref(),
+        );
+        let at = *index.entry(slot).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(record);
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +247,38 @@ mod tests {
         assert_eq!(record.headers[1].1, vec![255u8, 0]);
         assert_eq!(record.coordinates(), "payment.completed-0@16");
         assert_eq!(decode_record(ordered[0]).unwrap().key, None);
+    }
+
+    #[test]
+    fn records_group_by_partition_and_key_each_in_offset_order() {
+        let record = |partition: i64, offset: i64, key: Option<&str>| {
+            serde_json::json!({"topic": "t", "partition": partition, "offset": offset,
+                "timestamp": 0, "timestampType": "CREATE_TIME",
+                "key": key.map(|k| STANDARD.encode(k)), "value": "e30=", "headers": []})
+        };
+        let event: KafkaEvent = serde_json::from_value(serde_json::json!({
+            "eventSource": "SelfManagedKafka",
+            "records": {
+                "t-1": [record(1, 7, Some("a")), record(1, 5, Some("a"))],
+                "t-0": [record(0, 3, Some("b")), record(0, 1, Some("a")),
+                        record(0, 2, None), record(0, 4, Some("a")), record(0, 6, None)],
+            }
+        }))
+        .unwrap();
+        let groups: Vec<Vec<(i64, i64)>> = records_by_key(&event)
+            .iter()
+            .map(|g| g.iter().map(|r| (r.partition, r.offset)).collect())
+            .collect();
+        // The same key on another partition is another group.
+        assert_eq!(
+            groups,
+            vec![
+                vec![(0, 1), (0, 4)],
+                vec![(0, 2), (0, 6)],
+                vec![(0, 3)],
+                vec![(1, 5), (1, 7)],
+            ]
+        );
     }
 
     #[test]

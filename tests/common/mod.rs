@@ -190,6 +190,7 @@ impl TestPipeline {
             },
             function_timeout: StdDuration::from_secs(30),
             retry_delay: options.retry_delay,
+            notify_concurrency: notifier::DEFAULT_CONCURRENCY,
             dlq_retry: options.dlq_retry,
             seat_expiration_interval: StdDuration::from_secs(60),
         };
@@ -417,6 +418,7 @@ pub fn notifier_config(
         producer: ProducerSettings::default(),
         topics: topics.clone(),
         retry_delay: Duration::seconds(60),
+        concurrency: notifier::DEFAULT_CONCURRENCY,
     }
 }
 
@@ -467,11 +469,18 @@ impl DirectNotifier {
 
     /// A PaymentCompleted record of the payment topic, as Lambda delivers it.
     pub fn payment_record(&self, offset: i64) -> KafkaRecord {
-        let envelope = shared::fixtures::payment_completed_envelope(
-            shared::domain::ReservationId::random(),
-            "direct@example.com",
-            1_000,
-        );
+        self.payment_record_of(shared::domain::ReservationId::random(), offset)
+    }
+
+    /// A PaymentCompleted record of `reservation` (its key): the records of
+    /// one reservation are handled in offset order, those of others concurrently.
+    pub fn payment_record_of(
+        &self,
+        reservation: shared::domain::ReservationId,
+        offset: i64,
+    ) -> KafkaRecord {
+        let envelope =
+            shared::fixtures::payment_completed_envelope(reservation, "direct@example.com", 1_000);
         shared::kafka_event::encode_record(&shared::fixtures::record_of(
             &envelope,
             &self.topics.payment_completed,

@@ -6,10 +6,11 @@
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
 use e2e_tests::{DirectNotifier, consume, header, kafka};
+use local_runner::notification_sandbox::channel_settings;
 use local_runner::notification_sandbox::{
     DISCORD, FailurePlan, NotificationSandbox, SANDBOX_WEBHOOK_ID, TELEGRAM,
 };
-use shared::channels::DiscordChannel;
+use shared::channels::{Channel, ChannelClient, DiscordChannel};
 use shared::clock::SystemClock;
 use shared::dead_letter;
 use shared::domain::{EventId, ReservationId};
@@ -165,6 +166,50 @@ async fn the_sandbox_answers_like_discord_records_the_message_and_fails_on_reque
     assert_eq!(messages[0].text, "첫 메시지");
     assert_eq!(messages[0].chat_id, SANDBOX_WEBHOOK_ID);
     assert!(sandbox.messages_on(TELEGRAM).is_empty());
+}
+
+/// `n` sends at once on `channel`: how many were refused with a 429.
+async fn sends_at_once(channel: &Channel, n: usize) -> usize {
+    let sends = (0..n).map(|i| async move {
+        match channel.send(&message(&format!("message {i}"))).await {
+            Ok(()) => 0,
+            Err(shared::Error::Channel {
+                retry_after: Some(_),
+                ..
+            }) => 1,
+            Err(other) => panic!("{}", shared::error_chain(&other)),
+        }
+    });
+    futures::future::join_all(sends).await.into_iter().sum()
+}
+
+#[tokio::test]
+async fn a_send_rate_limit_keeps_a_burst_under_the_apis_limit_where_an_unlimited_channel_gets_429s()
+{
+    let sandbox = NotificationSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    sandbox.limit_rate(Some(10));
+    let settings = channel_settings(addr, ChannelRoutes::default())
+        .telegram
+        .unwrap();
+
+    let unlimited =
+        Channel::paced(ChannelClient::Telegram(settings.channel().unwrap()), None).unwrap();
+    let refused = sends_at_once(&unlimited, 30).await;
+    assert!(refused >= 20, "only {refused} of 30 refused");
+    assert_eq!(sandbox.rate_limited(), refused as u64);
+
+    // A second later the window is empty again; 8/s leaves room for the jitter
+    // between the client's spacing and the sandbox's clock.
+    tokio::time::sleep(StdDuration::from_millis(1_100)).await;
+    let paced = Channel::paced(
+        ChannelClient::Telegram(settings.channel().unwrap()),
+        Some(8.0),
+    )
+    .unwrap();
+    assert_eq!(sends_at_once(&paced, 12).await, 0);
+    assert_eq!(sandbox.rate_limited(), refused as u64, "no new 429");
+    assert_eq!(sandbox.messages_on(TELEGRAM).len(), 30 - refused + 12);
 }
 
 /// A notifier sending every event on both channels, and a dlq-retry beside it.

@@ -1,6 +1,6 @@
 //! Every kind of failure against the real Telegram sandbox over HTTP: where the
 //! record ends up, with which headers, and that the next record of the same
-//! partition is still sent.
+//! reservation (handled after it, in offset order) is still sent.
 
 use chrono::{DateTime, Duration, Utc};
 use e2e_tests::{CHAT_ID, DirectNotifier, consume, header, kafka};
@@ -15,15 +15,23 @@ struct Expected {
     error_contains: &'static str,
 }
 
-/// Sends two records of one partition; the first meets `plan`.
+/// Two records of one reservation: the second is sent after the first.
+fn two_records_of_one_reservation(
+    n: &DirectNotifier,
+) -> Vec<aws_lambda_events::kafka::KafkaRecord> {
+    let reservation = shared::domain::ReservationId::random();
+    vec![
+        n.payment_record_of(reservation, 0),
+        n.payment_record_of(reservation, 1),
+    ]
+}
+
+/// Sends two records of one reservation; the first meets `plan`.
 async fn first_of_two_fails(plan: FailurePlan, expected: Expected, telegram_timeout: StdDuration) {
     let n = DirectNotifier::start(Duration::seconds(60), telegram_timeout).await;
     n.sandbox.fail_next(plan);
     let before = Utc::now();
-    let answer = n
-        .deliver(vec![n.payment_record(0), n.payment_record(1)])
-        .await
-        .unwrap();
+    let answer = n.deliver(two_records_of_one_reservation(&n)).await.unwrap();
     assert_eq!(answer["batchItemFailures"], serde_json::json!([]));
 
     let (topic, status) = if expected.permanent {
@@ -128,9 +136,7 @@ async fn a_429_is_retryable_and_its_retry_after_sets_the_next_attempt() {
         ..FailurePlan::fail(1, 429)
     });
     let before = Utc::now();
-    n.deliver(vec![n.payment_record(0), n.payment_record(1)])
-        .await
-        .unwrap();
+    n.deliver(two_records_of_one_reservation(&n)).await.unwrap();
     let dead = consume(
         &kafka().bootstrap_servers,
         &n.topics.payment_completed_dlq,

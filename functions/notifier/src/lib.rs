@@ -6,6 +6,10 @@
 //! record is not sent twice, and a channel that failed is retried without the
 //! one that succeeded being sent again.
 //!
+//! Records of different keys (reservations) or partitions are handled
+//! concurrently, up to `NOTIFY_CONCURRENCY` at a time; the records of one key
+//! one after the other in offset order, so a customer's messages keep their order.
+//!
 //! A record that fails does not stop the batch. A retryable failure on a channel
 //! (timeout, connection error, HTTP 5xx, 429) goes to the dead-letter topic with
 //! diagnostic headers, the `notification-channel` that failed, `retry-count` 0
@@ -17,6 +21,7 @@
 
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use shared::channels::{Channel, ChannelSettings};
 use shared::clock::Clock;
@@ -26,7 +31,7 @@ use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::events::{EventEnvelope, HEADER_EVENT_ID};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
-use shared::kafka_event::{KafkaBatchResponse, decode_lossy, decode_record, records_in_order};
+use shared::kafka_event::{KafkaBatchResponse, decode_lossy, decode_record, records_by_key};
 use shared::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
 use shared::notification::{self, ChannelRoutes, Notification};
 use shared::ports::{EventPublisher, NotificationChannel};
@@ -41,6 +46,9 @@ pub enum Error {
 
 /// Used when the invocation has no deadline (a local call).
 const DEFAULT_LOCK: Duration = Duration::seconds(60);
+
+/// Keys (reservations) handled at once unless `NOTIFY_CONCURRENCY` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 10;
 
 /// A record value above this is poison: an event envelope is a few hundred bytes.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
@@ -58,6 +66,8 @@ pub struct Config {
     pub topics: TopicNames,
     /// The first retry's delay (`next-attempt-at`), unless the channel asks for longer.
     pub retry_delay: Duration,
+    /// Keys handled at once (`NOTIFY_CONCURRENCY`, at least 1).
+    pub concurrency: usize,
 }
 
 impl Config {
@@ -74,9 +84,20 @@ impl Config {
                 producer: ProducerSettings::from_env()?,
                 topics: TopicNames::from_env(),
                 retry_delay: Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
+                concurrency: concurrency_from_env()?,
             })
         };
         read().map_err(Error::Config)
+    }
+}
+
+/// `NOTIFY_CONCURRENCY`: keys handled at once, at least 1.
+pub fn concurrency_from_env() -> Result<usize, shared::Error> {
+    match config::parsed("NOTIFY_CONCURRENCY", DEFAULT_CONCURRENCY)? {
+        0 => Err(shared::Error::Config(
+            "NOTIFY_CONCURRENCY must be at least 1".into(),
+        )),
+        n => Ok(n),
     }
 }
 
@@ -147,6 +168,7 @@ pub struct Notifier<C, S, P, L> {
     failures: FailureSink<P, L>,
     clock: Arc<dyn Clock>,
     idempotency_ttl: Duration,
+    concurrency: usize,
 }
 
 /// The notifier as deployed: Telegram and/or Discord, DynamoDB, Kafka.
@@ -174,7 +196,8 @@ impl LambdaNotifier {
             },
             clock,
             config.idempotency_ttl,
-        ))
+        )
+        .with_concurrency(config.concurrency))
     }
 }
 
@@ -230,18 +253,52 @@ where
             failures,
             clock,
             idempotency_ttl,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 
-    /// Handles every record; a failed one is dead-lettered (once per failed
-    /// channel) and the batch goes on. Fails only when a dead letter cannot be
-    /// written.
+    /// Handles up to `keys` keys at once (1: record by record).
+    pub fn with_concurrency(self, keys: usize) -> Self {
+        Notifier {
+            concurrency: keys.max(1),
+            ..self
+        }
+    }
+
+    /// Handles every record, keys concurrently and each key's records in order;
+    /// a failed one is dead-lettered (once per failed channel) and the batch goes
+    /// on. Fails only when a dead letter cannot be written: after every other key
+    /// has finished, so the redelivered batch finds their keys COMPLETED rather
+    /// than held by an abandoned send.
     pub async fn handle(
         &self,
         event: LambdaEvent<KafkaEvent>,
     ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline);
-        for record in records_in_order(&event.payload) {
+        // The futures are made before the stream, not by a `map` closure in it:
+        // a closure over borrowed records makes the handler's future not `Send`.
+        let keys: Vec<_> = records_by_key(&event.payload)
+            .into_iter()
+            .map(|group| self.handle_in_order(group, deadline))
+            .collect();
+        let outcomes: Vec<Result<(), shared::Error>> = futures::stream::iter(keys)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        match outcomes.into_iter().find_map(Result::err) {
+            Some(e) => Err(Box::new(e)),
+            None => Ok(KafkaBatchResponse::default()),
+        }
+    }
+
+    /// The records of one key, one after the other; stops at the first whose
+    /// dead letter cannot be written, so no later event of the key overtakes it.
+    async fn handle_in_order(
+        &self,
+        records: Vec<&KafkaRecord>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<(), shared::Error> {
+        for record in records {
             let failures = failures(self.notify(record, deadline, None).await, None);
             for (channel, error) in failures {
                 if let Err(e) = self.dead_letter(record, channel, &error).await {
@@ -251,11 +308,11 @@ where
                         error = %shared::error_chain(&e),
                         "cannot write the dead letter; failing the invocation so the batch comes back"
                     );
-                    return Err(Box::new(e));
+                    return Err(e);
                 }
             }
         }
-        Ok(KafkaBatchResponse::default())
+        Ok(())
     }
 
     /// Writes a record that failed (on `channel`, or before any) to the
@@ -408,6 +465,7 @@ mod tests {
     use shared::notification::{ChannelKind, Notification};
     use shared::ports::OutboundRecord;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A channel named `name` that records what it sends, or fails every send
     /// with `failure` (retryable, retry after seconds, message).
@@ -415,6 +473,10 @@ mod tests {
         name: &'static str,
         failure: Option<(bool, Option<u64>, &'static str)>,
         sent: Mutex<Vec<Notification>>,
+        /// How long a send takes.
+        latency: std::time::Duration,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
     }
 
     impl Default for FakeChannel {
@@ -423,7 +485,22 @@ mod tests {
                 name: "telegram",
                 failure: None,
                 sent: Mutex::default(),
+                latency: std::time::Duration::ZERO,
+                in_flight: AtomicUsize::new(0),
+                most_in_flight: AtomicUsize::new(0),
             }
+        }
+    }
+
+    impl FakeChannel {
+        /// The events sent, in the order they were.
+        fn sent_event_ids(&self) -> Vec<shared::domain::EventId> {
+            self.sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| m.event_id)
+                .collect()
         }
     }
 
@@ -432,6 +509,10 @@ mod tests {
             self.name
         }
         async fn send(&self, n: &Notification) -> Result<(), shared::Error> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if let Some((retryable, retry_after, message)) = self.failure {
                 return Err(shared::Error::Channel {
                     channel: self.name,
@@ -495,11 +576,13 @@ mod tests {
     type TestNotifier = Notifier<FakeChannel, InMemoryIdempotencyStore, FakePublisher, FakeLedger>;
 
     fn record(offset: i64) -> KafkaRecord {
-        let envelope = shared::fixtures::payment_completed_envelope(
-            ReservationId::random(),
-            "park@example.com",
-            1000,
-        );
+        record_of(ReservationId::random(), offset)
+    }
+
+    /// A payment.completed record of `reservation` (its key) at `offset`.
+    fn record_of(reservation: ReservationId, offset: i64) -> KafkaRecord {
+        let envelope =
+            shared::fixtures::payment_completed_envelope(reservation, "park@example.com", 1000);
         let mut r = KafkaRecord::default();
         r.topic = Some("payment.completed".into());
         r.offset = offset;
@@ -589,6 +672,47 @@ mod tests {
         let sent = n.channels[0].sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].text.contains("1,000원"));
+    }
+
+    #[tokio::test]
+    async fn keys_are_sent_concurrently_up_to_the_bound_and_each_key_in_offset_order() {
+        let n = notifier(
+            FakeChannel {
+                latency: std::time::Duration::from_millis(20),
+                ..Default::default()
+            },
+            false,
+        )
+        .with_concurrency(3);
+        let keys: Vec<ReservationId> = (0..5).map(|_| ReservationId::random()).collect();
+        // Offsets interleave the keys: 0 → key 0, 1 → key 1, …
+        let records: Vec<KafkaRecord> = (0..20)
+            .map(|offset| record_of(keys[offset as usize % 5], offset))
+            .collect();
+        n.handle(batch(records.clone())).await.unwrap();
+
+        let sent = n.channels[0].sent_event_ids();
+        assert_eq!(sent.len(), 20, "each record once");
+        for key in 0..5 {
+            let expected: Vec<_> = records.iter().skip(key).step_by(5).map(event_id).collect();
+            let got: Vec<_> = sent
+                .iter()
+                .filter(|e| expected.contains(e))
+                .cloned()
+                .collect();
+            assert_eq!(got, expected, "key {key} in offset order");
+        }
+        assert_eq!(n.channels[0].most_in_flight.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn with_a_concurrency_of_one_records_are_sent_one_at_a_time_in_order() {
+        let n = notifier(FakeChannel::default(), false).with_concurrency(1);
+        let records: Vec<KafkaRecord> = (0..6).map(record).collect();
+        n.handle(batch(records.clone())).await.unwrap();
+        let sent = n.channels[0].sent_event_ids();
+        assert_eq!(sent, records.iter().map(event_id).collect::<Vec<_>>());
+        assert_eq!(n.channels[0].most_in_flight.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -3,9 +3,11 @@
 //! functions hold: which variant is built is configuration.
 
 mod discord;
+mod pacer;
 mod telegram;
 
 pub use discord::{DiscordChannel, MAX_CONTENT_CHARS as DISCORD_MAX_CONTENT_CHARS};
+pub use pacer::SendPacer;
 pub use telegram::{DEFAULT_API_BASE_URL as TELEGRAM_API_BASE_URL, TelegramChannel};
 
 use crate::Error;
@@ -17,15 +19,27 @@ use std::time::Duration;
 /// The variables that stand for the channels' secrets (see `config::secret`).
 pub const CHANNEL_SECRETS: [&str; 2] = ["TELEGRAM_BOT_TOKEN", "DISCORD_WEBHOOK_URL"];
 
+/// `<NAME>`, a send rate per second, when set.
+fn send_rate(name: &str) -> Result<Option<f64>, Error> {
+    config::optional(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| Error::Config(format!("{name}={v:?} is not a number")))
+        })
+        .transpose()
+}
+
 /// The Telegram Bot API's settings: `TELEGRAM_API_BASE_URL` (the real API by
 /// default), `TELEGRAM_BOT_TOKEN` (a secret), `TELEGRAM_CHAT_ID`,
-/// `TELEGRAM_TIMEOUT_MS` (5 s by default).
+/// `TELEGRAM_TIMEOUT_MS` (5 s by default), `TELEGRAM_MAX_SENDS_PER_SECOND`
+/// (no limit by default).
 #[derive(Clone, Debug)]
 pub struct TelegramSettings {
     pub api_base_url: String,
     pub bot_token: Secret,
     pub chat_id: String,
     pub timeout: Duration,
+    pub max_sends_per_second: Option<f64>,
 }
 
 impl TelegramSettings {
@@ -35,6 +49,7 @@ impl TelegramSettings {
             bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
             chat_id: config::required("TELEGRAM_CHAT_ID")?,
             timeout: Duration::from_millis(config::parsed("TELEGRAM_TIMEOUT_MS", 5_000u64)?),
+            max_sends_per_second: send_rate("TELEGRAM_MAX_SENDS_PER_SECOND")?,
         })
     }
 
@@ -49,11 +64,13 @@ impl TelegramSettings {
 }
 
 /// A Discord webhook's settings: `DISCORD_WEBHOOK_URL` (a secret: the URL holds
-/// the webhook's token), `DISCORD_TIMEOUT_MS` (5 s by default).
+/// the webhook's token), `DISCORD_TIMEOUT_MS` (5 s by default),
+/// `DISCORD_MAX_SENDS_PER_SECOND` (no limit by default).
 #[derive(Clone, Debug)]
 pub struct DiscordSettings {
     pub webhook_url: Secret,
     pub timeout: Duration,
+    pub max_sends_per_second: Option<f64>,
 }
 
 impl DiscordSettings {
@@ -61,6 +78,7 @@ impl DiscordSettings {
         Ok(DiscordSettings {
             webhook_url: config::secret("DISCORD_WEBHOOK_URL")?,
             timeout: Duration::from_millis(config::parsed("DISCORD_TIMEOUT_MS", 5_000u64)?),
+            max_sends_per_second: send_rate("DISCORD_MAX_SENDS_PER_SECOND")?,
         })
     }
 
@@ -100,10 +118,16 @@ impl ChannelSettings {
     pub fn channels(&self) -> Result<Vec<Channel>, Error> {
         let mut channels = Vec::new();
         if let Some(telegram) = &self.telegram {
-            channels.push(Channel::Telegram(telegram.channel()?));
+            channels.push(Channel::paced(
+                ChannelClient::Telegram(telegram.channel()?),
+                telegram.max_sends_per_second,
+            )?);
         }
         if let Some(discord) = &self.discord {
-            channels.push(Channel::Discord(discord.channel()?));
+            channels.push(Channel::paced(
+                ChannelClient::Discord(discord.channel()?),
+                discord.max_sends_per_second,
+            )?);
         }
         for kind in ChannelKind::ALL {
             if self.routes.uses(kind) && !channels.iter().any(|c| c.kind() == kind) {
@@ -117,18 +141,46 @@ impl ChannelSettings {
     }
 }
 
-/// A configured channel.
+/// A configured channel: its client, and its send-rate limit if it has one.
 #[derive(Clone, Debug)]
-pub enum Channel {
+pub struct Channel {
+    client: ChannelClient,
+    pacer: Option<SendPacer>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ChannelClient {
     Telegram(TelegramChannel),
     Discord(DiscordChannel),
 }
 
 impl Channel {
+    /// `client`, sending at most `max_sends_per_second` when given.
+    pub fn paced(client: ChannelClient, max_sends_per_second: Option<f64>) -> Result<Self, Error> {
+        let kind = client.kind();
+        let pacer = max_sends_per_second
+            .map(|rate| {
+                let setting = format!("{}_MAX_SENDS_PER_SECOND", kind.name().to_uppercase());
+                SendPacer::new(&setting, rate)
+            })
+            .transpose()?;
+        Ok(Channel { client, pacer })
+    }
+
+    pub fn kind(&self) -> ChannelKind {
+        self.client.kind()
+    }
+
+    pub fn pacer(&self) -> Option<&SendPacer> {
+        self.pacer.as_ref()
+    }
+}
+
+impl ChannelClient {
     pub fn kind(&self) -> ChannelKind {
         match self {
-            Channel::Telegram(_) => ChannelKind::Telegram,
-            Channel::Discord(_) => ChannelKind::Discord,
+            ChannelClient::Telegram(_) => ChannelKind::Telegram,
+            ChannelClient::Discord(_) => ChannelKind::Discord,
         }
     }
 }
@@ -139,9 +191,12 @@ impl NotificationChannel for Channel {
     }
 
     async fn send(&self, notification: &Notification) -> Result<(), Error> {
-        match self {
-            Channel::Telegram(c) => c.send(notification).await,
-            Channel::Discord(c) => c.send(notification).await,
+        if let Some(pacer) = &self.pacer {
+            pacer.until_ready().await;
+        }
+        match &self.client {
+            ChannelClient::Telegram(c) => c.send(notification).await,
+            ChannelClient::Discord(c) => c.send(notification).await,
         }
     }
 }

@@ -1,0 +1,180 @@
+//! Notifier: one invocation with a batch of PaymentCompleted records (one
+//! reservation each, over three partitions), every send answered by the sandbox
+//! after 20 ms, the idempotency keys on moto. Baseline: the same notifier
+//! handling one record at a time (`NOTIFY_CONCURRENCY=1`).
+//!
+//! Then the send-rate limit: the sandbox refuses (429) what goes over 100 sends
+//! a second, as Telegram does; the notifier with `TELEGRAM_MAX_SENDS_PER_SECOND`
+//! at that rate beside the same notifier without a limit: the rate of messages
+//! delivered and the 429s each collected.
+
+use crate::Error;
+use crate::report::{Figure, Report, Samples};
+use aws_lambda_events::kafka::KafkaEvent;
+use e2e_tests::DirectNotifier;
+use lambda_runtime::LambdaEvent;
+use local_runner::notification_sandbox::{FailurePlan, NotificationSandbox};
+use notifier::LambdaNotifier;
+use shared::clock::SystemClock;
+use shared::domain::ReservationId;
+use shared::kafka_event::encode_record;
+use shared::notification::ChannelRoutes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i64 = 3;
+
+pub struct NotifierBench {
+    pub runs: usize,
+    /// Records per timed batch (1,000).
+    pub records: usize,
+    /// The sandbox's answer time (20 ms).
+    pub latency: Duration,
+    /// The send-rate limit of the second part (100/s).
+    pub rate_limit: usize,
+}
+
+/// A batch of `n` PaymentCompleted records spread over the partitions.
+fn batch(n: usize, topic: &str) -> KafkaEvent {
+    let mut event = KafkaEvent::default();
+    for i in 0..n as i64 {
+        let envelope = shared::fixtures::payment_completed_envelope(
+            ReservationId::random(),
+            "bench@example.com",
+            50_000,
+        );
+        let mut record = shared::fixtures::record_of(&envelope, topic, i / PARTITIONS);
+        record.partition = i % PARTITIONS;
+        event
+            .records
+            .entry(format!("{topic}-{}", record.partition))
+            .or_default()
+            .push(encode_record(&record));
+    }
+    event
+}
+
+/// What one invocation did: records handled a second, messages delivered a
+/// second, and the 429s the sandbox answered.
+async fn handle(
+    notifier: &LambdaNotifier,
+    sandbox: &NotificationSandbox,
+    topic: &str,
+    records: usize,
+) -> Result<(f64, f64, u64), Error> {
+    let event = batch(records, topic);
+    let (before, refused_before) = (sandbox.messages().len(), sandbox.rate_limited());
+    let started = Instant::now();
+    notifier
+        .handle(LambdaEvent::new(event, lambda_runtime::Context::default()))
+        .await
+        .map_err(|e| Error::Measure(format!("the notifier failed: {e}")))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let delivered = sandbox.messages().len() - before;
+    let refused = sandbox.rate_limited() - refused_before;
+    Ok((
+        records as f64 / elapsed,
+        delivered as f64 / elapsed,
+        refused,
+    ))
+}
+
+impl NotifierBench {
+    pub async fn run(&self, report: &mut Report) -> Result<(), Error> {
+        let direct = DirectNotifier::start_routed(
+            ChannelRoutes::default(),
+            chrono::Duration::seconds(60),
+            Duration::from_secs(5),
+        )
+        .await;
+        let topic = direct.topics.payment_completed.clone();
+        let build = |edit: &dyn Fn(&mut notifier::Config)| -> Result<LambdaNotifier, Error> {
+            let mut config = direct.config.clone();
+            edit(&mut config);
+            LambdaNotifier::from_config(&config, direct.dynamodb.clone(), Arc::new(SystemClock))
+                .map_err(|e| Error::Measure(shared::error_chain(&e)))
+        };
+        let concurrent = build(&|_| {})?;
+        let one_at_a_time = build(&|c| c.concurrency = 1)?;
+        let per_second = self.rate_limit as f64;
+        let paced = build(&|c| {
+            if let Some(telegram) = c.channels.telegram.as_mut() {
+                telegram.max_sends_per_second = Some(per_second);
+            }
+        })?;
+
+        direct.sandbox.fail_next(FailurePlan {
+            delay_ms: Some(self.latency.as_millis() as u64),
+            ..FailurePlan::fail(u32::MAX, 200)
+        });
+        let handle = |notifier, records| handle(notifier, &direct.sandbox, &topic, records);
+        // Connections and clients warm, as after a cold start.
+        handle(&concurrent, 10).await?;
+        handle(&one_at_a_time, 10).await?;
+
+        let mut fast = Samples::default();
+        let mut slow = Samples::default();
+        for round in 0..self.runs {
+            fast.push(handle(&concurrent, self.records).await?.0);
+            slow.push(handle(&one_at_a_time, self.records).await?.0);
+            eprintln!("notifier: round {}/{} done", round + 1, self.runs);
+        }
+        let latency_ms = self.latency.as_millis();
+        report.add(
+            Figure::of(
+                "notifier",
+                &format!(
+                    "{}-record batch, sends take {latency_ms} ms, {} keys at once",
+                    self.records,
+                    notifier::DEFAULT_CONCURRENCY
+                ),
+                "rec/s",
+                &fast,
+            )
+            .against("one record at a time", &slow),
+        );
+
+        direct.sandbox.limit_rate(Some(self.rate_limit));
+        let mut limited_rate = Samples::default();
+        let mut limited_429 = Samples::default();
+        let mut unlimited_rate = Samples::default();
+        let mut unlimited_429 = Samples::default();
+        for round in 0..self.runs.min(3) {
+            // Each run starts with an empty window at the sandbox.
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let (_, rate, refused) = handle(&paced, self.records).await?;
+            limited_rate.push(rate);
+            limited_429.push(refused as f64);
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let (_, rate, refused) = handle(&concurrent, self.records).await?;
+            unlimited_rate.push(rate);
+            unlimited_429.push(refused as f64);
+            eprintln!(
+                "notifier rate limit: round {}/{} done",
+                round + 1,
+                self.runs.min(3)
+            );
+        }
+        direct.sandbox.limit_rate(None);
+        let metric = |what: &str| {
+            format!(
+                "{what}, API limit {0}/s, TELEGRAM_MAX_SENDS_PER_SECOND={0}",
+                self.rate_limit
+            )
+        };
+        report.add(
+            Figure::of("notifier", &metric("delivered/s"), "msg/s", &limited_rate)
+                .against("no send-rate limit", &unlimited_rate),
+        );
+        report.add(
+            Figure::of(
+                "notifier",
+                &metric(&format!("429s per {} records", self.records)),
+                "429s",
+                &limited_429,
+            )
+            .against("no send-rate limit", &unlimited_429),
+        );
+        Ok(())
+    }
+}
