@@ -3,6 +3,7 @@
 //! measured in the same run. JSON lines on stdout and in
 //! `target/bench/results.jsonl`; a table on stderr. See BENCHMARKS.md.
 
+mod dlq_retry;
 mod init;
 mod notifier;
 mod payment;
@@ -30,11 +31,12 @@ pub enum Error {
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the payment pipeline against the local stack")]
 struct Cli {
-    /// Which benchmarks to run (comma-separated): init, relay, notifier, payment.
+    /// Which benchmarks to run (comma-separated): init, relay, notifier, payment,
+    /// dlq-retry.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "init,relay,notifier,payment"
+        default_value = "init,relay,notifier,payment,dlq-retry"
     )]
     only: Vec<String>,
     /// Repetitions of each measurement (the figures are their medians).
@@ -64,6 +66,9 @@ struct Cli {
     /// Payments timed through the handler (and as many bare transactions).
     #[arg(long, default_value_t = 200)]
     payment_requests: usize,
+    /// Due dead letters drained by one dlq-retry run.
+    #[arg(long, default_value_t = 10_000)]
+    dlq_records: usize,
     /// Where the JSON lines go as well.
     #[arg(long, default_value = "target/bench/results.jsonl")]
     out: PathBuf,
@@ -128,6 +133,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     requests: cli.payment_requests,
                 }
                 .run(&mut report, repo.client().clone(), &tables)
+                .await?
+            }
+            "dlq-retry" => {
+                dlq_retry::DlqRetryBench {
+                    runs: cli.runs,
+                    records: cli.dlq_records,
+                }
+                .run(&mut report)
                 .await?
             }
             other => return Err(Error::Measure(format!("no benchmark called {other:?}"))),

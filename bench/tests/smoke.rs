@@ -70,6 +70,8 @@ fn every_benchmark_writes_figures_beside_their_baselines() {
             "40",
             "--payment-requests",
             "10",
+            "--dlq-records",
+            "30",
         ])
         .arg("--bootstrap-dir")
         .arg(bootstrap_dir())
@@ -92,7 +94,7 @@ fn every_benchmark_writes_figures_beside_their_baselines() {
         printed.len(),
         "stdout and the file agree"
     );
-    for bench in ["init", "relay", "notifier", "payment"] {
+    for bench in ["init", "relay", "notifier", "payment", "dlq-retry"] {
         assert!(
             printed.iter().any(|f| f["bench"] == bench),
             "no {bench} figure"

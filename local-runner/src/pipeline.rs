@@ -17,7 +17,7 @@ use seat_expiration::SeatExpiration;
 use shared::channels::ChannelSettings;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, TopicNames};
-use shared::kafka::{KafkaSettings, ProducerSettings};
+use shared::kafka::{KafkaSettings, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,7 +242,12 @@ impl Pipeline {
             tables: config.tables.clone(),
             channels: config.channels.clone(),
             idempotency_ttl: chrono::Duration::days(7),
-            kafka: config.kafka.clone(),
+            // It and dlq-retry write the dead letters that dlq-retry reads up to
+            // the partition's end as tansu reports it.
+            kafka: config
+                .kafka
+                .clone()
+                .with_property(TANSU_ONE_RECORD_PER_BATCH),
             producer: config.producer.clone(),
             topics: config.topics.clone(),
             retry_delay: config.retry_delay,

@@ -129,6 +129,13 @@ pub struct KafkaSettings {
     pub properties: Vec<(String, String)>,
 }
 
+/// tansu 0.6 answers a partition's end (its high watermark) as the base offset
+/// of the last batch + 1, so a reader that stops at the end it saw (dlq-retry)
+/// leaves the rest of a batch of several records for later, possibly for good.
+/// Against tansu, the dead-letter producers send one record per batch (the local
+/// runner, env.local.json, the tests); Kafka and MSK need nothing.
+pub const TANSU_ONE_RECORD_PER_BATCH: (&str, &str) = ("batch.num.messages", "1");
+
 impl KafkaSettings {
     /// Plaintext brokers (local stacks and tests).
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
@@ -167,6 +174,12 @@ impl KafkaSettings {
         self.protocol = protocol;
         self.sasl = sasl;
         Ok(self)
+    }
+
+    /// The same settings with one more librdkafka property.
+    pub fn with_property(mut self, (key, value): (&str, &str)) -> Self {
+        self.properties.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Trusts the CA certificates in PEM file `path`.

@@ -414,7 +414,7 @@ pub fn notifier_config(
         tables: tables.clone(),
         channels,
         idempotency_ttl: Duration::days(7),
-        kafka: kafka(),
+        kafka: kafka().with_property(shared::kafka::TANSU_ONE_RECORD_PER_BATCH),
         producer: ProducerSettings::default(),
         topics: topics.clone(),
         retry_delay: Duration::seconds(60),

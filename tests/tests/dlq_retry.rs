@@ -278,3 +278,47 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
     );
     assert_eq!(d.n.sandbox.messages().len(), 1, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reservations_dead_letters_are_retried_in_offset_order_among_other_reservations() {
+    let d = direct(Duration::zero(), Duration::seconds(1)).await;
+    let ours = shared::domain::ReservationId::random();
+    let record = |reservation, amount, offset| {
+        let envelope =
+            shared::fixtures::payment_completed_envelope(reservation, "order@example.com", amount);
+        shared::kafka_event::encode_record(&shared::fixtures::record_of(
+            &envelope,
+            &d.n.topics.payment_completed,
+            offset,
+        ))
+    };
+    // Ours interleaved with others' on one partition, all failing first.
+    let mut records = Vec::new();
+    for i in 0..12 {
+        records.push(if i % 4 == 0 {
+            record(ours, 1_001 + i / 4, i)
+        } else {
+            record(shared::domain::ReservationId::random(), 50_000, i)
+        });
+    }
+    d.n.sandbox.fail_next(FailurePlan::fail(10_000, 502));
+    d.n.deliver(records).await.unwrap();
+    d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
+
+    let report = d
+        .retry
+        .run(Utc::now() + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(report.processed, 12, "{report:?}");
+    let texts: Vec<String> = d.n.sandbox.messages().into_iter().map(|m| m.text).collect();
+    assert_eq!(texts.len(), 12, "each once");
+    let order: Vec<usize> = ["1,001원", "1,002원", "1,003원"]
+        .iter()
+        .map(|amount| texts.iter().position(|t| t.contains(amount)).unwrap())
+        .collect();
+    assert!(
+        order.is_sorted(),
+        "our letters in offset order: {order:?} of {texts:?}"
+    );
+}

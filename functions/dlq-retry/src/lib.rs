@@ -12,11 +12,14 @@
 //!   `max_retries`, parks it on `payment.completed.failed` with the ledger FAILED;
 //! - on a permanent failure, parks it at once.
 //!
-//! An offset is committed only after what was written for its record was
-//! acknowledged. A record not yet due stops its partition for this run. The run
-//! stops early enough to finish before the invocation's deadline.
+//! Due letters go in chunks, each chunk's letters concurrently (one
+//! reservation's in order); a chunk's offsets are committed only after what was
+//! written for all of it was acknowledged. A record not yet due stops its
+//! partition for this run. The run stops early enough to finish before the
+//! invocation's deadline.
 
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use notifier::LambdaNotifier;
 use rdkafka::Message;
@@ -102,6 +105,14 @@ pub struct RetryReport {
     pub stopped_for_deadline: bool,
 }
 
+/// A record of the chunk: its letter to retry, or none when it was parked as
+/// unreadable already (only its offset is left to commit).
+struct Pending {
+    partition: i32,
+    offset: i64,
+    letter: Option<DeadLetter>,
+}
+
 pub struct DlqRetry {
     notifier: LambdaNotifier,
     config: Config,
@@ -185,27 +196,38 @@ impl DlqRetry {
     }
 
     /// Drains the due dead letters until every partition is done or not yet due,
-    /// or the deadline is near.
+    /// or the deadline is near: in chunks of as many letters as the notifier
+    /// handles at once (`NOTIFY_CONCURRENCY`), each chunk's letters concurrently
+    /// (those of one reservation in offset order), then one commit of the chunk's
+    /// offsets once all of it was written. A chunk is one round of sends, so the
+    /// deadline check between chunks keeps the overrun to one send per letter.
     pub async fn run(&self, deadline: DateTime<Utc>) -> Result<RetryReport, Error> {
         let mut report = RetryReport::default();
         let (consumer, mut ends) = self.consumer()?;
+        tracing::debug!(?ends, "dlq-retry run: partitions and their ends");
         let topic = self.config.notifier.topics.payment_completed_dlq.clone();
+        let mut chunk: Vec<Pending> = Vec::new();
         while !ends.is_empty() {
             if self.clock.now() + self.config.safety_margin >= deadline {
                 report.stopped_for_deadline = true;
                 break;
             }
-            let message = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                consumer.recv(),
-            )
-            .await
-            {
-                Ok(Ok(m)) => m.detach(),
-                Ok(Err(e)) => return Err(Error::Kafka(e)),
-                // Nothing arrives although the watermarks said so: stop here.
-                Err(_) => break,
-            };
+            // Wait for more only while the chunk is empty: what was fetched is
+            // in librdkafka's queue already, so a short pause means the end.
+            let wait = if chunk.is_empty() { 5_000 } else { 200 };
+            let message =
+                match tokio::time::timeout(std::time::Duration::from_millis(wait), consumer.recv())
+                    .await
+                {
+                    Ok(Ok(m)) => m.detach(),
+                    Ok(Err(e)) => return Err(Error::Kafka(e)),
+                    Err(_) if chunk.is_empty() => break, // nothing arrives although the watermarks said so
+                    Err(_) => {
+                        self.retry_chunk(&consumer, &topic, &mut chunk, deadline, &mut report)
+                            .await?;
+                        continue;
+                    }
+                };
             let record = decoded_message(&message);
             let partition = message.partition();
             let Some(end) = ends.get(&partition).copied() else {
@@ -215,49 +237,127 @@ impl DlqRetry {
                 ends.remove(&partition);
                 continue;
             }
-            let done = self.retry(&record, deadline, &mut report).await?;
-            if !done {
-                // Not yet due: it and what follows wait for a later run.
-                report.not_due += 1;
-                ends.remove(&partition);
-                continue;
-            }
-            let mut offsets = TopicPartitionList::new();
-            offsets
-                .add_partition_offset(&topic, partition, Offset::Offset(record.offset + 1))
-                .map_err(Error::Kafka)?;
-            consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(Error::Kafka)?;
             if record.offset + 1 >= end {
                 ends.remove(&partition);
             }
+            match DeadLetter::from_dlq_record(&record) {
+                Ok(letter) if letter.next_attempt_at > self.clock.now() => {
+                    // Not yet due: it and what follows wait for a later run.
+                    report.not_due += 1;
+                    ends.remove(&partition);
+                }
+                Ok(letter) => chunk.push(Pending {
+                    partition,
+                    offset: record.offset,
+                    letter: Some(letter),
+                }),
+                Err(e) => {
+                    // Not a dead letter we wrote: keep it for an operator.
+                    let now = self.clock.now();
+                    let letter = DeadLetter::new(record.clone(), &e, 0, now);
+                    let sink = self.notifier.failures();
+                    sink.park(&letter, true, now).await.map_err(Error::Park)?;
+                    report.failed += 1;
+                    chunk.push(Pending {
+                        partition,
+                        offset: record.offset,
+                        letter: None,
+                    });
+                }
+            }
+            if chunk.len() >= self.config.notifier.concurrency || ends.is_empty() {
+                self.retry_chunk(&consumer, &topic, &mut chunk, deadline, &mut report)
+                    .await?;
+            }
         }
+        self.retry_chunk(&consumer, &topic, &mut chunk, deadline, &mut report)
+            .await?;
         Ok(report)
     }
 
-    /// Handles one dead letter; `false` when it is not yet due.
-    async fn retry(
+    /// Retries the letters of `chunk` (emptied), those of different
+    /// reservations concurrently, then commits past each partition's last one.
+    async fn retry_chunk(
         &self,
-        record: &shared::kafka_event::DecodedRecord,
+        consumer: &StreamConsumer,
+        topic: &str,
+        chunk: &mut Vec<Pending>,
         deadline: DateTime<Utc>,
         report: &mut RetryReport,
-    ) -> Result<bool, Error> {
+    ) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let taken = std::mem::take(chunk);
+        let started = std::time::Instant::now();
+        let mut by_key: HashMap<Option<&[u8]>, Vec<&DeadLetter>> = HashMap::new();
+        let mut order = Vec::new();
+        for letter in taken.iter().filter_map(|p| p.letter.as_ref()) {
+            let key = letter.original.key.as_deref();
+            by_key
+                .entry(key)
+                .or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                })
+                .push(letter);
+        }
+        let groups: Vec<_> = order
+            .into_iter()
+            .filter_map(|key| by_key.remove(&key))
+            .map(|letters| self.retry_in_order(letters, deadline))
+            .collect();
+        let tallies: Vec<Result<RetryReport, Error>> = futures::stream::iter(groups)
+            .buffer_unordered(self.config.notifier.concurrency)
+            .collect()
+            .await;
+        for tally in tallies {
+            let tally = tally?;
+            report.processed += tally.processed;
+            report.retried += tally.retried;
+            report.failed += tally.failed;
+        }
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        for pending in &taken {
+            let at = next.entry(pending.partition).or_default();
+            *at = (*at).max(pending.offset + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next {
+            offsets
+                .add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(Error::Kafka)?;
+        }
+        let retried = started.elapsed();
+        consumer
+            .commit(&offsets, CommitMode::Sync)
+            .map_err(Error::Kafka)?;
+        tracing::debug!(letters = taken.len(), ?retried, committed = ?started.elapsed() - retried, "dlq-retry chunk done");
+        Ok(())
+    }
+
+    /// The due letters of one reservation, one after the other.
+    async fn retry_in_order(
+        &self,
+        letters: Vec<&DeadLetter>,
+        deadline: DateTime<Utc>,
+    ) -> Result<RetryReport, Error> {
+        let mut tally = RetryReport::default();
+        for letter in letters {
+            self.retry(letter, deadline, &mut tally).await?;
+        }
+        Ok(tally)
+    }
+
+    /// Sends one due dead letter again; on failure republishes or parks it.
+    async fn retry(
+        &self,
+        letter: &DeadLetter,
+        deadline: DateTime<Utc>,
+        report: &mut RetryReport,
+    ) -> Result<(), Error> {
         let now = self.clock.now();
         let sink = self.notifier.failures();
-        let letter = match DeadLetter::from_dlq_record(record) {
-            Ok(letter) => letter,
-            Err(e) => {
-                // Not a dead letter we wrote: keep it for an operator.
-                let letter = DeadLetter::new(record.clone(), &e, 0, now);
-                sink.park(&letter, true, now).await.map_err(Error::Park)?;
-                report.failed += 1;
-                return Ok(true);
-            }
-        };
-        if letter.next_attempt_at > now {
-            return Ok(false);
-        }
         let original = encode_record(&letter.original);
         let failures = notifier::failures(
             self.notifier
@@ -301,6 +401,6 @@ impl DlqRetry {
                 report.retried += 1;
             }
         }
-        Ok(true)
+        Ok(())
     }
 }

@@ -1,0 +1,158 @@
+//! dlq-retry: one run draining a dead-letter topic of due letters (Telegram
+//! failed once; the sandbox now answers at once), each sent through the
+//! notifier's idempotency check, its ledger row closed and its offset
+//! committed. Baseline: a bare consumer reading the same records from the same
+//! broker (the ceiling: reading alone).
+
+use crate::Error;
+use crate::report::{Figure, Report, Samples};
+use chrono::{Duration, Utc};
+use dlq_retry::DlqRetry;
+use e2e_tests::DirectNotifier;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use shared::clock::SystemClock;
+use shared::dead_letter::DeadLetter;
+use shared::domain::ReservationId;
+use shared::kafka::{KafkaPublisher, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
+use shared::notification::ChannelRoutes;
+use shared::ports::EventPublisher;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+pub struct DlqRetryBench {
+    pub runs: usize,
+    /// Due dead letters per run (10,000).
+    pub records: usize,
+}
+
+/// Publishes `n` dead letters of Telegram, all due now; answers where the
+/// topic's partition 0 ended before them.
+async fn due_letters(direct: &DirectNotifier, n: usize) -> Result<i64, Error> {
+    let topic = &direct.topics.payment_completed_dlq;
+    let kafka = e2e_tests::kafka();
+    let probe: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", e2e_tests::unique("bench-probe"))
+        .create()
+        .map_err(|e| Error::Measure(format!("a consumer: {e}")))?;
+    let (_, start) = probe
+        .fetch_watermarks(topic, 0, StdDuration::from_secs(10))
+        .map_err(|e| Error::Measure(format!("the DLQ's end: {e}")))?;
+    // One record per batch, as the notifier writes them locally (see
+    // TANSU_ONE_RECORD_PER_BATCH), still pipelined.
+    let publisher = KafkaPublisher::new(
+        &kafka.clone().with_property(TANSU_ONE_RECORD_PER_BATCH),
+        &ProducerSettings::default(),
+    )?;
+    let failure = shared::Error::Channel {
+        channel: "telegram",
+        retryable: true,
+        retry_after: None,
+        message: "sendMessage answered HTTP 502 (bench)".into(),
+        source: None,
+    };
+    let now = Utc::now();
+    let letters: Vec<_> = (0..n)
+        .map(|i| {
+            let envelope = shared::fixtures::payment_completed_envelope(
+                ReservationId::random(),
+                "bench@example.com",
+                50_000,
+            );
+            let original =
+                shared::fixtures::record_of(&envelope, &direct.topics.payment_completed, i as i64);
+            DeadLetter::new(original, &failure, 0, now)
+                .on_channel("telegram")
+                .to_record(topic)
+        })
+        .collect();
+    for chunk in letters.chunks(1_000) {
+        for result in publisher.publish_all(chunk).await {
+            result?;
+        }
+    }
+    Ok(start)
+}
+
+/// Reads `n` records of partition 0 from `start`; records a second.
+async fn read_alone(topic: &str, start: i64, n: usize) -> Result<f64, Error> {
+    let consumer: StreamConsumer = e2e_tests::kafka()
+        .client_config()
+        .set("group.id", e2e_tests::unique("bench-read"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| Error::Measure(format!("a consumer: {e}")))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Offset(start))
+        .map_err(|e| Error::Measure(format!("an assignment: {e}")))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::Measure(format!("an assignment: {e}")))?;
+    let started = Instant::now();
+    for read in 0..n {
+        tokio::time::timeout(StdDuration::from_secs(10), consumer.recv())
+            .await
+            .map_err(|_| Error::Measure(format!("the bare consumer stalled after {read}")))?
+            .map_err(|e| Error::Measure(format!("reading: {e}")))?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+impl DlqRetryBench {
+    pub async fn run(&self, report: &mut Report) -> Result<(), Error> {
+        let direct = DirectNotifier::start_routed(
+            ChannelRoutes::default(),
+            Duration::seconds(60),
+            StdDuration::from_secs(5),
+        )
+        .await;
+        let retry = DlqRetry::from_config(
+            dlq_retry::Config {
+                notifier: direct.config.clone(),
+                group_id: e2e_tests::unique("bench-dlq-retry"),
+                max_retries: 10,
+                backoff_base: Duration::seconds(60),
+                backoff_max: Duration::hours(1),
+                safety_margin: Duration::seconds(10),
+                default_run_time: Duration::hours(1),
+            },
+            direct.dynamodb.clone(),
+            Arc::new(SystemClock),
+        )
+        .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+        let topic = direct.topics.payment_completed_dlq.clone();
+
+        let mut drained = Samples::default();
+        let mut ceiling = Samples::default();
+        for round in 0..self.runs.min(3) {
+            let start = due_letters(&direct, self.records).await?;
+            let started = Instant::now();
+            let done = retry
+                .run(Utc::now() + Duration::hours(1))
+                .await
+                .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+            let elapsed = started.elapsed().as_secs_f64();
+            if done.processed as usize != self.records {
+                return Err(Error::Measure(format!(
+                    "dlq-retry delivered {} of {} due letters: {done:?}",
+                    done.processed, self.records
+                )));
+            }
+            drained.push(self.records as f64 / elapsed);
+            ceiling.push(read_alone(&topic, start, self.records).await?);
+            eprintln!("dlq-retry: round {}/{} done", round + 1, self.runs.min(3));
+        }
+        report.add(
+            Figure::of(
+                "dlq-retry",
+                &format!("{} due dead letters drained in one run", self.records),
+                "rec/s",
+                &drained,
+            )
+            .against("a bare consumer reading them (ceiling)", &ceiling),
+        );
+        Ok(())
+    }
+}
