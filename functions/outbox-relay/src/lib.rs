@@ -102,41 +102,37 @@ impl<P: EventPublisher> Relay<P> {
 
     /// Publishes the batch and answers which record the stream must resume from.
     pub async fn relay(&self, event: &Event) -> DynamoDbEventResponse {
-        let pending: Vec<Pending> = event
+        let (sequence_numbers, mut built): (Vec<String>, Vec<_>) = event
             .records
             .iter()
             .filter_map(|r| self.pending(r))
-            .collect();
+            .map(|p| (p.sequence_number, p.record))
+            .unzip();
         // Publish up to the first record that cannot even be built: it must not
-        // be skipped, so it and everything after it is re-delivered.
-        let buildable = pending
-            .iter()
-            .position(|p| p.record.is_err())
-            .unwrap_or(pending.len());
-        let records: Vec<OutboundRecord> = pending[..buildable]
-            .iter()
-            .filter_map(|p| p.record.as_ref().ok().cloned())
-            .collect();
+        // be skipped, so it and everything after it is re-delivered. The records
+        // move into the batch rather than being copied (a payload is held once).
+        let buildable = built.iter().position(Result::is_err).unwrap_or(built.len());
+        let unbuildable = built.split_off(buildable);
+        let records: Vec<OutboundRecord> = built.into_iter().filter_map(Result::ok).collect();
         let results = self.publisher.publish_all(&records).await;
-        for (p, result) in pending.iter().zip(results) {
+        for (sequence_number, result) in sequence_numbers.iter().zip(results) {
             if let Err(e) = result {
                 tracing::error!(
-                    sequence_number = %p.sequence_number,
+                    %sequence_number,
                     error = %shared::error_chain(&e),
                     "publish failed; the stream re-delivers from this record"
                 );
-                return failure(p.sequence_number.clone());
+                return failure(sequence_number.clone());
             }
         }
-        if let Some(p) = pending.get(buildable) {
-            if let Err(e) = &p.record {
-                tracing::error!(
-                    sequence_number = %p.sequence_number,
-                    error = %shared::error_chain(e),
-                    "outbox record cannot be published; it stays in the stream until the retries run out and the on-failure destination keeps it"
-                );
-            }
-            return failure(p.sequence_number.clone());
+        if let Some(Err(e)) = unbuildable.first() {
+            let sequence_number = sequence_numbers[buildable].clone();
+            tracing::error!(
+                %sequence_number,
+                error = %shared::error_chain(e),
+                "outbox record cannot be published; it stays in the stream until the retries run out and the on-failure destination keeps it"
+            );
+            return failure(sequence_number);
         }
         tracing::info!(published = records.len(), "outbox batch published");
         DynamoDbEventResponse::default()
