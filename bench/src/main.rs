@@ -4,6 +4,7 @@
 //! `target/bench/results.jsonl`; a table on stderr. See BENCHMARKS.md.
 
 mod dlq_retry;
+mod end_to_end;
 mod init;
 mod notifier;
 mod payment;
@@ -32,11 +33,11 @@ pub enum Error {
 #[command(about = "Benchmarks of the payment pipeline against the local stack")]
 struct Cli {
     /// Which benchmarks to run (comma-separated): init, relay, notifier, payment,
-    /// dlq-retry.
+    /// end-to-end, dlq-retry.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "init,relay,notifier,payment,dlq-retry"
+        default_value = "init,relay,notifier,payment,end-to-end,dlq-retry"
     )]
     only: Vec<String>,
     /// Repetitions of each measurement (the figures are their medians).
@@ -66,6 +67,12 @@ struct Cli {
     /// Payments timed through the handler (and as many bare transactions).
     #[arg(long, default_value_t = 200)]
     payment_requests: usize,
+    /// Payments sent through the local runner, end to end.
+    #[arg(long, default_value_t = 500)]
+    e2e_payments: usize,
+    /// Payments started a second, end to end.
+    #[arg(long, default_value_t = 50.0)]
+    e2e_rate: f64,
     /// Due dead letters drained by one dlq-retry run.
     #[arg(long, default_value_t = 10_000)]
     dlq_records: usize,
@@ -133,6 +140,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     requests: cli.payment_requests,
                 }
                 .run(&mut report, repo.client().clone(), &tables)
+                .await?
+            }
+            "end-to-end" => {
+                end_to_end::EndToEndBench {
+                    payments: cli.e2e_payments,
+                    per_second: cli.e2e_rate,
+                }
+                .run(&mut report)
                 .await?
             }
             "dlq-retry" => {

@@ -72,6 +72,8 @@ fn every_benchmark_writes_figures_beside_their_baselines() {
             "10",
             "--dlq-records",
             "30",
+            "--e2e-payments",
+            "20",
         ])
         .arg("--bootstrap-dir")
         .arg(bootstrap_dir())
@@ -94,7 +96,14 @@ fn every_benchmark_writes_figures_beside_their_baselines() {
         printed.len(),
         "stdout and the file agree"
     );
-    for bench in ["init", "relay", "notifier", "payment", "dlq-retry"] {
+    for bench in [
+        "init",
+        "relay",
+        "notifier",
+        "payment",
+        "end-to-end",
+        "dlq-retry",
+    ] {
         assert!(
             printed.iter().any(|f| f["bench"] == bench),
             "no {bench} figure"

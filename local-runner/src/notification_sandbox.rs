@@ -51,6 +51,8 @@ pub struct ReceivedMessage {
     /// The Telegram chat, or the Discord webhook id.
     pub chat_id: String,
     pub text: String,
+    /// When the sandbox accepted it.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -333,6 +335,7 @@ impl NotificationSandbox {
             channel: channel.to_owned(),
             chat_id: chat_id.to_owned(),
             text: text.to_owned(),
+            received_at: chrono::Utc::now(),
         });
         tracing::info!(message_id, channel, chat_id, "sandbox received a message");
         message_id

@@ -98,6 +98,11 @@ pub async fn seed(
     seeded
 }
 
+/// How often the test pipeline's runner polls the outbox stream.
+pub const STREAM_POLL_INTERVAL: StdDuration = StdDuration::from_millis(50);
+/// How long the test pipeline's runner gathers Kafka records into a batch.
+pub const KAFKA_BATCHING_WINDOW: StdDuration = StdDuration::from_millis(50);
+
 /// A pipeline of its own: tables, topics, a Telegram sandbox and the runner.
 pub struct TestPipeline {
     pub tables: TableNames,
@@ -178,13 +183,13 @@ impl TestPipeline {
             channels: notification_sandbox::channel_settings(sandbox_addr, options.routes),
             api_addr: "127.0.0.1:0".parse().unwrap(),
             stream: StreamSourceSettings {
-                poll_interval: StdDuration::from_millis(50),
+                poll_interval: STREAM_POLL_INTERVAL,
                 retry_backoff: StdDuration::from_millis(200),
                 ..Default::default()
             },
             kafka_source: KafkaSourceSettings {
                 group_id: unique("notifier"),
-                batching_window: StdDuration::from_millis(50),
+                batching_window: KAFKA_BATCHING_WINDOW,
                 retry_backoff: StdDuration::from_millis(200),
                 ..Default::default()
             },
