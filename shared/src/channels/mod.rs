@@ -170,10 +170,6 @@ impl Channel {
     pub fn kind(&self) -> ChannelKind {
         self.client.kind()
     }
-
-    pub fn pacer(&self) -> Option<&SendPacer> {
-        self.pacer.as_ref()
-    }
 }
 
 impl ChannelClient {

@@ -41,10 +41,6 @@ impl SendPacer {
         })
     }
 
-    pub fn per_second(&self) -> f64 {
-        self.per_second
-    }
-
     /// Waits for this send's turn.
     pub async fn until_ready(&self) {
         while let Err(not_until) = self.limiter.check() {
