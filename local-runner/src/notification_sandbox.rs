@@ -16,12 +16,19 @@
 //!   the real APIs, each channel answers 429 (retry after 1 s) to a send beyond
 //!   that many in the last second; `GET /sandbox/messages` counts them as
 //!   `rateLimited`
+//! - `POST /sandbox/chaos` `{"failureRate": 0.2, "timeoutMs": 6000, "seed": 7}`
+//!   (or `null` for none): each send fails with that probability, as a timeout
+//!   (the answer comes after `timeoutMs` and the message is dropped: an API that
+//!   never got it), a 5xx or a 429, in equal shares; `GET /sandbox/messages`
+//!   counts them as `chaos`
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::channels::{ChannelSettings, DiscordSettings, TelegramSettings};
@@ -107,6 +114,36 @@ struct SandboxState {
     rate_limit: Option<RateLimit>,
     /// 429s answered for going over the rate limit.
     rate_limited: u64,
+    chaos: Option<(Chaos, StdRng)>,
+    /// Failures the chaos caused, per kind.
+    chaos_failures: ChaosFailures,
+}
+
+/// Random failures of every kind a channel meets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chaos {
+    /// The share of sends that fail (0 to 1).
+    pub failure_rate: f64,
+    /// How late a timed-out send is answered: above the client's timeout.
+    pub timeout_ms: u64,
+    /// The random sequence's seed, so a run can be repeated.
+    pub seed: Option<u64>,
+}
+
+/// How many sends the chaos failed, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosFailures {
+    pub timeouts: u64,
+    pub server_errors: u64,
+    pub rate_limited: u64,
+}
+
+impl ChaosFailures {
+    pub fn total(&self) -> u64 {
+        self.timeouts + self.server_errors + self.rate_limited
+    }
 }
 
 /// At most `per_second` sends per channel in any one second.
@@ -241,6 +278,19 @@ impl NotificationSandbox {
         self.lock().rate_limited
     }
 
+    /// Fails a share of all sends at random from now on; `None` stops it.
+    pub fn chaos(&self, chaos: Option<Chaos>) {
+        self.lock().chaos = chaos.map(|c| {
+            let rng = StdRng::seed_from_u64(c.seed.unwrap_or_else(rand::random));
+            (c, rng)
+        });
+    }
+
+    /// The failures the chaos caused so far.
+    pub fn chaos_failures(&self) -> ChaosFailures {
+        self.lock().chaos_failures
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{bot}/sendMessage", post(send_message))
@@ -251,6 +301,7 @@ impl NotificationSandbox {
             )
             .route("/sandbox/failures", post(plan_failures))
             .route("/sandbox/rate-limit", post(plan_rate_limit))
+            .route("/sandbox/chaos", post(plan_chaos))
             .with_state(self.clone())
     }
 
@@ -282,6 +333,9 @@ impl NotificationSandbox {
         if !matches!(verdict, Verdict::Deliver) {
             return verdict;
         }
+        if let Some(verdict) = self.chaotic().await {
+            return verdict;
+        }
         let mut state = self.lock();
         let admitted = match state.rate_limit.as_mut() {
             Some(limit) => limit.admit(channel, Instant::now()),
@@ -296,6 +350,44 @@ impl NotificationSandbox {
                 retry_after: Some(1),
             }
         }
+    }
+
+    /// A random failure, when the chaos draws one.
+    async fn chaotic(&self) -> Option<Verdict> {
+        let (kind, timeout_ms) = {
+            let mut state = self.lock();
+            let (chaos, rng) = state.chaos.as_mut()?;
+            if !rng.random_bool(chaos.failure_rate.clamp(0.0, 1.0)) {
+                return None;
+            }
+            let kind = rng.random_range(0..3u8);
+            let timeout_ms = chaos.timeout_ms;
+            let failures = &mut state.chaos_failures;
+            match kind {
+                0 => failures.timeouts += 1,
+                1 => failures.server_errors += 1,
+                _ => failures.rate_limited += 1,
+            }
+            (kind, timeout_ms)
+        };
+        Some(match kind {
+            0 => {
+                // The client gives up first; the message is never recorded.
+                tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+                Verdict::Fail {
+                    status: 504,
+                    retry_after: None,
+                }
+            }
+            1 => Verdict::Fail {
+                status: 503,
+                retry_after: None,
+            },
+            _ => Verdict::Fail {
+                status: 429,
+                retry_after: Some(1),
+            },
+        })
     }
 
     async fn planned(&self, channel: &str, chat_id: &str) -> Verdict {
@@ -462,7 +554,7 @@ async fn list_messages(
         None => sandbox.messages(),
     };
     Json(json!({"messages": messages, "attempts": sandbox.attempts(),
-        "rateLimited": sandbox.rate_limited()}))
+        "rateLimited": sandbox.rate_limited(), "chaos": sandbox.chaos_failures()}))
 }
 
 async fn clear_messages(State(sandbox): State<NotificationSandbox>) -> StatusCode {
@@ -470,6 +562,7 @@ async fn clear_messages(State(sandbox): State<NotificationSandbox>) -> StatusCod
     state.messages.clear();
     state.attempts = 0;
     state.rate_limited = 0;
+    state.chaos_failures = ChaosFailures::default();
     StatusCode::NO_CONTENT
 }
 
@@ -486,5 +579,13 @@ async fn plan_rate_limit(
     Json(plan): Json<RateLimitPlan>,
 ) -> StatusCode {
     sandbox.limit_rate(plan.per_second);
+    StatusCode::NO_CONTENT
+}
+
+async fn plan_chaos(
+    State(sandbox): State<NotificationSandbox>,
+    Json(chaos): Json<Option<Chaos>>,
+) -> StatusCode {
+    sandbox.chaos(chaos);
     StatusCode::NO_CONTENT
 }

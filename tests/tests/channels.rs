@@ -6,7 +6,7 @@
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
 use e2e_tests::{DirectNotifier, consume, header, kafka};
-use local_runner::notification_sandbox::channel_settings;
+use local_runner::notification_sandbox::{Chaos, channel_settings};
 use local_runner::notification_sandbox::{
     DISCORD, FailurePlan, NotificationSandbox, SANDBOX_WEBHOOK_ID, TELEGRAM,
 };
@@ -210,6 +210,55 @@ async fn a_send_rate_limit_keeps_a_burst_under_the_apis_limit_where_an_unlimited
     assert_eq!(sends_at_once(&paced, 12).await, 0);
     assert_eq!(sandbox.rate_limited(), refused as u64, "no new 429");
     assert_eq!(sandbox.messages_on(TELEGRAM).len(), 30 - refused + 12);
+}
+
+#[tokio::test]
+async fn the_sandboxs_chaos_fails_a_share_of_sends_with_every_kind_and_never_records_a_failed_one()
+{
+    let sandbox = NotificationSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    sandbox.chaos(Some(Chaos {
+        failure_rate: 0.5,
+        timeout_ms: 600,
+        seed: Some(7),
+    }));
+    let mut settings = channel_settings(addr, ChannelRoutes::default())
+        .telegram
+        .unwrap();
+    settings.timeout = StdDuration::from_millis(300);
+    let channel = settings.channel().unwrap();
+    let sends = (0..200).map(|i| {
+        let channel = &channel;
+        async move { channel.send(&message(&format!("chaos {i}"))).await }
+    });
+    let results = futures::future::join_all(sends).await;
+
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| failure(e).2))
+        .collect();
+    let caused = sandbox.chaos_failures();
+    assert_eq!(caused.total(), failed.len() as u64);
+    assert!(
+        (60..=140).contains(&failed.len()),
+        "{} failed",
+        failed.len()
+    );
+    for (kind, count) in [
+        ("timeouts", caused.timeouts),
+        ("5xx", caused.server_errors),
+        ("429s", caused.rate_limited),
+    ] {
+        assert!(count >= 10, "only {count} {kind}: {caused:?}");
+    }
+    assert!(failed.iter().any(|m| m.contains("timed out")));
+    assert!(failed.iter().any(|m| m.contains("HTTP 503")));
+    assert!(failed.iter().any(|m| m.contains("HTTP 429")));
+    assert_eq!(
+        sandbox.messages_on(TELEGRAM).len(),
+        200 - failed.len(),
+        "a failed send is never recorded"
+    );
 }
 
 /// A notifier sending every event on both channels, and a dlq-retry beside it.
