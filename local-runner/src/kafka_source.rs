@@ -24,6 +24,20 @@ pub struct KafkaSourceSettings {
     pub batch_size: usize,
     pub batching_window: Duration,
     pub retry_backoff: Duration,
+    /// Faults to inject (`make soak`); none by default.
+    pub faults: DeliveryFaults,
+}
+
+/// What the source can do wrong on purpose, to show the notifier survives it.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFaults {
+    /// Every batch is delivered a second time once the first succeeded, as a
+    /// retried poll or a rebalance does.
+    pub duplicate: bool,
+    /// The first invocation still running after this long is killed there
+    /// (its future dropped mid-batch, as a crash or a timeout would), so its
+    /// batch is delivered again.
+    pub kill_once_after: Option<Duration>,
 }
 
 impl Default for KafkaSourceSettings {
@@ -33,6 +47,7 @@ impl Default for KafkaSourceSettings {
             batch_size: 100,
             batching_window: Duration::from_millis(200),
             retry_backoff: Duration::from_millis(500),
+            faults: DeliveryFaults::default(),
         }
     }
 }
@@ -142,6 +157,7 @@ pub async fn run(
     consumer.subscribe(&names).map_err(Error::Kafka)?;
     tracing::info!(topics = ?topics, group = %settings.group_id, "consuming");
 
+    let mut kill = settings.faults.kill_once_after;
     while !*shutdown.borrow() {
         let batch = next_batch(&consumer, &settings, &mut shutdown).await;
         if batch.is_empty() {
@@ -150,7 +166,28 @@ pub async fn run(
         let event = lambda_event(&batch, &kafka.bootstrap_servers);
         let payload = serde_json::to_value(&event).map_err(|e| Error::Config(e.to_string()))?;
         let ranges = ranges(&batch);
-        match function(payload).await {
+        let mut answer = match kill {
+            Some(after) => match tokio::time::timeout(after, function(payload.clone())).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    kill = None;
+                    tracing::warn!(
+                        records = batch.len(),
+                        "fault: the invocation is killed mid-batch"
+                    );
+                    Err(Error::Invocation {
+                        function: "notifier".into(),
+                        message: "killed mid-batch (an injected fault)".into(),
+                    })
+                }
+            },
+            None => function(payload.clone()).await,
+        };
+        if settings.faults.duplicate && answer.is_ok() {
+            tracing::info!(records = batch.len(), "fault: the batch is delivered twice");
+            answer = function(payload).await;
+        }
+        match answer {
             Ok(answer) => {
                 // A partial-batch answer: each listed partition resumes at its
                 // lowest failed offset; the others are done.

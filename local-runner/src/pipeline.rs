@@ -68,6 +68,15 @@ impl Default for DlqRetrySettings {
     }
 }
 
+/// How long before its deadline a scheduled job stops taking work: 5 s, or a
+/// quarter of a shorter timeout (a margin as long as the timeout would leave
+/// the job no time at all).
+fn job_safety_margin(function_timeout: Duration) -> chrono::Duration {
+    let quarter = function_timeout / 4;
+    chrono::Duration::from_std(quarter.min(Duration::from_secs(5)))
+        .unwrap_or(chrono::Duration::seconds(5))
+}
+
 impl PipelineConfig {
     /// Reads the same variables the functions read, plus the runner's own.
     pub fn from_env() -> Result<Self, Error> {
@@ -265,7 +274,7 @@ impl Pipeline {
                     max_retries: config.dlq_retry.max_retries,
                     backoff_base: config.dlq_retry.backoff_base,
                     backoff_max: config.dlq_retry.backoff_max,
-                    safety_margin: chrono::Duration::seconds(5),
+                    safety_margin: job_safety_margin(config.function_timeout),
                     default_run_time: chrono::Duration::seconds(60),
                 },
                 dynamodb.clone(),
@@ -328,7 +337,7 @@ impl Pipeline {
             seat_expiration::Config {
                 tables: config.tables.clone(),
                 page_size: 25,
-                safety_margin: chrono::Duration::seconds(5),
+                safety_margin: job_safety_margin(config.function_timeout),
                 default_run_time: chrono::Duration::seconds(60),
             },
             dynamodb_for_jobs,

@@ -10,7 +10,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
-use local_runner::kafka_source::KafkaSourceSettings;
+use local_runner::kafka_source::{DeliveryFaults, KafkaSourceSettings};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::pipeline::DlqRetrySettings;
 use local_runner::stream_source::StreamSourceSettings;
@@ -123,6 +123,11 @@ pub struct Options {
     pub dlq_retry: DlqRetrySettings,
     /// The channels of each event type (Telegram alone by default).
     pub routes: ChannelRoutes,
+    /// The functions' timeout: an invocation's deadline, so also how long a
+    /// killed notifier's idempotency keys stay locked.
+    pub function_timeout: StdDuration,
+    /// Faults the Kafka source injects (none by default).
+    pub delivery_faults: DeliveryFaults,
 }
 
 impl Default for Options {
@@ -134,6 +139,8 @@ impl Default for Options {
             retry_delay: Duration::seconds(60),
             dlq_retry: DlqRetrySettings::default(),
             routes: ChannelRoutes::default(),
+            function_timeout: StdDuration::from_secs(30),
+            delivery_faults: DeliveryFaults::default(),
         }
     }
 }
@@ -190,10 +197,11 @@ impl TestPipeline {
             kafka_source: KafkaSourceSettings {
                 group_id: unique("notifier"),
                 batching_window: KAFKA_BATCHING_WINDOW,
+                faults: options.delivery_faults,
                 retry_backoff: StdDuration::from_millis(200),
                 ..Default::default()
             },
-            function_timeout: StdDuration::from_secs(30),
+            function_timeout: options.function_timeout,
             retry_delay: options.retry_delay,
             notify_concurrency: notifier::DEFAULT_CONCURRENCY,
             dlq_retry: options.dlq_retry,
