@@ -5,12 +5,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 STACK := scripts/local-stack.sh
 
-.PHONY: help demo test bench up down services install lint fmt lambda-build lambda-build-arm64
+.PHONY: help demo test bench soak up down services install lint fmt lambda-build lambda-build-arm64
 
 help:
 	@echo "make demo   run the whole pipeline locally and show it working"
 	@echo "make test   unit and end-to-end tests against moto + tansu"
 	@echo "make bench  benchmarks beside their baselines (BENCHMARKS.md); ARGS=\"--only relay\""
+	@echo "make soak   payments under faults; checks nothing lost, nothing sent twice; ARGS=\"--payments 500\""
 	@echo "make up     start the local stack (moto, tansu, sandbox, runner); make down stops it"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make lambda-build        sam build for x86_64 (cargo-lambda, no Docker), with sizes"
@@ -47,3 +48,6 @@ demo:
 
 bench:
 	@scripts/bench.sh $(ARGS)
+
+soak:
+	@scripts/soak.sh $(ARGS)

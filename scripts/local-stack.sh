@@ -184,15 +184,27 @@ hello_build() {
   echo "$CARGO_TARGET_DIR/lambda/hello-lambda/bootstrap"
 }
 
+start_tansu() {
+  start tansu 9092 "$TANSU" broker \
+    --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine "${TANSU_STORAGE:-memory://tansu/}"
+}
+
 services() {
   install_python_tools
   install_tansu
   # moto with its requests serialised, so writes are atomic as on DynamoDB.
   MOTO_PORT=4566 start moto 4566 "$VENV/bin/python" "$ROOT/scripts/moto_server.py" 127.0.0.1 4566
-  start tansu 9092 "$TANSU" broker \
-    --listener-url tcp://127.0.0.1:9092 \
-    --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine "${TANSU_STORAGE:-memory://tansu/}"
+  start_tansu
+}
+
+# Stops the broker this state folder started and starts it again (`make soak`:
+# with sqlite storage, what it held survives).
+restart_tansu() {
+  [ -f "$STATE_DIR/pids/tansu.pid" ] || { echo "tansu was not started from $STATE_DIR" >&2; exit 1; }
+  stop tansu
+  start_tansu
 }
 
 up() {
@@ -224,7 +236,8 @@ case "${1:-}" in
   validate-compose) validate_compose ;;
   lambda-build) mkdir -p "$STATE_DIR"; lambda_build "${2:-x86_64}" ;;
   services) services ;;
+  restart-tansu) restart_tansu ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|lint-template|validate-compose|lambda-build [x86_64|arm64]|services|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|lint-template|validate-compose|lambda-build [x86_64|arm64]|services|restart-tansu|up|down" >&2; exit 2 ;;
 esac
