@@ -18,14 +18,8 @@ scripts/local-stack.sh lambda-build x86_64 >&2
 HELLO=$(scripts/local-stack.sh hello-build)
 
 echo "== the harness (release)" >&2
-# In the bootstraps' cached release target folder, with the settings cargo-lambda
-# builds them with (so their dependencies are reused, not rebuilt).
-HARNESS_TARGET=${LAMBDA_TARGET_DIR:-${PIPELINE_CACHE_DIR:-$HOME/.cache/ticket-pipeline}/lambda-target-x86_64}
-CARGO_TARGET_DIR=$HARNESS_TARGET cargo build --quiet --release \
-  --target x86_64-unknown-linux-gnu \
-  --config 'profile.release.panic="abort"' --config 'build.rustflags=["-C", "target-cpu=haswell"]' \
-  -p bench
+BENCH=$(scripts/release-tool.sh bench)
 
 echo "== benchmarks (JSON lines on stdout, the table on stderr)" >&2
-"$HARNESS_TARGET/x86_64-unknown-linux-gnu/release/bench" \
+"$BENCH" \
   --bootstrap-dir "$ROOT/.aws-sam/build-x86_64" --hello "$HELLO" "$@"

@@ -16,5 +16,5 @@ trap 'scripts/local-stack.sh down' EXIT
 scripts/local-stack.sh services
 
 echo "== the soak (release)" >&2
-cargo build --quiet --release -p soak
-target/release/soak --restart-broker "$ROOT/scripts/local-stack.sh restart-tansu" "$@"
+SOAK=$(scripts/release-tool.sh soak)
+"$SOAK" --restart-broker "$ROOT/scripts/local-stack.sh restart-tansu" "$@"

@@ -15,6 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use shared::kafka::{KafkaSettings, decoded_message};
 use shared::kafka_event::{KafkaBatchResponse, encode_record};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -38,6 +40,27 @@ pub struct DeliveryFaults {
     /// (its future dropped mid-batch, as a crash or a timeout would), so its
     /// batch is delivered again.
     pub kill_once_after: Option<Duration>,
+    /// What was injected so far (shared by the clones, read by the soak).
+    pub injected: Arc<InjectedFaults>,
+}
+
+/// Counts of the faults the source injected.
+#[derive(Debug, Default)]
+pub struct InjectedFaults {
+    killed: AtomicUsize,
+    duplicated: AtomicUsize,
+}
+
+impl InjectedFaults {
+    /// Invocations killed mid-batch.
+    pub fn killed(&self) -> usize {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Batches delivered a second time.
+    pub fn duplicated_batches(&self) -> usize {
+        self.duplicated.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for KafkaSourceSettings {
@@ -171,6 +194,11 @@ pub async fn run(
                 Ok(answer) => answer,
                 Err(_) => {
                     kill = None;
+                    settings
+                        .faults
+                        .injected
+                        .killed
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         records = batch.len(),
                         "fault: the invocation is killed mid-batch"
@@ -185,6 +213,11 @@ pub async fn run(
         };
         if settings.faults.duplicate && answer.is_ok() {
             tracing::info!(records = batch.len(), "fault: the batch is delivered twice");
+            settings
+                .faults
+                .injected
+                .duplicated
+                .fetch_add(1, Ordering::Relaxed);
             answer = function(payload).await;
         }
         match answer {

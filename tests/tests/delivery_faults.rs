@@ -12,6 +12,11 @@ use std::time::Duration as StdDuration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_delivered_twice_and_an_invocation_killed_mid_batch_still_send_each_message_once() {
+    let faults = DeliveryFaults {
+        duplicate: true,
+        kill_once_after: Some(StdDuration::from_millis(300)),
+        ..DeliveryFaults::default()
+    };
     let p = TestPipeline::start(Options {
         retry_delay: Duration::zero(),
         // Records caught by the kill wait in the DLQ until their keys' locks
@@ -23,10 +28,7 @@ async fn batches_delivered_twice_and_an_invocation_killed_mid_batch_still_send_e
             backoff_base: Duration::zero(),
             backoff_max: Duration::zero(),
         },
-        delivery_faults: DeliveryFaults {
-            duplicate: true,
-            kill_once_after: Some(StdDuration::from_millis(300)),
-        },
+        delivery_faults: faults.clone(),
         ..Options::default()
     })
     .await;
@@ -64,6 +66,11 @@ async fn batches_delivered_twice_and_an_invocation_killed_mid_batch_still_send_e
         per_customer.len(),
         12,
         "every customer told: {per_customer:?}"
+    );
+    assert_eq!(faults.injected.killed(), 1, "one invocation killed");
+    assert!(
+        faults.injected.duplicated_batches() > 0,
+        "batches delivered twice"
     );
     assert!(
         p.sandbox.attempts() > 12,

@@ -1,0 +1,495 @@
+//! `make soak`: payments from concurrent clients through the local pipeline
+//! while everything around it fails on purpose (the Telegram sandbox fails a
+//! share of sends with timeouts, 5xx and 429s; the Kafka source delivers every
+//! batch twice and kills one notifier invocation mid-batch; the broker may be
+//! restarted mid-run; dlq-retry runs on a short schedule). Then it checks that
+//! confirmed payments = events published = messages delivered exactly once, the
+//! ledger holds nothing pending or failed, every balance is its start minus its
+//! confirmed payments, and no seat was sold twice.
+
+use chrono::Duration;
+use clap::Args;
+use e2e_tests::{Options, TestPipeline, consume, header, seed};
+use local_runner::kafka_source::DeliveryFaults;
+use local_runner::notification_sandbox::Chaos;
+use local_runner::pipeline::DlqRetrySettings;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shared::domain::{ReservationId, ReservationStatus, SeatId, SeatStatus};
+use shared::dynamodb::DynamoFailureLedger;
+use shared::ledger::LedgerStatus;
+use shared::seed::Seeded;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration as StdDuration, Instant};
+use tokio::sync::Mutex;
+
+const PRICE: i64 = 50_000;
+const BALANCE: i64 = 3 * PRICE;
+/// How the notifier's payment message starts (the other kind is a hold expiring).
+const PAYMENT_MESSAGE: &str = "[결제 완료]";
+/// The line of a message that names the customer.
+const CUSTOMER_LINE: &str = "예약자: ";
+
+/// The soak's size and faults.
+#[derive(Args, Clone, Debug)]
+pub struct SoakConfig {
+    /// Seats, each paid for by one customer (a tenth more customers try).
+    #[arg(long, default_value_t = 2000)]
+    pub payments: usize,
+    /// Clients sending requests at once.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// The share of payments submitted twice at once (a double click).
+    #[arg(long, default_value_t = 0.1)]
+    pub double_submit: f64,
+    /// The share of sends the Telegram sandbox fails (timeouts, 5xx, 429s).
+    #[arg(long, default_value_t = 0.2)]
+    pub failure_rate: f64,
+    /// A shell command that restarts the Kafka broker, run once mid-run.
+    #[arg(long)]
+    pub restart_broker: Option<String>,
+    /// How long to wait for every message after the last payment.
+    #[arg(long, default_value_t = 300)]
+    pub settle_seconds: u64,
+    /// The random sequence's seed (clients' choices and the sandbox's failures).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+impl SoakConfig {
+    /// A configuration of `payments` payments with the default faults.
+    pub fn small(payments: usize) -> Self {
+        SoakConfig {
+            payments,
+            clients: 8,
+            double_submit: 0.1,
+            failure_rate: 0.2,
+            restart_broker: None,
+            settle_seconds: 120,
+            seed: 7,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("a soak client failed: {0}")]
+    Client(#[from] tokio::task::JoinError),
+    #[error("user {0} is gone from the users table")]
+    UserGone(String),
+    #[error(transparent)]
+    Pipeline(#[from] shared::Error),
+}
+
+/// What the soak found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Confirmed payments.
+    pub payments: usize,
+    pub delivered_once: usize,
+    /// Messages beyond the first per customer.
+    pub duplicates: usize,
+    /// Confirmed payments whose customer was never told.
+    pub lost: usize,
+    /// Everything that broke a promise, one line each.
+    pub violations: Vec<String>,
+    /// The faults that were injected, one line.
+    pub faults: String,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "soak: {} payments, {} delivered once, {} duplicates, {} lost",
+            self.payments, self.delivered_once, self.duplicates, self.lost
+        )
+    }
+}
+
+/// One customer's attempt: the reservation they held, if they got the seat.
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    user: usize,
+    reservation: Option<ReservationId>,
+}
+
+/// Runs the soak on its own tables and topics of the local stack.
+pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
+    let started = Instant::now();
+    let faults = DeliveryFaults {
+        duplicate: true,
+        kill_once_after: Some(StdDuration::from_millis(300)),
+        ..DeliveryFaults::default()
+    };
+    let pipeline = Arc::new(
+        TestPipeline::start(Options {
+            retry_delay: Duration::seconds(1),
+            // Also how long a killed invocation's idempotency keys stay locked.
+            function_timeout: StdDuration::from_secs(10),
+            dlq_retry: DlqRetrySettings {
+                interval: StdDuration::from_secs(2),
+                max_retries: 1_000,
+                backoff_base: Duration::seconds(1),
+                backoff_max: Duration::seconds(5),
+            },
+            delivery_faults: faults.clone(),
+            ..Options::default()
+        })
+        .await,
+    );
+    pipeline.sandbox.chaos(Some(Chaos {
+        failure_rate: config.failure_rate,
+        timeout_ms: 6_000,
+        seed: Some(config.seed),
+    }));
+    // A tenth more customers than seats: some find their seat taken.
+    let customers = config.payments + config.payments / 10;
+    let seeded = Arc::new(
+        seed(
+            &pipeline.repo,
+            config.payments as u32,
+            customers as u32,
+            BALANCE,
+            PRICE,
+        )
+        .await,
+    );
+    eprintln!(
+        "soak: {customers} customers, {} seats, {} clients",
+        config.payments, config.clients
+    );
+
+    let (attempts, restarted) = drive_clients(config, &pipeline, &seeded).await?;
+    eprintln!(
+        "soak: {} customers done in {:.0} s; waiting for the messages",
+        attempts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut report = Report::default();
+    let (confirmed, seat_sales) = confirmed_payments(&pipeline, &attempts).await?;
+    let ledger = DynamoFailureLedger::new(
+        pipeline.dynamodb.clone(),
+        pipeline.tables.failed_messages.clone(),
+    );
+    let mails: HashMap<usize, String> = confirmed
+        .keys()
+        .map(|user| (*user, seeded.users[*user].user.mail.as_str().to_owned()))
+        .collect();
+    wait_until_told(config, &pipeline, &ledger, &mails).await?;
+    // Long enough for a late second copy to show.
+    tokio::time::sleep(StdDuration::from_secs(5)).await;
+    pipeline.sandbox.chaos(None);
+
+    let told = told_per_customer(&pipeline);
+    report.payments = confirmed.len();
+    for mail in mails.values() {
+        match told.get(mail).copied().unwrap_or(0) {
+            0 => report.lost += 1,
+            n => {
+                report.delivered_once += 1;
+                report.duplicates += n - 1;
+            }
+        }
+    }
+    let phantom = told.len() - mails.values().filter(|m| told.contains_key(*m)).count();
+    if phantom > 0 {
+        report.violations.push(format!(
+            "{phantom} customers told of a payment that did not happen"
+        ));
+    }
+    check_published(&pipeline, confirmed.len(), &mut report).await;
+    check_ledger(&ledger, &mut report).await?;
+    check_balances_and_seats(&pipeline, &seeded, &confirmed, &seat_sales, &mut report).await?;
+    if report.duplicates > 0 {
+        report
+            .violations
+            .push(format!("{} messages sent twice", report.duplicates));
+    }
+    if report.lost > 0 {
+        report
+            .violations
+            .push(format!("{} confirmed payments never told", report.lost));
+    }
+    // A fault that never fired proves nothing.
+    if faults.injected.killed() == 0 {
+        report
+            .violations
+            .push("no notifier invocation was killed (the fault never fired)".into());
+    }
+    if config.restart_broker.is_some() && !restarted {
+        report
+            .violations
+            .push("the broker restart did not happen or failed".into());
+    }
+    let chaos = pipeline.sandbox.chaos_failures();
+    report.faults = format!(
+        "{} timeouts, {} 5xx, {} 429s from the sandbox; {} batches delivered twice; {} invocation killed; broker restarted: {}",
+        chaos.timeouts,
+        chaos.server_errors,
+        chaos.rate_limited,
+        faults.injected.duplicated_batches(),
+        faults.injected.killed(),
+        if restarted { "yes" } else { "no" },
+    );
+    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
+        pipeline.stop().await;
+    }
+    eprintln!("soak: finished in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// Every customer holds their seat and pays (some twice at once), from
+/// `config.clients` clients; halfway through, the broker restarts. Returns the
+/// attempts and whether the restart succeeded.
+async fn drive_clients(
+    config: &SoakConfig,
+    pipeline: &Arc<TestPipeline>,
+    seeded: &Arc<Seeded>,
+) -> Result<(Vec<Attempt>, bool), Error> {
+    // Each customer's seat: their own, or (the extra tenth) somebody else's.
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let jobs: Vec<(usize, usize, bool)> = (0..seeded.users.len())
+        .map(|user| {
+            let seat = if user < config.payments {
+                user
+            } else {
+                rng.random_range(0..config.payments)
+            };
+            (user, seat, rng.random_bool(config.double_submit))
+        })
+        .collect();
+    let queue = Arc::new(Mutex::new(jobs.into_iter()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..config.clients {
+        let (pipeline, seeded, queue, done) = (
+            pipeline.clone(),
+            seeded.clone(),
+            queue.clone(),
+            done.clone(),
+        );
+        let (restarts, restarted, restart) = (
+            restarts.clone(),
+            restarted.clone(),
+            config.restart_broker.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut attempts = Vec::new();
+            loop {
+                let Some((user, seat, twice)) = queue.lock().await.next() else {
+                    break;
+                };
+                let reservation = hold_and_pay(&pipeline, &seeded, user, seat, twice).await;
+                attempts.push(Attempt { user, reservation });
+                let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                if let Some(command) = &restart
+                    && finished * 2 >= seeded.users.len()
+                    && restarts.fetch_add(1, Ordering::SeqCst) == 0
+                {
+                    restarted.store(restart_broker(command).await, Ordering::SeqCst);
+                }
+            }
+            attempts
+        }));
+    }
+    let mut attempts = Vec::with_capacity(seeded.users.len());
+    for client in clients {
+        attempts.extend(client.await?);
+    }
+    Ok((attempts, restarted.load(Ordering::SeqCst)))
+}
+
+/// Holds the seat and pays for it (twice at once if `twice`); the reservation
+/// if the hold succeeded (whether the payment did is read from the table later).
+async fn hold_and_pay(
+    pipeline: &TestPipeline,
+    seeded: &Seeded,
+    user: usize,
+    seat: usize,
+    twice: bool,
+) -> Option<ReservationId> {
+    let customer = &seeded.users[user];
+    let (status, hold) = pipeline.hold(&customer.jwt, seeded.seats[seat].id).await;
+    let reservation = match (status, hold["reservationId"].as_str()) {
+        (201, Some(id)) => ReservationId::parse(id).ok()?,
+        _ => return None,
+    };
+    let id = reservation.to_string();
+    if twice {
+        tokio::join!(
+            pipeline.pay(&customer.jwt, &id),
+            pipeline.pay(&customer.jwt, &id)
+        );
+    } else {
+        pipeline.pay(&customer.jwt, &id).await;
+    }
+    Some(reservation)
+}
+
+async fn restart_broker(command: &str) -> bool {
+    eprintln!("soak: restarting the broker mid-run: {command}");
+    match tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .status()
+        .await
+    {
+        Ok(status) if status.success() => true,
+        other => {
+            eprintln!("soak: the broker restart failed: {other:?}");
+            false
+        }
+    }
+}
+
+/// The confirmed payments per customer, from the reservations table, and how
+/// many confirmed reservations each seat has.
+async fn confirmed_payments(
+    pipeline: &TestPipeline,
+    attempts: &[Attempt],
+) -> Result<(HashMap<usize, ReservationId>, HashMap<SeatId, usize>), Error> {
+    let mut confirmed = HashMap::new();
+    let mut seat_sales: HashMap<SeatId, usize> = HashMap::new();
+    for attempt in attempts {
+        let Some(id) = attempt.reservation else {
+            continue;
+        };
+        if let Some(r) = pipeline.repo.reservation(id).await?
+            && matches!(r.status, ReservationStatus::Confirmed { .. })
+        {
+            confirmed.insert(attempt.user, id);
+            *seat_sales.entry(r.seat_id).or_default() += 1;
+        }
+    }
+    Ok((confirmed, seat_sales))
+}
+
+/// Waits until every confirmed customer was told and no ledger row is pending,
+/// or `settle_seconds` passed.
+async fn wait_until_told(
+    config: &SoakConfig,
+    pipeline: &TestPipeline,
+    ledger: &DynamoFailureLedger,
+    mails: &HashMap<usize, String>,
+) -> Result<(), Error> {
+    let settle_by = Instant::now() + StdDuration::from_secs(config.settle_seconds);
+    let mut last_report = Instant::now();
+    loop {
+        let told = told_per_customer(pipeline);
+        let waiting = mails.values().filter(|m| !told.contains_key(*m)).count();
+        let pending = ledger.list(Some(LedgerStatus::Pending)).await?.len();
+        if (waiting == 0 && pending == 0) || Instant::now() >= settle_by {
+            return Ok(());
+        }
+        if last_report.elapsed() >= StdDuration::from_secs(30) {
+            eprintln!("soak: {waiting} customers not told yet, {pending} ledger rows pending");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(StdDuration::from_secs(2)).await;
+    }
+}
+
+/// Payment messages the sandbox accepted, per customer mail.
+fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
+    let mut told = HashMap::new();
+    for message in pipeline.sandbox.messages() {
+        if !message.text.starts_with(PAYMENT_MESSAGE) {
+            continue;
+        }
+        let customer = message
+            .text
+            .lines()
+            .find_map(|line| line.strip_prefix(CUSTOMER_LINE))
+            .unwrap_or_default();
+        *told.entry(customer.to_owned()).or_default() += 1;
+    }
+    told
+}
+
+/// Events published: distinct event ids on the payment topic.
+async fn check_published(pipeline: &TestPipeline, confirmed: usize, report: &mut Report) {
+    let published: BTreeSet<String> = consume(
+        &e2e_tests::kafka().bootstrap_servers,
+        &pipeline.topics.payment_completed,
+        usize::MAX,
+        StdDuration::from_secs(10),
+    )
+    .await
+    .iter()
+    .filter_map(|m| header(m, "event-id"))
+    .collect();
+    if published.len() != confirmed {
+        report.violations.push(format!(
+            "{confirmed} confirmed payments but {} events published",
+            published.len()
+        ));
+    }
+}
+
+async fn check_ledger(ledger: &DynamoFailureLedger, report: &mut Report) -> Result<(), Error> {
+    for status in [LedgerStatus::Pending, LedgerStatus::Failed] {
+        let rows = ledger.list(Some(status)).await?;
+        if !rows.is_empty() {
+            report.violations.push(format!(
+                "{} ledger rows still {}",
+                rows.len(),
+                status.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn check_balances_and_seats(
+    pipeline: &TestPipeline,
+    seeded: &Seeded,
+    confirmed: &HashMap<usize, ReservationId>,
+    seat_sales: &HashMap<SeatId, usize>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    for (user, customer) in seeded.users.iter().enumerate() {
+        let paid = i64::from(confirmed.contains_key(&user));
+        let now = pipeline
+            .repo
+            .user(customer.user.id)
+            .await?
+            .ok_or_else(|| Error::UserGone(customer.user.id.to_string()))?;
+        if now.balance.amount() != BALANCE - paid * PRICE {
+            report.violations.push(format!(
+                "user {} has {} after {paid} payments",
+                customer.user.id,
+                now.balance.amount()
+            ));
+        }
+    }
+    for (seat, sales) in seat_sales {
+        if *sales > 1 {
+            report
+                .violations
+                .push(format!("seat {seat} sold {sales} times"));
+        }
+    }
+    for seat in &seeded.seats {
+        if let Some(now) = pipeline.repo.seat(seat.id).await?
+            && let SeatStatus::Sold { reservation, .. } = now.status
+            && !confirmed.values().any(|r| *r == reservation)
+        {
+            report.violations.push(format!(
+                "seat {} is sold to {reservation}, which is not a confirmed payment",
+                seat.number
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The small configuration of `make soak` that `make test` runs: a few dozen
+//! payments under the same faults (sandbox chaos, every batch delivered twice,
+//! one invocation killed), on make test's broker, which is not restarted.
+
+use soak::{SoakConfig, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_under_faults_are_each_told_once_and_nothing_is_lost() {
+    let report = run(&SoakConfig::small(40)).await.expect("the soak runs");
+    eprintln!("soak: faults: {}", report.faults);
+    assert_eq!(report.payments, 40, "every seat sold: {report}");
+    assert_eq!(report.delivered_once, report.payments, "{report}");
+    assert_eq!((report.duplicates, report.lost), (0, 0), "{report}");
+    assert!(report.passed(), "{:#?}", report.violations);
+}
