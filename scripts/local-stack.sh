@@ -184,11 +184,21 @@ hello_build() {
   echo "$CARGO_TARGET_DIR/lambda/hello-lambda/bootstrap"
 }
 
+# TANSU_STORAGE=sqlite keeps the broker's data in $STATE_DIR/tansu.db, so it
+# survives a restart (`make soak`); the default keeps it in memory.
 start_tansu() {
-  start tansu 9092 "$TANSU" broker \
+  local storage=memory://tansu/
+  case ${TANSU_STORAGE:-memory} in
+    memory) ;;
+    # tansu reads the file's path relative to its working folder.
+    sqlite) storage=sqlite://tansu.db ;;
+    *) log "TANSU_STORAGE is memory or sqlite, not '$TANSU_STORAGE'"; exit 2 ;;
+  esac
+  mkdir -p "$STATE_DIR"
+  (cd "$STATE_DIR" && start tansu 9092 "$TANSU" broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine "${TANSU_STORAGE:-memory://tansu/}"
+    --storage-engine "$storage")
 }
 
 services() {

@@ -11,7 +11,7 @@ source scripts/local-env.sh
 export PIPELINE_STATE_DIR="$ROOT/.local/soak"
 rm -rf "$PIPELINE_STATE_DIR"
 mkdir -p "$PIPELINE_STATE_DIR"
-export TANSU_STORAGE="sqlite://$PIPELINE_STATE_DIR/tansu.db"
+export TANSU_STORAGE=sqlite
 trap 'scripts/local-stack.sh down' EXIT
 scripts/local-stack.sh services
 
