@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::hash::Hash;
 
 /// One record with its key, value and headers decoded to bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,20 +195,30 @@ pub fn records_in_order(event: &KafkaEvent) -> Vec<&KafkaRecord> {
 /// records without a key form one group. Groups come in partition order, then
 /// by their first offset.
 pub fn records_by_key(event: &KafkaEvent) -> Vec<Vec<&KafkaRecord>> {
-    let mut groups: Vec<Vec<&KafkaRecord>> = Vec::new();
-    // (topic, partition, key) → its group's index.
-    let mut index: HashMap<(Option<&str>, i64, Option<&str>), usize> = HashMap::new();
-    for record in records_in_order(event) {
-        let slot = (
+    group_by_key(records_in_order(event), |record| {
+        (
             record.topic.as_deref(),
             record.partition,
             record.key.as_deref(),
-        );
-        let at = *index.entry(slot).or_insert_with(|| {
+        )
+    })
+}
+
+/// Groups `items` by `key`: each group keeps its items in the order they came,
+/// and the groups come in the order of their first item. What lets the events
+/// of different keys run at once while one key's stay in order.
+pub fn group_by_key<T, K: Hash + Eq>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for item in items {
+        let at = *index.entry(key(&item)).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });
-        groups[at].push(record);
+        groups[at].push(item);
     }
     groups
 }
@@ -278,6 +289,15 @@ mod tests {
                 vec![(0, 3)],
                 vec![(1, 5), (1, 7)],
             ]
+        );
+    }
+
+    #[test]
+    fn groups_keep_their_items_in_order_and_come_in_first_seen_order() {
+        let groups = group_by_key(["b1", "a1", "b2", "c1", "a2", "b3"], |s| s.as_bytes()[0]);
+        assert_eq!(
+            groups,
+            vec![vec!["b1", "b2", "b3"], vec!["a1", "a2"], vec!["c1"]]
         );
     }
 

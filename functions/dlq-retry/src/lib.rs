@@ -30,7 +30,7 @@ use shared::clock::Clock;
 use shared::config;
 use shared::dead_letter::{DeadLetter, backoff};
 use shared::kafka::decoded_message;
-use shared::kafka_event::encode_record;
+use shared::kafka_event::{encode_record, group_by_key};
 use shared::ledger::FailureLedger;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -290,21 +290,12 @@ impl DlqRetry {
         }
         let taken = std::mem::take(chunk);
         let started = std::time::Instant::now();
-        let mut by_key: HashMap<Option<&[u8]>, Vec<&DeadLetter>> = HashMap::new();
-        let mut order = Vec::new();
-        for letter in taken.iter().filter_map(|p| p.letter.as_ref()) {
-            let key = letter.original.key.as_deref();
-            by_key
-                .entry(key)
-                .or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
-                })
-                .push(letter);
-        }
-        let groups: Vec<_> = order
+        // One reservation's letters in offset order; different ones at once.
+        let groups: Vec<_> =
+            group_by_key(taken.iter().filter_map(|p| p.letter.as_ref()), |letter| {
+                letter.original.key.as_deref()
+            })
             .into_iter()
-            .filter_map(|key| by_key.remove(&key))
             .map(|letters| self.retry_in_order(letters, deadline))
             .collect();
         let tallies: Vec<Result<RetryReport, Error>> = futures::stream::iter(groups)
