@@ -174,6 +174,17 @@ pub async fn run(
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // librdkafka's 500 ms default would let a record that lands during an
+        // empty fetch wait up to that long (tansu answers a fetch when its wait
+        // is over); no longer than the batching window, as Lambda's poller.
+        .set(
+            "fetch.wait.max.ms",
+            settings
+                .batching_window
+                .as_millis()
+                .clamp(10, 500)
+                .to_string(),
+        )
         .create()
         .map_err(Error::Kafka)?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
