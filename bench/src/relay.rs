@@ -64,6 +64,8 @@ fn outbound(event: &Event, topics: &TopicNames) -> Result<Vec<OutboundRecord>, E
 }
 
 async fn relay_once<P: EventPublisher>(relay: &Relay<P>, event: &Event) -> Result<f64, Error> {
+    let event = event.clone();
+    let records = event.records.len();
     let started = Instant::now();
     let answer = relay.relay(event).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -73,7 +75,7 @@ async fn relay_once<P: EventPublisher>(relay: &Relay<P>, event: &Event) -> Resul
             answer.batch_item_failures
         )));
     }
-    Ok(event.records.len() as f64 / elapsed)
+    Ok(records as f64 / elapsed)
 }
 
 /// Sends every payload, then waits for every acknowledgement.

@@ -74,20 +74,17 @@ impl<P: EventPublisher> Relay<P> {
         &self,
         event: LambdaEvent<Event>,
     ) -> Result<DynamoDbEventResponse, lambda_runtime::Error> {
-        Ok(self.relay(&event.payload).await)
+        Ok(self.relay(event.payload).await)
     }
 
-    fn pending(&self, record: &EventRecord) -> Option<Pending> {
+    fn pending(&self, record: EventRecord) -> Option<Pending> {
         // Only inserts are new events; MODIFY and REMOVE (TTL) are not.
         if record.event_name != "INSERT" {
             return None;
         }
-        let sequence_number = record
-            .change
-            .sequence_number
-            .clone()
-            .unwrap_or_else(|| record.event_id.clone());
-        let record = serde_dynamo::from_item::<_, OutboxItem>(record.change.new_image.clone())
+        let change = record.change;
+        let sequence_number = change.sequence_number.unwrap_or(record.event_id);
+        let record = serde_dynamo::from_item::<_, OutboxItem>(change.new_image)
             .map_err(|e| {
                 shared::Error::MalformedEvent(format!(
                     "the stream image is not an outbox item: {e}"
@@ -101,10 +98,12 @@ impl<P: EventPublisher> Relay<P> {
     }
 
     /// Publishes the batch and answers which record the stream must resume from.
-    pub async fn relay(&self, event: &Event) -> DynamoDbEventResponse {
+    /// It takes the event: each stream record is freed once its Kafka record is
+    /// built, so the batch is not held twice while the producer queues it.
+    pub async fn relay(&self, event: Event) -> DynamoDbEventResponse {
         let (sequence_numbers, mut built): (Vec<String>, Vec<_>) = event
             .records
-            .iter()
+            .into_iter()
             .filter_map(|r| self.pending(r))
             .map(|p| (p.sequence_number, p.record))
             .unzip();
@@ -204,7 +203,7 @@ mod tests {
     async fn every_outbox_insert_is_published_with_key_and_headers() {
         let relay = relay(vec![]);
         let records: Vec<EventRecord> = (1..=3).map(outbox_insert).collect();
-        let response = relay.relay(&batch(records)).await;
+        let response = relay.relay(batch(records)).await;
         assert!(response.batch_item_failures.is_empty());
         let published = relay.publisher.published.lock().unwrap();
         assert_eq!(published.len(), 3);
@@ -226,7 +225,7 @@ mod tests {
     async fn the_first_failed_record_is_reported_so_the_stream_resumes_there() {
         let relay = relay(vec![1, 2]);
         let records: Vec<EventRecord> = (1..=4).map(outbox_insert).collect();
-        let response = relay.relay(&batch(records)).await;
+        let response = relay.relay(batch(records)).await;
         assert_eq!(response.batch_item_failures.len(), 1);
         assert_eq!(
             response.batch_item_failures[0].item_identifier.as_deref(),
@@ -241,7 +240,7 @@ mod tests {
         modify.event_name = "MODIFY".into();
         let mut remove = outbox_insert(2);
         remove.event_name = "REMOVE".into();
-        let response = relay.relay(&batch(vec![modify, remove])).await;
+        let response = relay.relay(batch(vec![modify, remove])).await;
         assert!(response.batch_item_failures.is_empty());
         assert!(relay.publisher.published.lock().unwrap().is_empty());
     }
@@ -255,7 +254,7 @@ mod tests {
             serde_dynamo::AttributeValue,
         >::new());
         let response = relay
-            .relay(&batch(vec![outbox_insert(1), bad, outbox_insert(3)]))
+            .relay(batch(vec![outbox_insert(1), bad, outbox_insert(3)]))
             .await;
         assert_eq!(
             response.batch_item_failures[0].item_identifier.as_deref(),
