@@ -15,7 +15,7 @@ use shared::clock::SystemClock;
 use shared::dead_letter::DeadLetter;
 use shared::domain::ReservationId;
 use shared::kafka::{KafkaPublisher, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
-use shared::notification::ChannelRoutes;
+use shared::notification::{ChannelKind, ChannelRoutes};
 use shared::ports::EventPublisher;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -63,7 +63,7 @@ async fn due_letters(direct: &DirectNotifier, n: usize) -> Result<i64, Error> {
             let original =
                 shared::fixtures::record_of(&envelope, &direct.topics.payment_completed, i as i64);
             DeadLetter::new(original, &failure, 0, now)
-                .on_channel("telegram")
+                .on_channel(ChannelKind::Telegram)
                 .to_record(topic)
         })
         .collect();
@@ -117,10 +117,8 @@ impl Setup {
         .await;
         let retry = DlqRetry::from_config(
             dlq_retry::Config {
-                notifier: notifier::Config {
-                    concurrency,
-                    ..direct.config.clone()
-                },
+                delivery: direct.config.delivery.clone(),
+                concurrency,
                 group_id: e2e_tests::unique("bench-dlq-retry"),
                 max_retries: 10,
                 backoff_base: Duration::seconds(60),

@@ -98,7 +98,7 @@ impl NotifierBench {
         let one_at_a_time = build(&|c| c.concurrency = 1)?;
         let per_second = self.rate_limit as f64;
         let paced = build(&|c| {
-            if let Some(telegram) = c.channels.telegram.as_mut() {
+            if let Some(telegram) = c.delivery.channels.telegram.as_mut() {
                 telegram.max_sends_per_second = Some(per_second);
             }
         })?;

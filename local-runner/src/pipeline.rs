@@ -17,6 +17,7 @@ use seat_expiration::SeatExpiration;
 use shared::channels::ChannelSettings;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, TopicNames};
+use shared::delivery::DeliveryConfig;
 use shared::kafka::{KafkaSettings, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,7 +113,7 @@ impl PipelineConfig {
             },
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
             retry_delay: chrono::Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
-            notify_concurrency: notifier::concurrency_from_env()?,
+            notify_concurrency: shared::delivery::concurrency_from_env()?,
             seat_expiration_interval: Duration::from_secs(config::parsed(
                 "SEAT_EXPIRATION_INTERVAL_SECONDS",
                 60u64,
@@ -247,18 +248,21 @@ impl Pipeline {
             })
             .map_err(|e| Error::Config(shared::error_chain(&e)))?,
         );
-        let notifier_config = notifier::Config {
+        let delivery = DeliveryConfig {
             tables: config.tables.clone(),
             channels: config.channels.clone(),
-            idempotency_ttl: chrono::Duration::days(7),
-            // It and dlq-retry write the dead letters that dlq-retry reads up to
-            // the partition's end as tansu reports it.
+            idempotency_ttl: shared::delivery::DEFAULT_IDEMPOTENCY_TTL,
+            // The notifier and dlq-retry write the dead letters that dlq-retry
+            // reads up to the partition's end as tansu reports it.
             kafka: config
                 .kafka
                 .clone()
                 .with_property(TANSU_ONE_RECORD_PER_BATCH),
             producer: config.producer.clone(),
             topics: config.topics.clone(),
+        };
+        let notifier_config = notifier::Config {
+            delivery: delivery.clone(),
             retry_delay: config.retry_delay,
             concurrency: config.notify_concurrency,
         };
@@ -269,7 +273,8 @@ impl Pipeline {
         let dlq_retry = Arc::new(
             DlqRetry::from_config(
                 dlq_retry::Config {
-                    notifier: notifier_config,
+                    delivery,
+                    concurrency: config.notify_concurrency,
                     group_id: format!("{}-dlq-retry", config.kafka_source.group_id),
                     max_retries: config.dlq_retry.max_retries,
                     backoff_base: config.dlq_retry.backoff_base,

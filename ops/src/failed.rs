@@ -15,10 +15,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use shared::config::TopicNames;
 use shared::dead_letter::DeadLetter;
+use shared::delivery::DeadLetterSink;
 use shared::dynamodb::DynamoFailureLedger;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, decoded_message};
 use shared::ledger::{LedgerEntry, LedgerStatus};
-use shared::ports::EventPublisher;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -119,7 +119,8 @@ async fn dead_letters(
         };
         remaining -= 1;
         if let Ok(letter) = DeadLetter::from_dlq_record(&decoded_message(&message.detach())) {
-            letters.insert((letter.event_id(), letter.channel.clone()), letter);
+            let channel = letter.channel.map(|c| c.name().to_owned());
+            letters.insert((letter.event_id(), channel), letter);
         }
     }
     Ok(letters)
@@ -131,29 +132,7 @@ pub async fn redrive(
     channel: Option<&str>,
     all_failed: bool,
 ) -> Result<(), Error> {
-    let rows: Vec<LedgerEntry> = match (event_id, all_failed) {
-        (Some(id), false) => {
-            let rows: Vec<LedgerEntry> = ledger
-                .for_event(id)
-                .await?
-                .into_iter()
-                .filter(|e| channel.is_none() || e.channel.as_deref() == channel)
-                .collect();
-            if rows.is_empty() {
-                let on = channel.map(|c| format!(" on {c}")).unwrap_or_default();
-                return Err(Error::Message(format!("no ledger row for event {id}{on}")));
-            }
-            rows.into_iter()
-                .filter(|e| e.status != LedgerStatus::Processed)
-                .collect()
-        }
-        (None, true) => ledger.list(Some(LedgerStatus::Failed)).await?,
-        _ => {
-            return Err(Error::Message(
-                "give one event id or --all-failed, not both".into(),
-            ));
-        }
-    };
+    let rows = rows_to_redrive(ledger, event_id, channel, all_failed).await?;
     if rows.is_empty() {
         println!("nothing to re-drive");
         return Ok(());
@@ -169,6 +148,7 @@ pub async fn redrive(
     )
     .await?;
     let publisher = KafkaPublisher::new(&kafka, &ProducerSettings::default())?;
+    let sink = DeadLetterSink::new(publisher, ledger.clone(), topics);
     let mut missing = Vec::new();
     for row in &rows {
         let name = match &row.channel {
@@ -179,24 +159,10 @@ pub async fn redrive(
             missing.push(format!("{name} (no dead letter on the topics)"));
             continue;
         };
-        let now = Utc::now();
-        let fresh = DeadLetter {
-            retry_count: 0,
-            next_attempt_at: now,
-            ..letter.clone()
-        };
-        for result in publisher
-            .publish_all(&[fresh.to_record(&topics.payment_completed_dlq)])
-            .await
-        {
-            result?;
-        }
-        ledger
-            .mark_redriven(&row.event_id, row.channel.as_deref(), now)
-            .await?;
+        sink.redrive(letter, Utc::now()).await?;
         println!(
             "re-drove {name}: on {} again, ledger PENDING",
-            topics.payment_completed_dlq
+            sink.retry_topic()
         );
     }
     if !missing.is_empty() {
@@ -206,4 +172,36 @@ pub async fn redrive(
         )));
     }
     Ok(())
+}
+
+/// The rows of `event_id` (on `channel`, if given) not yet PROCESSED, or every
+/// FAILED row.
+async fn rows_to_redrive(
+    ledger: &DynamoFailureLedger,
+    event_id: Option<&str>,
+    channel: Option<&str>,
+    all_failed: bool,
+) -> Result<Vec<LedgerEntry>, Error> {
+    match (event_id, all_failed) {
+        (Some(id), false) => {
+            let rows: Vec<LedgerEntry> = ledger
+                .for_event(id)
+                .await?
+                .into_iter()
+                .filter(|e| channel.is_none() || e.channel.as_deref() == channel)
+                .collect();
+            if rows.is_empty() {
+                let on = channel.map(|c| format!(" on {c}")).unwrap_or_default();
+                return Err(Error::Message(format!("no ledger row for event {id}{on}")));
+            }
+            Ok(rows
+                .into_iter()
+                .filter(|e| e.status != LedgerStatus::Processed)
+                .collect())
+        }
+        (None, true) => Ok(ledger.list(Some(LedgerStatus::Failed)).await?),
+        _ => Err(Error::Message(
+            "give one event id or --all-failed, not both".into(),
+        )),
+    }
 }

@@ -6,11 +6,13 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use shared::config::{TableNames, TopicNames};
 use shared::dead_letter::{self, DeadLetter};
+use shared::delivery::{DeadLetterSink, Disposition};
 use shared::domain::ReservationId;
 use shared::dynamodb::{DynamoFailureLedger, create_tables};
+use shared::events::HEADER_EVENT_TYPE;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, create_topics};
-use shared::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
-use shared::ports::EventPublisher;
+use shared::ledger::{FailureLedger, LedgerStatus};
+use shared::notification::ChannelKind;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -85,49 +87,43 @@ async fn failed_event(env: &Env) -> String {
         5_000,
     );
     let event_id = envelope.event_id.to_string();
-    failed_on(env, &envelope, "telegram", LedgerStatus::Failed).await;
+    failed_on(env, &envelope, ChannelKind::Telegram, LedgerStatus::Failed).await;
     event_id
 }
 
-/// Parks the event's notification on `channel` as the notifier does: its dead
-/// letter on the failed topic (FAILED) or the dead-letter topic, and its ledger row.
+/// Parks the event's notification on `channel` as the notifier does (through
+/// the same sink): its dead letter on the failed topic (FAILED) or the
+/// dead-letter topic (PENDING), and its ledger row.
 async fn failed_on(
     env: &Env,
     envelope: &shared::events::EventEnvelope,
-    channel: &'static str,
+    channel: ChannelKind,
     status: LedgerStatus,
 ) {
-    let original = shared::fixtures::record_of(envelope, &env.topics.payment_completed, 12);
+    let mut original = shared::fixtures::record_of(envelope, &env.topics.payment_completed, 12);
+    original.headers.push((
+        HEADER_EVENT_TYPE.into(),
+        envelope.event_type.clone().into_bytes(),
+    ));
     let error = shared::Error::Channel {
-        channel,
+        channel: channel.name(),
         retryable: false,
         retry_after: None,
         message: "answered HTTP 403: bot was blocked".into(),
         source: None,
     };
     let letter = DeadLetter::new(original, &error, 3, Utc::now()).on_channel(channel);
-    let topic = if status == LedgerStatus::Failed {
-        &env.topics.payment_completed_failed
+    let disposition = if status == LedgerStatus::Failed {
+        Disposition::Park
     } else {
-        &env.topics.payment_completed_dlq
+        Disposition::Retry
     };
-    let publisher = KafkaPublisher::new(&env.kafka, &ProducerSettings::default()).unwrap();
-    for r in publisher.publish_all(&[letter.to_record(topic)]).await {
-        r.unwrap();
-    }
-    env.ledger
-        .record_failure(&LedgerFailure {
-            event_id: letter.event_id(),
-            channel: Some(channel.into()),
-            event_type: Some("PaymentCompleted".into()),
-            status,
-            error_kind: letter.error_kind.clone(),
-            error_message: letter.error_message.clone(),
-            topic: env.topics.payment_completed.clone(),
-            partition: 0,
-            offset: 12,
-            at: Utc::now(),
-        })
+    let sink = DeadLetterSink::new(
+        KafkaPublisher::new(&env.kafka, &ProducerSettings::default()).unwrap(),
+        env.ledger.clone(),
+        env.topics.clone(),
+    );
+    sink.dead_letter(&letter, disposition, Utc::now())
         .await
         .unwrap();
 }
@@ -235,12 +231,18 @@ async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
     );
     let event_id = envelope.event_id.to_string();
     // Telegram failed once and a retry delivered it; Discord failed for good.
-    failed_on(&env, &envelope, "telegram", LedgerStatus::Pending).await;
+    failed_on(
+        &env,
+        &envelope,
+        ChannelKind::Telegram,
+        LedgerStatus::Pending,
+    )
+    .await;
     env.ledger
         .mark_processed(&event_id, Some("telegram"), Utc::now())
         .await
         .unwrap();
-    failed_on(&env, &envelope, "discord", LedgerStatus::Failed).await;
+    failed_on(&env, &envelope, ChannelKind::Discord, LedgerStatus::Failed).await;
 
     let out = ops(&env, &["failed", "show", &event_id]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

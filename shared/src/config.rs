@@ -180,19 +180,32 @@ pub struct TopicNames {
     pub seat_hold_expired: String,
 }
 
+/// The default names, which a deployment may change.
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            payment_completed: "payment.completed".into(),
+            payment_completed_dlq: "payment.completed.dlq".into(),
+            payment_completed_failed: "payment.completed.failed".into(),
+            seat_hold_expired: "seat.hold-expired".into(),
+        }
+    }
+}
+
 impl TopicNames {
     pub fn from_env() -> Self {
+        let default = TopicNames::default();
         TopicNames {
-            payment_completed: or_default("TOPIC_PAYMENT_COMPLETED", "payment.completed"),
+            payment_completed: or_default("TOPIC_PAYMENT_COMPLETED", &default.payment_completed),
             payment_completed_dlq: or_default(
                 "TOPIC_PAYMENT_COMPLETED_DLQ",
-                "payment.completed.dlq",
+                &default.payment_completed_dlq,
             ),
             payment_completed_failed: or_default(
                 "TOPIC_PAYMENT_COMPLETED_FAILED",
-                "payment.completed.failed",
+                &default.payment_completed_failed,
             ),
-            seat_hold_expired: or_default("TOPIC_SEAT_HOLD_EXPIRED", "seat.hold-expired"),
+            seat_hold_expired: or_default("TOPIC_SEAT_HOLD_EXPIRED", &default.seat_hold_expired),
         }
     }
 

@@ -7,6 +7,7 @@
 use crate::Error;
 use crate::events::{EventEnvelope, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use crate::kafka_event::DecodedRecord;
+use crate::notification::ChannelKind;
 use crate::ports::OutboundRecord;
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -45,7 +46,7 @@ pub struct DeadLetter {
     pub retry_count: u32,
     pub next_attempt_at: DateTime<Utc>,
     /// The channel that failed; `None` when the record failed before any channel.
-    pub channel: Option<String>,
+    pub channel: Option<ChannelKind>,
 }
 
 impl DeadLetter {
@@ -57,7 +58,7 @@ impl DeadLetter {
     ) -> Self {
         DeadLetter {
             original,
-            error_kind: error.kind_name(),
+            error_kind: error.kind_name().to_owned(),
             error_message: crate::error_chain(error),
             retry_count,
             next_attempt_at,
@@ -66,9 +67,9 @@ impl DeadLetter {
     }
 
     /// The same dead letter, for a failure on `channel`.
-    pub fn on_channel(self, channel: &str) -> Self {
+    pub fn on_channel(self, channel: ChannelKind) -> Self {
         DeadLetter {
-            channel: Some(channel.to_owned()),
+            channel: Some(channel),
             ..self
         }
     }
@@ -111,7 +112,16 @@ impl DeadLetter {
                 Error::MalformedEvent(format!("the dead letter's {RETRY_COUNT} is out of range"))
             })?,
             next_attempt_at,
-            channel: dlq.header(NOTIFICATION_CHANNEL).map(str::to_owned),
+            channel: dlq
+                .header(NOTIFICATION_CHANNEL)
+                .map(|name| {
+                    ChannelKind::parse(name).ok_or_else(|| {
+                        Error::MalformedEvent(format!(
+                            "the dead letter's {NOTIFICATION_CHANNEL} {name:?} is no channel this build knows"
+                        ))
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -119,11 +129,11 @@ impl DeadLetter {
     pub fn retried(&self, error: &Error, next_attempt_at: DateTime<Utc>) -> Self {
         DeadLetter {
             original: self.original.clone(),
-            error_kind: error.kind_name(),
+            error_kind: error.kind_name().to_owned(),
             error_message: crate::error_chain(error),
             retry_count: self.retry_count + 1,
             next_attempt_at,
-            channel: self.channel.clone(),
+            channel: self.channel,
         }
     }
 
@@ -172,8 +182,8 @@ impl DeadLetter {
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
             ),
         ]);
-        if let Some(channel) = &self.channel {
-            headers.push(text(NOTIFICATION_CHANNEL, channel.clone()));
+        if let Some(channel) = self.channel {
+            headers.push(text(NOTIFICATION_CHANNEL, channel.name().to_owned()));
         }
         OutboundRecord {
             topic: topic.to_owned(),
@@ -221,6 +231,19 @@ mod tests {
                 ("event-id".into(), b"e-1".to_vec()),
                 (RETRY_COUNT.into(), b"7".to_vec()),
             ],
+        }
+    }
+
+    /// `record` as a consumer of its topic reads it back at `offset`.
+    fn consumed(record: &OutboundRecord, offset: i64) -> DecodedRecord {
+        DecodedRecord {
+            topic: record.topic.clone(),
+            partition: 0,
+            offset,
+            timestamp_ms: 0,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
         }
     }
 
@@ -272,15 +295,7 @@ mod tests {
         let at: DateTime<Utc> = "2026-11-21T10:00:00.250Z".parse().unwrap();
         let letter = DeadLetter::new(original(), &Error::InProgress, 0, at);
         let record = letter.to_record("payment.completed.dlq");
-        let dlq = DecodedRecord {
-            topic: record.topic.clone(),
-            partition: 0,
-            offset: 3,
-            timestamp_ms: 0,
-            key: record.key.clone(),
-            value: record.value.clone(),
-            headers: record.headers.clone(),
-        };
+        let dlq = consumed(&record, 3);
         let back = DeadLetter::from_dlq_record(&dlq).unwrap();
         let mut expected = letter.clone();
         expected.original.headers.retain(|(k, _)| k != RETRY_COUNT);
@@ -293,20 +308,13 @@ mod tests {
     #[test]
     fn the_failed_channel_travels_with_the_dead_letter_and_its_retries() {
         let at: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
-        let letter = DeadLetter::new(original(), &Error::InProgress, 0, at).on_channel("discord");
+        let letter =
+            DeadLetter::new(original(), &Error::InProgress, 0, at).on_channel(ChannelKind::Discord);
         let record = letter.to_record("payment.completed.dlq");
         assert_eq!(record.header(NOTIFICATION_CHANNEL), Some("discord"));
-        let dlq = DecodedRecord {
-            topic: record.topic.clone(),
-            partition: 0,
-            offset: 0,
-            timestamp_ms: 0,
-            key: record.key.clone(),
-            value: record.value.clone(),
-            headers: record.headers.clone(),
-        };
+        let dlq = consumed(&record, 0);
         let back = DeadLetter::from_dlq_record(&dlq).unwrap();
-        assert_eq!(back.channel.as_deref(), Some("discord"));
+        assert_eq!(back.channel, Some(ChannelKind::Discord));
         let again = back
             .retried(&Error::InProgress, at)
             .to_record("payment.completed.dlq");
@@ -316,6 +324,18 @@ mod tests {
             .filter(|(k, _)| k == NOTIFICATION_CHANNEL)
             .collect();
         assert_eq!(channels.len(), 1, "the header is replaced, not repeated");
+    }
+
+    #[test]
+    fn a_dead_letter_for_a_channel_this_build_does_not_know_is_malformed() {
+        let letter = DeadLetter::new(original(), &Error::InProgress, 0, Utc::now());
+        let mut record = letter.to_record("payment.completed.dlq");
+        record
+            .headers
+            .push((NOTIFICATION_CHANNEL.into(), b"carrier-pigeon".to_vec()));
+        let dlq = consumed(&record, 0);
+        let error = DeadLetter::from_dlq_record(&dlq).unwrap_err();
+        assert!(error.to_string().contains("carrier-pigeon"), "{error}");
     }
 
     #[test]

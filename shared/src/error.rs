@@ -159,13 +159,33 @@ impl Error {
     /// down or throttling, storage or a broker that is unavailable. A malformed
     /// event or a refused message will fail the same way every time.
     pub fn is_retryable(&self) -> bool {
+        // Exhaustive on purpose: a new variant must decide, not default to
+        // permanent (which would park its notifications on the failed topic).
         match self {
             Error::Channel { retryable, .. } => *retryable,
             Error::Storage { .. }
             | Error::Publish { .. }
             | Error::InProgress
             | Error::Conflict(_) => true,
-            _ => false,
+            Error::InvalidInput { .. }
+            | Error::MalformedBody(_)
+            | Error::BodyTooLarge { .. }
+            | Error::MissingToken
+            | Error::InvalidToken(_)
+            | Error::TokenExpired
+            | Error::TokenUsed
+            | Error::NotOwner
+            | Error::NotFound { .. }
+            | Error::MethodNotAllowed { .. }
+            | Error::SeatTaken(_)
+            | Error::AlreadyPaid(_)
+            | Error::HoldExpired { .. }
+            | Error::ReservationExpired(_)
+            | Error::InsufficientBalance { .. }
+            | Error::IdempotencyKeyReused
+            | Error::Config(_)
+            | Error::CorruptItem(_)
+            | Error::MalformedEvent(_) => false,
         }
     }
 
@@ -180,14 +200,36 @@ impl Error {
         }
     }
 
-    /// The variant's path, for the dead-letter header `kafka_dlt-exception-fqcn`.
-    pub fn kind_name(&self) -> String {
-        let debug = format!("{self:?}");
-        let variant = debug
-            .split(|c: char| !c.is_alphanumeric() && c != '_')
-            .next()
-            .unwrap_or("Unknown");
-        format!("shared::Error::{variant}")
+    /// The variant's path, for the dead-letter header `kafka_dlt-exception-fqcn`
+    /// (operators and `ops failed` read it): spelled out, so renaming a variant
+    /// or changing its fields never changes the header by accident.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "shared::Error::InvalidInput",
+            Error::MalformedBody(_) => "shared::Error::MalformedBody",
+            Error::BodyTooLarge { .. } => "shared::Error::BodyTooLarge",
+            Error::MissingToken => "shared::Error::MissingToken",
+            Error::InvalidToken(_) => "shared::Error::InvalidToken",
+            Error::TokenExpired => "shared::Error::TokenExpired",
+            Error::TokenUsed => "shared::Error::TokenUsed",
+            Error::NotOwner => "shared::Error::NotOwner",
+            Error::NotFound { .. } => "shared::Error::NotFound",
+            Error::MethodNotAllowed { .. } => "shared::Error::MethodNotAllowed",
+            Error::SeatTaken(_) => "shared::Error::SeatTaken",
+            Error::AlreadyPaid(_) => "shared::Error::AlreadyPaid",
+            Error::HoldExpired { .. } => "shared::Error::HoldExpired",
+            Error::ReservationExpired(_) => "shared::Error::ReservationExpired",
+            Error::InsufficientBalance { .. } => "shared::Error::InsufficientBalance",
+            Error::InProgress => "shared::Error::InProgress",
+            Error::IdempotencyKeyReused => "shared::Error::IdempotencyKeyReused",
+            Error::Conflict(_) => "shared::Error::Conflict",
+            Error::Config(_) => "shared::Error::Config",
+            Error::Storage { .. } => "shared::Error::Storage",
+            Error::CorruptItem(_) => "shared::Error::CorruptItem",
+            Error::Publish { .. } => "shared::Error::Publish",
+            Error::Channel { .. } => "shared::Error::Channel",
+            Error::MalformedEvent(_) => "shared::Error::MalformedEvent",
+        }
     }
 
     /// True for failures a client caused (4xx): logged at warn, not error.
@@ -222,5 +264,17 @@ mod tests {
             "shared::Error::MalformedEvent"
         );
         assert_eq!(Error::InProgress.kind_name(), "shared::Error::InProgress");
+        let channel = Error::Channel {
+            channel: "discord",
+            retryable: true,
+            retry_after: None,
+            message: "HTTP 502".into(),
+            source: None,
+        };
+        assert_eq!(channel.kind_name(), "shared::Error::Channel");
+        assert_eq!(
+            Error::storage("GetItem", "timeout").kind_name(),
+            "shared::Error::Storage"
+        );
     }
 }

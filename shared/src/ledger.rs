@@ -84,4 +84,12 @@ pub trait FailureLedger: Send + Sync {
         channel: Option<&str>,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Puts a row back to PENDING after an operator re-drove its dead letter.
+    fn mark_redriven(
+        &self,
+        event_id: &str,
+        channel: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -12,9 +12,12 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod dead_letter;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fakes;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod idempotency;

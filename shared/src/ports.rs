@@ -2,7 +2,7 @@
 //! adapters behind cargo features and in-memory ones for unit tests.
 
 use crate::Error;
-use crate::notification::Notification;
+use crate::notification::{ChannelKind, Notification};
 use std::future::Future;
 
 pub use crate::clock::Clock;
@@ -10,8 +10,9 @@ pub use crate::idempotency::IdempotencyStore;
 
 /// Where a customer's notification goes (Telegram, Discord).
 pub trait NotificationChannel: Send + Sync {
-    /// A short name for logs, idempotency keys and dead-letter headers: `telegram`.
-    fn name(&self) -> &'static str;
+    /// Which channel this is: it routes events and names idempotency keys,
+    /// dead-letter headers and logs.
+    fn kind(&self) -> ChannelKind;
 
     fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), Error>> + Send;
 }
@@ -47,4 +48,21 @@ pub trait EventPublisher: Send + Sync {
         &self,
         records: &[OutboundRecord],
     ) -> impl Future<Output = Vec<Result<(), Error>>> + Send;
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    fn publish_one(
+        &self,
+        record: OutboundRecord,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            let results = self.publish_all(std::slice::from_ref(&record)).await;
+            results.into_iter().next().unwrap_or_else(|| {
+                Err(Error::Publish {
+                    event_id: record.event_id.clone(),
+                    topic: record.topic.clone(),
+                    source: "the publisher answered no result for the record".into(),
+                })
+            })
+        }
+    }
 }

@@ -22,6 +22,7 @@ use shared::auth::JwtKey;
 use shared::channels::ChannelSettings;
 use shared::clock::Clock;
 use shared::config::{Secret, TableNames, TopicNames};
+use shared::delivery::DeliveryConfig;
 use shared::domain::{Money, SeatId};
 use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KafkaSettings, ProducerSettings, create_topics};
@@ -424,12 +425,14 @@ pub fn notifier_config(
     channels: ChannelSettings,
 ) -> notifier::Config {
     notifier::Config {
-        tables: tables.clone(),
-        channels,
-        idempotency_ttl: Duration::days(7),
-        kafka: kafka().with_property(shared::kafka::TANSU_ONE_RECORD_PER_BATCH),
-        producer: ProducerSettings::default(),
-        topics: topics.clone(),
+        delivery: DeliveryConfig {
+            tables: tables.clone(),
+            channels,
+            idempotency_ttl: Duration::days(7),
+            kafka: kafka().with_property(shared::kafka::TANSU_ONE_RECORD_PER_BATCH),
+            producer: ProducerSettings::default(),
+            topics: topics.clone(),
+        },
         retry_delay: Duration::seconds(60),
         concurrency: notifier::DEFAULT_CONCURRENCY,
     }

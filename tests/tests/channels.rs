@@ -271,7 +271,8 @@ async fn both_channels() -> (DirectNotifier, DlqRetry) {
     .await;
     let retry = DlqRetry::from_config(
         dlq_retry::Config {
-            notifier: n.config.clone(),
+            delivery: n.config.delivery.clone(),
+            concurrency: n.config.concurrency,
             group_id: e2e_tests::unique("dlq-retry"),
             max_retries: 5,
             backoff_base: Duration::zero(),

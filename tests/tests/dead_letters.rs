@@ -186,20 +186,19 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
     // The dead letters go to a broker that is down.
     let cluster = MockCluster::new(1).unwrap();
     cluster.broker_down(1).unwrap();
+    let mut config = notifier_config(
+        &tables,
+        &topics,
+        notification_sandbox::channel_settings(addr, Default::default()),
+    );
+    config.delivery.kafka = KafkaSettings::new(cluster.bootstrap_servers());
+    config.delivery.producer = ProducerSettings {
+        message_timeout: Duration::from_secs(2),
+        ..ProducerSettings::default()
+    };
     let notifier = Arc::new(
         LambdaNotifier::from_config(
-            &notifier::Config {
-                kafka: KafkaSettings::new(cluster.bootstrap_servers()),
-                producer: ProducerSettings {
-                    message_timeout: Duration::from_secs(2),
-                    ..ProducerSettings::default()
-                },
-                ..notifier_config(
-                    &tables,
-                    &topics,
-                    notification_sandbox::channel_settings(addr, Default::default()),
-                )
-            },
+            &config,
             aws_sdk_dynamodb::Client::new(&aws),
             Arc::new(SystemClock),
         )

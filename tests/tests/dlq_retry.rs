@@ -11,6 +11,7 @@ use local_runner::notification_sandbox::FailurePlan;
 use local_runner::pipeline::DlqRetrySettings;
 use shared::clock::SystemClock;
 use shared::dead_letter;
+use shared::delivery::Failure;
 use shared::dynamodb::DynamoFailureLedger;
 use shared::ledger::{LedgerEntry, LedgerStatus};
 use std::sync::Arc;
@@ -122,7 +123,8 @@ async fn direct(retry_delay: Duration, safety_margin: Duration) -> Direct {
     let n = DirectNotifier::start(retry_delay, StdDuration::from_secs(5)).await;
     let retry = DlqRetry::from_config(
         dlq_retry::Config {
-            notifier: n.config.clone(),
+            delivery: n.config.delivery.clone(),
+            concurrency: n.config.concurrency,
             group_id: e2e_tests::unique("dlq-retry"),
             max_retries: 10,
             backoff_base: Duration::zero(),
@@ -227,8 +229,12 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
     // The notifier succeeds on a redelivery of the same record before dlq-retry runs.
     d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
     let letter = first_dead_letter(&d).await;
-    let original = shared::kafka_event::encode_record(&letter.original);
-    d.n.notifier.notify(&original, None, None).await.unwrap();
+    let redelivered =
+        d.n.notifier
+            .deliverer()
+            .deliver(&letter.original, None, None)
+            .await;
+    assert!(redelivered.is_empty(), "{redelivered:?}");
     let report = d
         .retry
         .run(Utc::now() + Duration::seconds(60))
@@ -258,10 +264,10 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
     dead_letters(&d, 1).await;
     d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
     let letter = first_dead_letter(&d).await;
-    let original = shared::kafka_event::encode_record(&letter.original);
     // Ten redeliveries to the notifier and a dlq-retry run, all at once.
+    let deliverer = d.n.notifier.deliverer();
     let redeliveries =
-        futures::future::join_all((0..10).map(|_| d.n.notifier.notify(&original, None, None)));
+        futures::future::join_all((0..10).map(|_| deliverer.deliver(&letter.original, None, None)));
     let (results, report) = tokio::join!(
         redeliveries,
         d.retry.run(Utc::now() + Duration::seconds(60))
@@ -269,11 +275,13 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
     let report = report.unwrap();
     // Whoever lost the race saw the key in progress or completed; nobody sent twice.
     assert!(
-        results.iter().all(|r| r
-            .as_ref()
-            .unwrap()
-            .iter()
-            .all(|d| { d.outcome.is_ok() || matches!(d.outcome, Err(shared::Error::InProgress)) })),
+        results.iter().flatten().all(|failure| matches!(
+            failure,
+            Failure {
+                error: shared::Error::InProgress,
+                ..
+            }
+        )),
         "{results:?}"
     );
     assert_eq!(d.n.sandbox.messages().len(), 1, "{report:?}");

@@ -187,7 +187,8 @@ async fn the_schedule_sample_runs_seat_expiration_and_dlq_retry() {
 
     let retry = dlq_retry::DlqRetry::from_config(
         dlq_retry::Config {
-            notifier: n.config.clone(),
+            delivery: n.config.delivery.clone(),
+            concurrency: n.config.concurrency,
             group_id: e2e_tests::unique("dlq-retry"),
             max_retries: 3,
             backoff_base: Duration::seconds(1),

@@ -5,8 +5,9 @@
 //!
 //! - sends the notification again on the channel that failed (the
 //!   `notification-channel` header; every routed channel for a letter without
-//!   one) through the notifier's idempotency check, so a channel that was in fact
-//!   delivered is not sent twice, and marks the ledger row PROCESSED;
+//!   one) through `shared::delivery`, the notifier's idempotency check, so a
+//!   channel that was in fact delivered is not sent twice, and marks the ledger
+//!   row PROCESSED;
 //! - on a retryable failure, republishes it with `retry-count` + 1 and
 //!   `next-attempt-at` moved by exponential back-off with jitter, or, after
 //!   `max_retries`, parks it on `payment.completed.failed` with the ledger FAILED;
@@ -21,7 +22,6 @@
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
-use notifier::LambdaNotifier;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -29,9 +29,11 @@ use serde::Serialize;
 use shared::clock::Clock;
 use shared::config;
 use shared::dead_letter::{DeadLetter, backoff};
+use shared::delivery::{
+    DeliveryConfig, Disposition, Failure, LambdaDeliverer, LambdaSink, concurrency_from_env,
+};
 use shared::kafka::decoded_message;
-use shared::kafka_event::{encode_record, group_by_key};
-use shared::ledger::FailureLedger;
+use shared::kafka_event::group_by_key;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -42,16 +44,17 @@ pub enum Error {
     Config(#[source] shared::Error),
     #[error("reading the dead-letter topic failed")]
     Kafka(#[source] rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Notifier(#[from] notifier::Error),
     #[error("writing the outcome of a dead letter failed; its offset was not committed")]
     Park(#[source] shared::Error),
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The notifier's configuration: channel, idempotency, topics, ledger.
-    pub notifier: notifier::Config,
+    /// The channels, the idempotency table, and where failures go: the
+    /// notifier's, so a retry skips what the notifier sent.
+    pub delivery: DeliveryConfig,
+    /// Dead letters retried at once (`NOTIFY_CONCURRENCY`, at least 1): a chunk.
+    pub concurrency: usize,
     pub group_id: String,
     /// Retries before a dead letter is parked as failed (the notifier's first
     /// send is not counted).
@@ -68,9 +71,8 @@ impl Config {
     pub fn from_env() -> Result<Self, Error> {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
-                notifier: notifier::Config::from_env().map_err(|e| match e {
-                    notifier::Error::Config(inner) => inner,
-                })?,
+                delivery: DeliveryConfig::from_env()?,
+                concurrency: concurrency_from_env()?,
                 group_id: config::or_default("DLQ_RETRY_GROUP_ID", "dlq-retry"),
                 max_retries: config::parsed("DLQ_MAX_RETRIES", 3u32)?,
                 backoff_base: Duration::seconds(config::parsed("DLQ_BACKOFF_BASE_SECONDS", 60i64)?),
@@ -114,7 +116,8 @@ struct Pending {
 }
 
 pub struct DlqRetry {
-    notifier: LambdaNotifier,
+    deliverer: LambdaDeliverer,
+    sink: LambdaSink,
     config: Config,
     clock: Arc<dyn Clock>,
 }
@@ -125,8 +128,12 @@ impl DlqRetry {
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
+        let delivery = &config.delivery;
         Ok(DlqRetry {
-            notifier: LambdaNotifier::from_config(&config.notifier, client, clock.clone())?,
+            deliverer: delivery
+                .deliverer(client.clone(), clock.clone())
+                .map_err(Error::Config)?,
+            sink: delivery.sink(client).map_err(Error::Config)?,
             config,
             clock,
         })
@@ -145,10 +152,10 @@ impl DlqRetry {
     }
 
     fn consumer(&self) -> Result<(StreamConsumer, HashMap<i32, i64>), Error> {
-        let topic = &self.config.notifier.topics.payment_completed_dlq;
+        let topic = &self.config.delivery.topics.payment_completed_dlq;
         let consumer: StreamConsumer = self
             .config
-            .notifier
+            .delivery
             .kafka
             .client_config()
             .set("group.id", &self.config.group_id)
@@ -205,7 +212,7 @@ impl DlqRetry {
         let mut report = RetryReport::default();
         let (consumer, mut ends) = self.consumer()?;
         tracing::debug!(?ends, "dlq-retry run: partitions and their ends");
-        let topic = self.config.notifier.topics.payment_completed_dlq.clone();
+        let topic = self.config.delivery.topics.payment_completed_dlq.clone();
         let mut chunk: Vec<Pending> = Vec::new();
         while !ends.is_empty() {
             if self.clock.now() + self.config.safety_margin >= deadline {
@@ -255,8 +262,10 @@ impl DlqRetry {
                     // Not a dead letter we wrote: keep it for an operator.
                     let now = self.clock.now();
                     let letter = DeadLetter::new(record.clone(), &e, 0, now);
-                    let sink = self.notifier.failures();
-                    sink.park(&letter, true, now).await.map_err(Error::Park)?;
+                    self.sink
+                        .dead_letter(&letter, Disposition::Park, now)
+                        .await
+                        .map_err(Error::Park)?;
                     report.failed += 1;
                     chunk.push(Pending {
                         partition,
@@ -265,7 +274,7 @@ impl DlqRetry {
                     });
                 }
             }
-            if chunk.len() >= self.config.notifier.concurrency || ends.is_empty() {
+            if chunk.len() >= self.config.concurrency || ends.is_empty() {
                 self.retry_chunk(&consumer, &topic, &mut chunk, deadline, &mut report)
                     .await?;
             }
@@ -299,7 +308,7 @@ impl DlqRetry {
             .map(|letters| self.retry_in_order(letters, deadline))
             .collect();
         let tallies: Vec<Result<RetryReport, Error>> = futures::stream::iter(groups)
-            .buffer_unordered(self.config.notifier.concurrency)
+            .buffer_unordered(self.config.concurrency)
             .collect()
             .await;
         for tally in tallies {
@@ -348,50 +357,64 @@ impl DlqRetry {
         report: &mut RetryReport,
     ) -> Result<(), Error> {
         let now = self.clock.now();
-        let sink = self.notifier.failures();
-        let original = encode_record(&letter.original);
-        let failures = notifier::failures(
-            self.notifier
-                .notify(&original, Some(deadline), letter.channel.as_deref())
-                .await,
-            letter.channel.as_deref(),
-        );
+        let failures = self
+            .deliverer
+            .deliver(&letter.original, letter.channel, Some(deadline))
+            .await;
+        let channel = letter.channel.map_or("-", |c| c.name());
         if failures.is_empty() {
             report.processed += 1;
-            tracing::info!(event = %letter.event_id(), channel = letter.channel.as_deref().unwrap_or("-"), retry_count = letter.retry_count, "dead letter delivered");
+            tracing::info!(event = %letter.event_id(), channel, retry_count = letter.retry_count, "dead letter delivered");
         }
         // A letter of a channel closes its row when that channel is done. A
         // letter without one (a re-driven record) closes the record's row once
         // it reached its channels: any that failed carry on as letters of their own.
         let reached_channels =
-            letter.channel.is_none() && failures.iter().all(|(channel, _)| channel.is_some());
+            letter.channel.is_none() && failures.iter().all(|f| f.channel.is_some());
         if failures.is_empty() || reached_channels {
-            sink.ledger
-                .mark_processed(&letter.event_id(), letter.channel.as_deref(), now)
+            self.sink
+                .delivered(letter, now)
                 .await
                 .map_err(Error::Park)?;
         }
-        for (channel, error) in failures {
-            let retries = letter.retry_count + 1;
-            let give_up = !error.is_retryable() || retries >= self.config.max_retries;
-            let delay = backoff(
-                self.config.backoff_base,
-                retries,
-                self.config.backoff_max,
-                rand::random::<f64>(),
-            )
-            .max(error.retry_after().unwrap_or_else(Duration::zero));
-            let mut next = letter.retried(&error, now + delay);
-            if let Some(channel) = channel {
-                next = next.on_channel(channel);
-            }
-            sink.park(&next, give_up, now).await.map_err(Error::Park)?;
-            if give_up {
-                report.failed += 1;
-            } else {
-                report.retried += 1;
+        for failure in failures {
+            match self.fail_again(letter, failure, now).await? {
+                Disposition::Retry => report.retried += 1,
+                Disposition::Park => report.failed += 1,
             }
         }
         Ok(())
+    }
+
+    /// Another failed attempt: republished with `retry-count` + 1 and the next
+    /// attempt moved by back-off (or the channel's `retry_after`, if longer),
+    /// or parked when it cannot succeed or has had its retries.
+    async fn fail_again(
+        &self,
+        letter: &DeadLetter,
+        failure: Failure,
+        now: DateTime<Utc>,
+    ) -> Result<Disposition, Error> {
+        let retries = letter.retry_count + 1;
+        let disposition = match Disposition::of(&failure.error) {
+            Disposition::Retry if retries < self.config.max_retries => Disposition::Retry,
+            _ => Disposition::Park,
+        };
+        let delay = backoff(
+            self.config.backoff_base,
+            retries,
+            self.config.backoff_max,
+            rand::random::<f64>(),
+        )
+        .max(failure.error.retry_after().unwrap_or_else(Duration::zero));
+        let mut next = letter.retried(&failure.error, now + delay);
+        if let Some(channel) = failure.channel {
+            next = next.on_channel(channel);
+        }
+        self.sink
+            .dead_letter(&next, disposition, now)
+            .await
+            .map_err(Error::Park)?;
+        Ok(disposition)
     }
 }

@@ -1,10 +1,9 @@
 //! The notifier: a Kafka event (self-managed Kafka / MSK format) of
 //! `payment.completed` or `seat.hold-expired` in, the customer's message out on
 //! each channel configured for the event type (Telegram, Discord or both), once
-//! per event and channel: the key `notify:<channel>:<event id>` is taken in the
-//! idempotency table before sending and marked COMPLETED after, so a redelivered
-//! record is not sent twice, and a channel that failed is retried without the
-//! one that succeeded being sent again.
+//! per event and channel (`shared::delivery`: the idempotency key
+//! `notify:<channel>:<event id>`), so a redelivered record is not sent twice, and
+//! a channel that failed is retried without the one that succeeded being sent again.
 //!
 //! Records of different keys (reservations) or partitions are handled
 //! concurrently, up to `NOTIFY_CONCURRENCY` at a time; the records of one key
@@ -23,19 +22,22 @@ use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
-use shared::channels::{Channel, ChannelSettings};
+use shared::channels::Channel;
 use shared::clock::Clock;
-use shared::config::{self, TableNames, TopicNames};
+use shared::config;
 use shared::dead_letter::DeadLetter;
+use shared::delivery::{DeadLetterSink, Deliverer, DeliveryConfig, Disposition, Failure};
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
-use shared::events::{EventEnvelope, HEADER_EVENT_ID};
-use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
-use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
-use shared::kafka_event::{KafkaBatchResponse, decode_lossy, decode_record, records_by_key};
-use shared::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
-use shared::notification::{self, ChannelRoutes, Notification};
+use shared::idempotency::IdempotencyStore;
+use shared::kafka::KafkaPublisher;
+use shared::kafka_event::{
+    DecodedRecord, KafkaBatchResponse, decode_lossy, decode_record, records_by_key,
+};
+use shared::ledger::FailureLedger;
 use shared::ports::{EventPublisher, NotificationChannel};
 use std::sync::Arc;
+
+pub use shared::delivery::DEFAULT_CONCURRENCY;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,26 +46,13 @@ pub enum Error {
     Config(#[source] shared::Error),
 }
 
-/// Used when the invocation has no deadline (a local call).
-const DEFAULT_LOCK: Duration = Duration::seconds(60);
-
-/// Keys (reservations) handled at once unless `NOTIFY_CONCURRENCY` says otherwise.
-pub const DEFAULT_CONCURRENCY: usize = 10;
-
-/// A record value above this is poison: an event envelope is a few hundred bytes.
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// The first retry's delay unless `RETRY_DELAY_SECONDS` says otherwise.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::seconds(60);
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub tables: TableNames,
-    /// The channels per event type and their settings.
-    pub channels: ChannelSettings,
-    /// How long a sent event is remembered, so a late redelivery is still skipped.
-    pub idempotency_ttl: Duration,
-    /// Where dead letters are written.
-    pub kafka: KafkaSettings,
-    pub producer: ProducerSettings,
-    pub topics: TopicNames,
+    /// The channels, the idempotency table, and where failures go.
+    pub delivery: DeliveryConfig,
     /// The first retry's delay (`next-attempt-at`), unless the channel asks for longer.
     pub retry_delay: Duration,
     /// Keys handled at once (`NOTIFY_CONCURRENCY`, at least 1).
@@ -74,100 +63,23 @@ impl Config {
     pub fn from_env() -> Result<Self, Error> {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
-                tables: TableNames::from_env(),
-                channels: ChannelSettings::from_env()?,
-                idempotency_ttl: Duration::seconds(config::parsed(
-                    "IDEMPOTENCY_TTL_SECONDS",
-                    7 * 86_400i64,
+                delivery: DeliveryConfig::from_env()?,
+                retry_delay: Duration::seconds(config::parsed(
+                    "RETRY_DELAY_SECONDS",
+                    DEFAULT_RETRY_DELAY.num_seconds(),
                 )?),
-                kafka: KafkaSettings::from_env()?,
-                producer: ProducerSettings::from_env()?,
-                topics: TopicNames::from_env(),
-                retry_delay: Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
-                concurrency: concurrency_from_env()?,
+                concurrency: shared::delivery::concurrency_from_env()?,
             })
         };
         read().map_err(Error::Config)
     }
 }
 
-/// `NOTIFY_CONCURRENCY`: keys handled at once, at least 1.
-pub fn concurrency_from_env() -> Result<usize, shared::Error> {
-    match config::parsed("NOTIFY_CONCURRENCY", DEFAULT_CONCURRENCY)? {
-        0 => Err(shared::Error::Config(
-            "NOTIFY_CONCURRENCY must be at least 1".into(),
-        )),
-        n => Ok(n),
-    }
-}
-
-/// Where failed records go: the dead-letter and failed topics, and the ledger.
-pub struct FailureSink<P, L> {
-    pub publisher: P,
-    pub ledger: L,
-    pub topics: TopicNames,
-    pub retry_delay: Duration,
-}
-
-impl<P: EventPublisher, L: FailureLedger> FailureSink<P, L> {
-    /// Publishes the dead letter to the dead-letter topic, or to the failed topic
-    /// when `permanent`, waits for the broker's acknowledgement, then records it in
-    /// the ledger (PENDING or FAILED) under its event and channel.
-    pub async fn park(
-        &self,
-        letter: &DeadLetter,
-        permanent: bool,
-        now: DateTime<Utc>,
-    ) -> Result<(), shared::Error> {
-        let (topic, status) = if permanent {
-            (&self.topics.payment_completed_failed, LedgerStatus::Failed)
-        } else {
-            (&self.topics.payment_completed_dlq, LedgerStatus::Pending)
-        };
-        let dead = letter.to_record(topic);
-        for result in self
-            .publisher
-            .publish_all(std::slice::from_ref(&dead))
-            .await
-        {
-            result?;
-        }
-        self.ledger
-            .record_failure(&LedgerFailure {
-                event_id: dead.event_id.clone(),
-                channel: letter.channel.clone(),
-                event_type: letter.event_type(),
-                status,
-                error_kind: letter.error_kind.clone(),
-                error_message: letter.error_message.clone(),
-                topic: letter.original.topic.clone(),
-                partition: letter.original.partition,
-                offset: letter.original.offset,
-                at: now,
-            })
-            .await?;
-        tracing::warn!(
-            event = %dead.event_id,
-            channel = letter.channel.as_deref().unwrap_or("-"),
-            at = %letter.original.coordinates(),
-            to = %topic,
-            status = status.name(),
-            retry_count = letter.retry_count,
-            error = %letter.error_message,
-            "notification failed; dead-lettered"
-        );
-        Ok(())
-    }
-}
-
 pub struct Notifier<C, S, P, L> {
-    /// Every configured channel; `routes` says which an event type goes to.
-    channels: Vec<C>,
-    routes: ChannelRoutes,
-    store: S,
-    failures: FailureSink<P, L>,
+    deliverer: Deliverer<C, S>,
+    sink: DeadLetterSink<P, L>,
     clock: Arc<dyn Clock>,
-    idempotency_ttl: Duration,
+    retry_delay: Duration,
     concurrency: usize,
 }
 
@@ -181,53 +93,13 @@ impl LambdaNotifier {
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        let channels = config.channels.channels().map_err(Error::Config)?;
-        let publisher =
-            KafkaPublisher::new(&config.kafka, &config.producer).map_err(Error::Config)?;
-        Ok(Notifier::new(
-            channels,
-            config.channels.routes.clone(),
-            DynamoIdempotencyStore::new(client.clone(), config.tables.idempotency.clone()),
-            FailureSink {
-                publisher,
-                ledger: DynamoFailureLedger::new(client, config.tables.failed_messages.clone()),
-                topics: config.topics.clone(),
-                retry_delay: config.retry_delay,
-            },
-            clock,
-            config.idempotency_ttl,
-        )
-        .with_concurrency(config.concurrency))
-    }
-}
-
-/// What happened on one channel.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Sent,
-    AlreadySent,
-}
-
-/// The result of one record on one channel.
-#[derive(Debug)]
-pub struct Delivery {
-    pub channel: &'static str,
-    pub outcome: Result<Outcome, shared::Error>,
-}
-
-/// What failed of one record's `notify`: the record itself (charged to
-/// `record_channel`, the channel it was retried for, if any), or each channel
-/// whose send failed.
-pub fn failures(
-    notified: Result<Vec<Delivery>, shared::Error>,
-    record_channel: Option<&str>,
-) -> Vec<(Option<&str>, shared::Error)> {
-    match notified {
-        Err(error) => vec![(record_channel, error)],
-        Ok(deliveries) => deliveries
-            .into_iter()
-            .filter_map(|d| d.outcome.err().map(|e| (Some(d.channel), e)))
-            .collect(),
+        let delivery = &config.delivery;
+        let deliverer = delivery
+            .deliverer(client.clone(), clock.clone())
+            .map_err(Error::Config)?;
+        let sink = delivery.sink(client).map_err(Error::Config)?;
+        Ok(Notifier::new(deliverer, sink, clock, config.retry_delay)
+            .with_concurrency(config.concurrency))
     }
 }
 
@@ -239,20 +111,16 @@ where
     L: FailureLedger,
 {
     pub fn new(
-        channels: Vec<C>,
-        routes: ChannelRoutes,
-        store: S,
-        failures: FailureSink<P, L>,
+        deliverer: Deliverer<C, S>,
+        sink: DeadLetterSink<P, L>,
         clock: Arc<dyn Clock>,
-        idempotency_ttl: Duration,
+        retry_delay: Duration,
     ) -> Self {
         Notifier {
-            channels,
-            routes,
-            store,
-            failures,
+            deliverer,
+            sink,
             clock,
-            idempotency_ttl,
+            retry_delay,
             concurrency: DEFAULT_CONCURRENCY,
         }
     }
@@ -263,6 +131,14 @@ where
             concurrency: keys.max(1),
             ..self
         }
+    }
+
+    pub fn deliverer(&self) -> &Deliverer<C, S> {
+        &self.deliverer
+    }
+
+    pub fn sink(&self) -> &DeadLetterSink<P, L> {
+        &self.sink
     }
 
     /// Handles every record, keys concurrently and each key's records in order;
@@ -299,156 +175,64 @@ where
         deadline: Option<DateTime<Utc>>,
     ) -> Result<(), shared::Error> {
         for record in records {
-            let failures = failures(self.notify(record, deadline, None).await, None);
-            for (channel, error) in failures {
-                if let Err(e) = self.dead_letter(record, channel, &error).await {
-                    tracing::error!(
-                        partition = record.partition,
-                        offset = record.offset,
-                        error = %shared::error_chain(&e),
-                        "cannot write the dead letter; failing the invocation so the batch comes back"
-                    );
-                    return Err(e);
-                }
+            if let Err(e) = self.handle_record(record, deadline).await {
+                tracing::error!(
+                    partition = record.partition,
+                    offset = record.offset,
+                    error = %shared::error_chain(&e),
+                    "cannot write the dead letter; failing the invocation so the batch comes back"
+                );
+                return Err(e);
             }
         }
         Ok(())
     }
 
-    /// Writes a record that failed (on `channel`, or before any) to the
-    /// dead-letter topic (retryable) or the failed topic (permanent), then to the
-    /// ledger.
+    /// Delivers one record and dead-letters what failed of it: the record
+    /// itself when it cannot be decoded, else each channel whose send failed.
+    async fn handle_record(
+        &self,
+        record: &KafkaRecord,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<(), shared::Error> {
+        let (decoded, failures) = match decode_record(record) {
+            Ok(decoded) => {
+                let failures = self.deliverer.deliver(&decoded, None, deadline).await;
+                (decoded, failures)
+            }
+            Err(error) => (
+                decode_lossy(record),
+                vec![Failure {
+                    channel: None,
+                    error,
+                }],
+            ),
+        };
+        for failure in failures {
+            self.dead_letter(&decoded, failure).await?;
+        }
+        Ok(())
+    }
+
+    /// A first failure: retried after `retry_delay` (or the channel's
+    /// `retry_after`, if longer) when it may succeed later, else parked.
     async fn dead_letter(
         &self,
-        record: &KafkaRecord,
-        channel: Option<&str>,
-        error: &shared::Error,
+        record: &DecodedRecord,
+        failure: Failure,
     ) -> Result<(), shared::Error> {
         let now = self.clock.now();
-        let delay = error
+        let delay = failure
+            .error
             .retry_after()
-            .map_or(self.failures.retry_delay, |after| {
-                after.max(self.failures.retry_delay)
-            });
-        let mut letter = DeadLetter::new(decode_lossy(record), error, 0, now + delay);
-        if let Some(channel) = channel {
+            .map_or(self.retry_delay, |after| after.max(self.retry_delay));
+        let mut letter = DeadLetter::new(record.clone(), &failure.error, 0, now + delay);
+        if let Some(channel) = failure.channel {
             letter = letter.on_channel(channel);
         }
-        self.failures
-            .park(&letter, !error.is_retryable(), now)
+        self.sink
+            .dead_letter(&letter, Disposition::of(&failure.error), now)
             .await
-    }
-
-    pub fn failures(&self) -> &FailureSink<P, L> {
-        &self.failures
-    }
-
-    /// Sends the notification of one record on each channel routed for its event
-    /// type, or on `only` that channel (a dead letter's retry), skipping the
-    /// channels it was sent on before. `Err` when the record itself is bad; a
-    /// channel's failure is in its `Delivery`.
-    pub async fn notify(
-        &self,
-        record: &KafkaRecord,
-        deadline: Option<DateTime<Utc>>,
-        only: Option<&str>,
-    ) -> Result<Vec<Delivery>, shared::Error> {
-        let decoded = decode_record(record)?;
-        let value = decoded
-            .value
-            .as_deref()
-            .ok_or_else(|| shared::Error::MalformedEvent("the record has no value".into()))?;
-        if value.len() > MAX_RECORD_BYTES {
-            return Err(shared::Error::MalformedEvent(format!(
-                "the record is {} bytes; the limit is {MAX_RECORD_BYTES}",
-                value.len()
-            )));
-        }
-        let envelope = EventEnvelope::from_json(value)?;
-        if let Some(header) = decoded.header(HEADER_EVENT_ID)
-            && header != envelope.event_id.to_string()
-        {
-            return Err(shared::Error::MalformedEvent(format!(
-                "the event-id header {header} does not match the envelope's {}",
-                envelope.event_id
-            )));
-        }
-        let message = notification::for_event(&envelope)?;
-        let wanted: Vec<&str> = match only {
-            Some(channel) => vec![channel],
-            None => self
-                .routes
-                .for_type(message.event_type)
-                .iter()
-                .map(|k| k.name())
-                .collect(),
-        };
-        let hash = payload_hash(value);
-        let mut deliveries = Vec::with_capacity(wanted.len());
-        for name in wanted {
-            let delivery = match self.channels.iter().find(|c| c.name() == name) {
-                Some(channel) => Delivery {
-                    channel: channel.name(),
-                    outcome: self
-                        .send_once(channel, &message, &hash, deadline)
-                        .await
-                        .inspect(|outcome| {
-                            tracing::info!(
-                                event = %envelope.event_id,
-                                at = %decoded.coordinates(),
-                                channel = channel.name(),
-                                ?outcome,
-                                "notification handled"
-                            );
-                        }),
-                },
-                None => Delivery {
-                    channel: shared::notification::ChannelKind::parse(name)
-                        .map_or("unknown", |k| k.name()),
-                    outcome: Err(shared::Error::Config(format!(
-                        "the notification channel {name:?} is not configured here"
-                    ))),
-                },
-            };
-            deliveries.push(delivery);
-        }
-        Ok(deliveries)
-    }
-
-    /// Sends `message` on `channel` unless the key of this event and channel
-    /// says it was sent; releases the key when the send fails, so a retry sends.
-    async fn send_once(
-        &self,
-        channel: &C,
-        message: &Notification,
-        hash: &str,
-        deadline: Option<DateTime<Utc>>,
-    ) -> Result<Outcome, shared::Error> {
-        let now = self.clock.now();
-        let key = format!("notify:{}:{}", channel.name(), message.event_id);
-        let claim = self
-            .store
-            .acquire(
-                &key,
-                hash,
-                now,
-                deadline.unwrap_or(now + DEFAULT_LOCK),
-                now + self.idempotency_ttl,
-            )
-            .await?;
-        if claim != Claim::Acquired {
-            return Ok(Outcome::AlreadySent);
-        }
-        if let Err(e) = channel.send(message).await {
-            if let Err(release) = self.store.release(&key).await {
-                tracing::error!(error = %shared::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
-            }
-            return Err(e);
-        }
-        self.store
-            .complete(&key, None, now + self.idempotency_ttl)
-            .await?;
-        Ok(Outcome::Sent)
     }
 }
 
@@ -458,120 +242,16 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use shared::clock::SystemClock;
+    use shared::config::TopicNames;
     use shared::dead_letter;
+    use shared::delivery::MAX_RECORD_BYTES;
     use shared::domain::ReservationId;
+    use shared::events::{EventEnvelope, HEADER_EVENT_ID};
+    use shared::fakes::{FakeChannel, FakeLedger, FakePublisher};
     use shared::idempotency::InMemoryIdempotencyStore;
     use shared::kafka_event::encode_headers;
-    use shared::notification::{ChannelKind, Notification};
-    use shared::ports::OutboundRecord;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A channel named `name` that records what it sends, or fails every send
-    /// with `failure` (retryable, retry after seconds, message).
-    struct FakeChannel {
-        name: &'static str,
-        failure: Option<(bool, Option<u64>, &'static str)>,
-        sent: Mutex<Vec<Notification>>,
-        /// How long a send takes.
-        latency: std::time::Duration,
-        in_flight: AtomicUsize,
-        most_in_flight: AtomicUsize,
-    }
-
-    impl Default for FakeChannel {
-        fn default() -> Self {
-            FakeChannel {
-                name: "telegram",
-                failure: None,
-                sent: Mutex::default(),
-                latency: std::time::Duration::ZERO,
-                in_flight: AtomicUsize::new(0),
-                most_in_flight: AtomicUsize::new(0),
-            }
-        }
-    }
-
-    impl FakeChannel {
-        /// The events sent, in the order they were.
-        fn sent_event_ids(&self) -> Vec<shared::domain::EventId> {
-            self.sent
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|m| m.event_id)
-                .collect()
-        }
-    }
-
-    impl NotificationChannel for FakeChannel {
-        fn name(&self) -> &'static str {
-            self.name
-        }
-        async fn send(&self, n: &Notification) -> Result<(), shared::Error> {
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(self.latency).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            if let Some((retryable, retry_after, message)) = self.failure {
-                return Err(shared::Error::Channel {
-                    channel: self.name,
-                    retryable,
-                    retry_after: retry_after.map(std::time::Duration::from_secs),
-                    message: message.into(),
-                    source: None,
-                });
-            }
-            self.sent.lock().unwrap().push(n.clone());
-            Ok(())
-        }
-    }
-
-    #[derive(Default)]
-    struct FakePublisher {
-        broken: bool,
-        published: Mutex<Vec<OutboundRecord>>,
-    }
-
-    impl EventPublisher for FakePublisher {
-        async fn publish_all(&self, records: &[OutboundRecord]) -> Vec<Result<(), shared::Error>> {
-            records
-                .iter()
-                .map(|r| {
-                    if self.broken {
-                        return Err(shared::Error::Publish {
-                            event_id: r.event_id.clone(),
-                            topic: r.topic.clone(),
-                            source: "broker unreachable".into(),
-                        });
-                    }
-                    self.published.lock().unwrap().push(r.clone());
-                    Ok(())
-                })
-                .collect()
-        }
-    }
-
-    #[derive(Default)]
-    struct FakeLedger {
-        rows: Mutex<Vec<LedgerFailure>>,
-    }
-
-    impl FailureLedger for FakeLedger {
-        async fn record_failure(&self, failure: &LedgerFailure) -> Result<(), shared::Error> {
-            self.rows.lock().unwrap().push(failure.clone());
-            Ok(())
-        }
-
-        async fn mark_processed(
-            &self,
-            _: &str,
-            _: Option<&str>,
-            _: DateTime<Utc>,
-        ) -> Result<(), shared::Error> {
-            Ok(())
-        }
-    }
+    use shared::ledger::LedgerStatus;
+    use shared::notification::{ChannelKind, ChannelRoutes};
 
     type TestNotifier = Notifier<FakeChannel, InMemoryIdempotencyStore, FakePublisher, FakeLedger>;
 
@@ -601,29 +281,31 @@ mod tests {
         routes: ChannelRoutes,
         broken_publisher: bool,
     ) -> TestNotifier {
+        let clock = Arc::new(SystemClock);
         Notifier::new(
-            channels,
-            routes,
-            InMemoryIdempotencyStore::default(),
-            FailureSink {
-                publisher: FakePublisher {
-                    broken: broken_publisher,
-                    ..Default::default()
-                },
-                ledger: FakeLedger::default(),
-                topics: TopicNames::from_env(),
-                retry_delay: Duration::seconds(60),
-            },
-            Arc::new(SystemClock),
-            Duration::days(1),
+            Deliverer::new(
+                channels,
+                routes,
+                InMemoryIdempotencyStore::default(),
+                clock.clone(),
+                Duration::days(1),
+            ),
+            DeadLetterSink::new(
+                FakePublisher::broken_if(broken_publisher),
+                FakeLedger::default(),
+                TopicNames::default(),
+            ),
+            clock,
+            Duration::seconds(60),
         )
     }
 
     fn failing(retryable: bool, retry_after: Option<u64>) -> FakeChannel {
-        FakeChannel {
-            failure: Some((retryable, retry_after, "sandbox failure")),
-            ..Default::default()
-        }
+        FakeChannel::telegram().failing_for(
+            usize::MAX,
+            retryable,
+            retry_after.map(std::time::Duration::from_secs),
+        )
     }
 
     /// The record with its envelope changed by `edit`.
@@ -640,14 +322,11 @@ mod tests {
         EventEnvelope::from_json(&value).unwrap().event_id
     }
 
-    /// Each channel's outcome, in order, with errors as their kind.
-    fn outcomes(
-        deliveries: Result<Vec<Delivery>, shared::Error>,
-    ) -> Vec<Result<Outcome, &'static str>> {
-        deliveries
-            .unwrap()
-            .into_iter()
-            .map(|d| d.outcome.map_err(|e| e.code()))
+    fn sent_event_ids(n: &TestNotifier, channel: usize) -> Vec<shared::domain::EventId> {
+        n.deliverer().channels()[channel]
+            .sent()
+            .iter()
+            .map(|m| m.event_id)
             .collect()
     }
 
@@ -658,32 +337,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_record_is_sent_once_and_its_redelivery_is_skipped() {
-        let n = notifier(FakeChannel::default(), false);
-        let r = record(0);
+    async fn a_redelivered_batch_sends_each_record_once() {
+        let n = notifier(FakeChannel::telegram(), false);
+        let records = vec![record(0), record(1)];
+        n.handle(batch(records.clone())).await.unwrap();
+        n.handle(batch(records.clone())).await.unwrap();
         assert_eq!(
-            outcomes(n.notify(&r, None, None).await),
-            [Ok(Outcome::Sent)]
+            sent_event_ids(&n, 0),
+            records.iter().map(event_id).collect::<Vec<_>>()
         );
-        assert_eq!(
-            outcomes(n.notify(&r, None, None).await),
-            [Ok(Outcome::AlreadySent)]
-        );
-        let sent = n.channels[0].sent.lock().unwrap();
-        assert_eq!(sent.len(), 1);
-        assert!(sent[0].text.contains("1,000원"));
+        assert!(n.sink().publisher().published().is_empty());
     }
 
     #[tokio::test]
     async fn keys_are_sent_concurrently_up_to_the_bound_and_each_key_in_offset_order() {
-        let n = notifier(
-            FakeChannel {
-                latency: std::time::Duration::from_millis(20),
-                ..Default::default()
-            },
-            false,
-        )
-        .with_concurrency(3);
+        let channel = FakeChannel::telegram().with_latency(std::time::Duration::from_millis(20));
+        let n = notifier(channel, false).with_concurrency(3);
         let keys: Vec<ReservationId> = (0..5).map(|_| ReservationId::random()).collect();
         // Offsets interleave the keys: 0 → key 0, 1 → key 1, …
         let records: Vec<KafkaRecord> = (0..20)
@@ -691,7 +360,7 @@ mod tests {
             .collect();
         n.handle(batch(records.clone())).await.unwrap();
 
-        let sent = n.channels[0].sent_event_ids();
+        let sent = sent_event_ids(&n, 0);
         assert_eq!(sent.len(), 20, "each record once");
         for key in 0..5 {
             let expected: Vec<_> = records.iter().skip(key).step_by(5).map(event_id).collect();
@@ -702,29 +371,19 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "key {key} in offset order");
         }
-        assert_eq!(n.channels[0].most_in_flight.load(Ordering::SeqCst), 3);
+        assert_eq!(n.deliverer().channels()[0].most_in_flight(), 3);
     }
 
     #[tokio::test]
     async fn with_a_concurrency_of_one_records_are_sent_one_at_a_time_in_order() {
-        let n = notifier(FakeChannel::default(), false).with_concurrency(1);
+        let n = notifier(FakeChannel::telegram(), false).with_concurrency(1);
         let records: Vec<KafkaRecord> = (0..6).map(record).collect();
         n.handle(batch(records.clone())).await.unwrap();
-        let sent = n.channels[0].sent_event_ids();
-        assert_eq!(sent, records.iter().map(event_id).collect::<Vec<_>>());
-        assert_eq!(n.channels[0].most_in_flight.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_failed_send_releases_the_key_so_a_retry_sends() {
-        let n = notifier(failing(true, None), false);
-        let r = record(0);
-        assert!(n.notify(&r, None, None).await.unwrap()[0].outcome.is_err());
-        assert!(
-            n.store
-                .get(&format!("notify:telegram:{}", event_id(&r)))
-                .is_none()
+        assert_eq!(
+            sent_event_ids(&n, 0),
+            records.iter().map(event_id).collect::<Vec<_>>()
         );
+        assert_eq!(n.deliverer().channels()[0].most_in_flight(), 1);
     }
 
     #[tokio::test]
@@ -732,7 +391,7 @@ mod tests {
         let n = notifier(failing(true, None), false);
         let answer = n.handle(batch(vec![record(5), record(6)])).await.unwrap();
         assert!(answer.batch_item_failures.is_empty());
-        let published = n.failures.publisher.published.lock().unwrap();
+        let published = n.sink().publisher().published();
         assert_eq!(published.len(), 2, "both records were handled");
         assert!(published.iter().all(|r| r.topic == "payment.completed.dlq"));
         assert_eq!(published[0].header(dead_letter::ORIGINAL_OFFSET), Some("5"));
@@ -741,7 +400,7 @@ mod tests {
             published[0].header(dead_letter::EXCEPTION_FQCN),
             Some("shared::Error::Channel")
         );
-        let rows = n.failures.ledger.rows.lock().unwrap();
+        let rows = n.sink().ledger().failures();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].status, LedgerStatus::Pending);
         assert_eq!(rows[0].event_id, published[0].event_id);
@@ -751,12 +410,9 @@ mod tests {
     async fn a_permanent_failure_goes_to_the_failed_topic_and_the_ledger_as_failed() {
         let n = notifier(failing(false, None), false);
         n.handle(batch(vec![record(0)])).await.unwrap();
-        let published = n.failures.publisher.published.lock().unwrap();
+        let published = n.sink().publisher().published();
         assert_eq!(published[0].topic, "payment.completed.failed");
-        assert_eq!(
-            n.failures.ledger.rows.lock().unwrap()[0].status,
-            LedgerStatus::Failed
-        );
+        assert_eq!(n.sink().ledger().failures()[0].status, LedgerStatus::Failed);
     }
 
     #[tokio::test]
@@ -764,7 +420,7 @@ mod tests {
         let n = notifier(failing(true, Some(600)), false);
         let before = Utc::now();
         n.handle(batch(vec![record(0)])).await.unwrap();
-        let published = n.failures.publisher.published.lock().unwrap();
+        let published = n.sink().publisher().published();
         let next: DateTime<Utc> = published[0]
             .header(dead_letter::NEXT_ATTEMPT_AT)
             .unwrap()
@@ -788,7 +444,7 @@ mod tests {
         let mut oversized = record(5);
         oversized.value = Some(STANDARD.encode(vec![b' '; MAX_RECORD_BYTES + 1]));
 
-        let n = notifier(FakeChannel::default(), false);
+        let n = notifier(FakeChannel::telegram(), false);
         n.handle(batch(vec![
             not_base64,
             not_json,
@@ -800,7 +456,7 @@ mod tests {
         ]))
         .await
         .unwrap();
-        let published = n.failures.publisher.published.lock().unwrap();
+        let published = n.sink().publisher().published();
         assert_eq!(published.len(), 6);
         for dead in published.iter() {
             assert_eq!(dead.topic, "payment.completed.failed");
@@ -808,128 +464,41 @@ mod tests {
                 dead.header(dead_letter::EXCEPTION_FQCN),
                 Some("shared::Error::MalformedEvent")
             );
+            assert_eq!(dead.header(dead_letter::NOTIFICATION_CHANNEL), None);
         }
-        assert!(
-            published[0]
-                .header(dead_letter::EXCEPTION_MESSAGE)
-                .unwrap()
-                .contains("base64")
-        );
+        let reason = |i: usize| published[i].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
+        assert!(reason(0).contains("base64"));
         assert_eq!(published[0].value.as_deref(), Some(&b"%%% not base64"[..]));
-        assert!(
-            published[2]
-                .header(dead_letter::EXCEPTION_MESSAGE)
-                .unwrap()
-                .contains("Refunded")
-        );
-        let missing = published[3].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
-        assert!(missing.contains("amountKrw"), "{missing}");
-        let too_big = published[5].header(dead_letter::EXCEPTION_MESSAGE).unwrap();
-        assert!(too_big.contains("the limit is 65536"), "{too_big}");
-        assert_eq!(
-            n.channels[0].sent.lock().unwrap().len(),
-            1,
-            "the good record was sent"
-        );
+        assert!(reason(2).contains("Refunded"));
+        assert!(reason(3).contains("amountKrw"), "{}", reason(3));
+        assert!(reason(5).contains("the limit is 65536"), "{}", reason(5));
+        assert_eq!(sent_event_ids(&n, 0).len(), 1, "the good record was sent");
     }
 
     #[tokio::test]
     async fn when_the_dead_letter_cannot_be_written_the_invocation_fails() {
         let n = notifier(failing(true, None), true);
         assert!(n.handle(batch(vec![record(0)])).await.is_err());
-        assert!(n.failures.ledger.rows.lock().unwrap().is_empty());
-    }
-
-    fn both_channels() -> ChannelRoutes {
-        ChannelRoutes::all_on(&[ChannelKind::Telegram, ChannelKind::Discord])
-    }
-
-    fn discord() -> FakeChannel {
-        FakeChannel {
-            name: "discord",
-            ..FakeChannel::default()
-        }
+        assert!(n.sink().ledger().failures().is_empty());
     }
 
     #[tokio::test]
-    async fn an_event_routed_to_both_channels_is_sent_on_each_once() {
+    async fn one_channel_failing_dead_letters_that_channel_only() {
+        let broken_discord = FakeChannel::discord().failing_for(usize::MAX, true, None);
         let n = notifier_on(
-            vec![FakeChannel::default(), discord()],
-            both_channels(),
+            vec![FakeChannel::telegram(), broken_discord],
+            ChannelRoutes::all_on(&[ChannelKind::Telegram, ChannelKind::Discord]),
             false,
         );
-        let r = record(0);
+        n.handle(batch(vec![record(9)])).await.unwrap();
+        let published = n.sink().publisher().published();
+        assert_eq!(published.len(), 1, "one dead letter, for discord");
         assert_eq!(
-            outcomes(n.notify(&r, None, None).await),
-            [Ok(Outcome::Sent), Ok(Outcome::Sent)]
+            published[0].header(dead_letter::NOTIFICATION_CHANNEL),
+            Some("discord")
         );
-        assert_eq!(
-            outcomes(n.notify(&r, None, None).await),
-            [Ok(Outcome::AlreadySent), Ok(Outcome::AlreadySent)]
-        );
-        assert_eq!(n.channels[0].sent.lock().unwrap().len(), 1);
-        assert_eq!(n.channels[1].sent.lock().unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn routes_choose_the_channels_per_event_type() {
-        let routes = ChannelRoutes {
-            payment_completed: vec![ChannelKind::Discord],
-            seat_hold_expired: vec![ChannelKind::Telegram],
-        };
-        let n = notifier_on(vec![FakeChannel::default(), discord()], routes, false);
-        n.notify(&record(0), None, None).await.unwrap();
-        assert!(n.channels[0].sent.lock().unwrap().is_empty());
-        assert_eq!(n.channels[1].sent.lock().unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn one_channel_failing_dead_letters_that_channel_only_and_its_retry_does_not_resend_the_other()
-     {
-        let broken_discord = FakeChannel {
-            failure: Some((true, None, "discord down")),
-            ..discord()
-        };
-        let n = notifier_on(
-            vec![FakeChannel::default(), broken_discord],
-            both_channels(),
-            false,
-        );
-        let r = record(9);
-        n.handle(batch(vec![r.clone()])).await.unwrap();
-        {
-            let published = n.failures.publisher.published.lock().unwrap();
-            assert_eq!(published.len(), 1, "one dead letter, for discord");
-            assert_eq!(
-                published[0].header(dead_letter::NOTIFICATION_CHANNEL),
-                Some("discord")
-            );
-            let rows = n.failures.ledger.rows.lock().unwrap();
-            assert_eq!(rows[0].channel.as_deref(), Some("discord"));
-        }
-        // The redelivered record: Telegram is skipped, Discord is tried again.
-        assert_eq!(
-            outcomes(n.notify(&r, None, None).await),
-            [Ok(Outcome::AlreadySent), Err("CHANNEL_FAILED")]
-        );
-        // A retry of the dead letter goes to Discord only.
-        let retry = n.notify(&r, None, Some("discord")).await.unwrap();
-        assert_eq!(retry.len(), 1);
-        assert_eq!(retry[0].channel, "discord");
-        assert_eq!(
-            n.channels[0].sent.lock().unwrap().len(),
-            1,
-            "telegram sent once"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_retry_for_a_channel_not_configured_here_fails_for_good_and_says_so() {
-        let n = notifier(FakeChannel::default(), false);
-        let retry = n.notify(&record(0), None, Some("discord")).await.unwrap();
-        let error = retry[0].outcome.as_ref().unwrap_err();
-        assert!(!error.is_retryable());
-        assert!(error.to_string().contains("not configured"), "{error}");
-        assert!(n.channels[0].sent.lock().unwrap().is_empty());
+        let rows = n.sink().ledger().failures();
+        assert_eq!(rows[0].channel.as_deref(), Some("discord"));
+        assert_eq!(sent_event_ids(&n, 0).len(), 1, "telegram sent");
     }
 }

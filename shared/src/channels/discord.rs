@@ -80,8 +80,8 @@ fn retry_after(answer: Option<&ErrorAnswer>, header: Option<&str>) -> Option<Dur
 }
 
 impl NotificationChannel for DiscordChannel {
-    fn name(&self) -> &'static str {
-        ChannelKind::Discord.name()
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Discord
     }
 
     async fn send(&self, notification: &Notification) -> Result<(), Error> {

@@ -166,10 +166,6 @@ impl Channel {
             .transpose()?;
         Ok(Channel { client, pacer })
     }
-
-    pub fn kind(&self) -> ChannelKind {
-        self.client.kind()
-    }
 }
 
 impl ChannelClient {
@@ -182,8 +178,8 @@ impl ChannelClient {
 }
 
 impl NotificationChannel for Channel {
-    fn name(&self) -> &'static str {
-        self.kind().name()
+    fn kind(&self) -> ChannelKind {
+        self.client.kind()
     }
 
     async fn send(&self, notification: &Notification) -> Result<(), Error> {

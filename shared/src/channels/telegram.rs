@@ -61,8 +61,8 @@ impl TelegramChannel {
 }
 
 impl NotificationChannel for TelegramChannel {
-    fn name(&self) -> &'static str {
-        ChannelKind::Telegram.name()
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Telegram
     }
 
     async fn send(&self, notification: &Notification) -> Result<(), Error> {

@@ -74,28 +74,6 @@ impl DynamoFailureLedger {
         Ok(entries)
     }
 
-    /// Puts a row back to PENDING after an operator re-drove it.
-    pub async fn mark_redriven(
-        &self,
-        event_id: &str,
-        channel: Option<&str>,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), Error> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(row_key(event_id, channel)))
-            .update_expression("SET #status = :pending, redrivenAt = :at")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s(LedgerStatus::Pending.name()))
-            .expression_attribute_values(":at", n(to_millis(at)))
-            .send()
-            .await
-            .map_err(|e| sdk_error("UpdateItem (ledger redrive)", e))?;
-        Ok(())
-    }
-
     /// The row of `event_id` on `channel` (`None`: the record's own row).
     pub async fn get(
         &self,
@@ -224,5 +202,26 @@ impl FailureLedger for DynamoFailureLedger {
             }
             Err(e) => Err(sdk_error("UpdateItem (ledger processed)", e)),
         }
+    }
+
+    async fn mark_redriven(
+        &self,
+        event_id: &str,
+        channel: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(row_key(event_id, channel)))
+            .update_expression("SET #status = :pending, redrivenAt = :at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(LedgerStatus::Pending.name()))
+            .expression_attribute_values(":at", n(to_millis(at)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem (ledger redrive)", e))?;
+        Ok(())
     }
 }

@@ -1,0 +1,87 @@
+//! Delivery as deployed: Telegram and/or Discord over HTTPS, the idempotency
+//! keys and the ledger in DynamoDB, dead letters on Kafka.
+
+use super::{DeadLetterSink, Deliverer, LambdaSink};
+use crate::Error;
+use crate::channels::{Channel, ChannelSettings};
+use crate::clock::Clock;
+use crate::config::{self, TableNames, TopicNames};
+use crate::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
+use crate::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
+use chrono::Duration;
+use std::sync::Arc;
+
+/// Records (the notifier) or dead letters (dlq-retry) of different
+/// reservations handled at once unless `NOTIFY_CONCURRENCY` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+
+/// How long a sent event is remembered unless `IDEMPOTENCY_TTL_SECONDS` says
+/// otherwise: a week, far beyond any redelivery or retry.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::days(7);
+
+pub type LambdaDeliverer = Deliverer<Channel, DynamoIdempotencyStore>;
+
+/// What delivering a notification needs: the channels and their routes, the
+/// idempotency table, and where failures go (topics, ledger).
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    pub tables: TableNames,
+    /// The channels per event type and their settings.
+    pub channels: ChannelSettings,
+    /// How long a sent event is remembered, so a late redelivery is still skipped.
+    pub idempotency_ttl: Duration,
+    /// Where dead letters are written.
+    pub kafka: KafkaSettings,
+    pub producer: ProducerSettings,
+    pub topics: TopicNames,
+}
+
+impl DeliveryConfig {
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(DeliveryConfig {
+            tables: TableNames::from_env(),
+            channels: ChannelSettings::from_env()?,
+            idempotency_ttl: Duration::seconds(config::parsed(
+                "IDEMPOTENCY_TTL_SECONDS",
+                DEFAULT_IDEMPOTENCY_TTL.num_seconds(),
+            )?),
+            kafka: KafkaSettings::from_env()?,
+            producer: ProducerSettings::from_env()?,
+            topics: TopicNames::from_env(),
+        })
+    }
+
+    /// The channels' clients and the idempotency table.
+    pub fn deliverer(
+        &self,
+        client: aws_sdk_dynamodb::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<LambdaDeliverer, Error> {
+        Ok(Deliverer::new(
+            self.channels.channels()?,
+            self.channels.routes.clone(),
+            DynamoIdempotencyStore::new(client, self.tables.idempotency.clone()),
+            clock,
+            self.idempotency_ttl,
+        ))
+    }
+
+    /// A producer for the dead letters, and the ledger.
+    pub fn sink(&self, client: aws_sdk_dynamodb::Client) -> Result<LambdaSink, Error> {
+        Ok(DeadLetterSink::new(
+            KafkaPublisher::new(&self.kafka, &self.producer)?,
+            DynamoFailureLedger::new(client, self.tables.failed_messages.clone()),
+            self.topics.clone(),
+        ))
+    }
+}
+
+/// `NOTIFY_CONCURRENCY`: reservations handled at once, at least 1.
+pub fn concurrency_from_env() -> Result<usize, Error> {
+    match config::parsed("NOTIFY_CONCURRENCY", DEFAULT_CONCURRENCY)? {
+        0 => Err(Error::Config(
+            "NOTIFY_CONCURRENCY must be at least 1".into(),
+        )),
+        n => Ok(n),
+    }
+}

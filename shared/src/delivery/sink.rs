@@ -1,0 +1,227 @@
+//! Where a failed delivery goes: its dead letter on a topic, then its ledger
+//! row. The one place that writes both, for the notifier, dlq-retry and an
+//! operator's re-drive.
+
+use crate::Error;
+use crate::config::TopicNames;
+use crate::dead_letter::DeadLetter;
+use crate::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
+use crate::notification::ChannelKind;
+use crate::ports::EventPublisher;
+use chrono::{DateTime, Utc};
+
+/// What becomes of a failed delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// On the dead-letter topic, ledger PENDING: dlq-retry tries it again.
+    Retry,
+    /// On the failed topic, ledger FAILED: kept for an operator.
+    Park,
+}
+
+impl Disposition {
+    /// Retry what may succeed later, park what will fail the same way again.
+    pub fn of(error: &Error) -> Self {
+        if error.is_retryable() {
+            Disposition::Retry
+        } else {
+            Disposition::Park
+        }
+    }
+}
+
+/// The dead-letter and failed topics, and the ledger.
+pub struct DeadLetterSink<P, L> {
+    publisher: P,
+    ledger: L,
+    topics: TopicNames,
+}
+
+impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
+    pub fn new(publisher: P, ledger: L, topics: TopicNames) -> Self {
+        DeadLetterSink {
+            publisher,
+            ledger,
+            topics,
+        }
+    }
+
+    pub fn publisher(&self) -> &P {
+        &self.publisher
+    }
+
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    /// Publishes the dead letter to the dead-letter topic (`Retry`) or the
+    /// failed topic (`Park`), waits for the broker's acknowledgement, then
+    /// records it in the ledger (PENDING or FAILED) under its event and channel.
+    /// An error means it may not be written: the caller must not let the
+    /// record it came from be committed.
+    pub async fn dead_letter(
+        &self,
+        letter: &DeadLetter,
+        disposition: Disposition,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let (topic, status) = match disposition {
+            Disposition::Retry => (&self.topics.payment_completed_dlq, LedgerStatus::Pending),
+            Disposition::Park => (&self.topics.payment_completed_failed, LedgerStatus::Failed),
+        };
+        let record = letter.to_record(topic);
+        let event_id = record.event_id.clone();
+        self.publisher.publish_one(record).await?;
+        self.ledger
+            .record_failure(&LedgerFailure {
+                event_id: event_id.clone(),
+                channel: channel_name(letter.channel),
+                event_type: letter.event_type(),
+                status,
+                error_kind: letter.error_kind.clone(),
+                error_message: letter.error_message.clone(),
+                topic: letter.original.topic.clone(),
+                partition: letter.original.partition,
+                offset: letter.original.offset,
+                at: now,
+            })
+            .await?;
+        tracing::warn!(
+            event = %event_id,
+            channel = letter.channel.map_or("-", ChannelKind::name),
+            at = %letter.original.coordinates(),
+            to = %topic,
+            status = status.name(),
+            retry_count = letter.retry_count,
+            error = %letter.error_message,
+            "notification failed; dead-lettered"
+        );
+        Ok(())
+    }
+
+    /// Closes the ledger row of a letter that a retry delivered.
+    pub async fn delivered(&self, letter: &DeadLetter, now: DateTime<Utc>) -> Result<(), Error> {
+        let channel = channel_name(letter.channel);
+        self.ledger
+            .mark_processed(&letter.event_id(), channel.as_deref(), now)
+            .await
+    }
+
+    /// An operator's re-drive: the letter back on the dead-letter topic, due
+    /// now with `retry-count` 0, and its ledger row PENDING again.
+    pub async fn redrive(&self, letter: &DeadLetter, now: DateTime<Utc>) -> Result<(), Error> {
+        let fresh = DeadLetter {
+            retry_count: 0,
+            next_attempt_at: now,
+            ..letter.clone()
+        };
+        let record = fresh.to_record(&self.topics.payment_completed_dlq);
+        let event_id = record.event_id.clone();
+        self.publisher.publish_one(record).await?;
+        let channel = channel_name(letter.channel);
+        self.ledger
+            .mark_redriven(&event_id, channel.as_deref(), now)
+            .await
+    }
+
+    /// Where `redrive` puts letters.
+    pub fn retry_topic(&self) -> &str {
+        &self.topics.payment_completed_dlq
+    }
+}
+
+fn channel_name(channel: Option<ChannelKind>) -> Option<String> {
+    channel.map(|c| c.name().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::{NOTIFICATION_CHANNEL, RETRY_COUNT};
+    use crate::domain::ReservationId;
+    use crate::fakes::{FakeLedger, FakePublisher};
+
+    fn sink(broken: bool) -> DeadLetterSink<FakePublisher, FakeLedger> {
+        DeadLetterSink::new(
+            FakePublisher::broken_if(broken),
+            FakeLedger::default(),
+            TopicNames::default(),
+        )
+    }
+
+    fn letter(error: &Error) -> DeadLetter {
+        let envelope =
+            crate::fixtures::payment_completed_envelope(ReservationId::random(), "s@ink.io", 10);
+        let original = crate::fixtures::record_of(&envelope, "payment.completed", 7);
+        DeadLetter::new(original, error, 2, Utc::now()).on_channel(ChannelKind::Discord)
+    }
+
+    fn channel_down() -> Error {
+        Error::Channel {
+            channel: "discord",
+            retryable: true,
+            retry_after: None,
+            message: "HTTP 502".into(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn what_may_succeed_later_is_retried_and_the_rest_parked() {
+        assert_eq!(Disposition::of(&channel_down()), Disposition::Retry);
+        let refused = Error::MalformedEvent("not json".into());
+        assert_eq!(Disposition::of(&refused), Disposition::Park);
+    }
+
+    #[tokio::test]
+    async fn a_retryable_letter_goes_to_the_dead_letter_topic_and_the_ledger_as_pending() {
+        let s = sink(false);
+        let l = letter(&channel_down());
+        s.dead_letter(&l, Disposition::Retry, Utc::now())
+            .await
+            .unwrap();
+        let published = s.publisher().published();
+        assert_eq!(published[0].topic, "payment.completed.dlq");
+        assert_eq!(published[0].header(NOTIFICATION_CHANNEL), Some("discord"));
+        let rows = s.ledger().failures();
+        assert_eq!(rows[0].status, LedgerStatus::Pending);
+        assert_eq!(rows[0].channel.as_deref(), Some("discord"));
+        assert_eq!(rows[0].event_id, l.event_id());
+        assert_eq!(rows[0].offset, 7);
+    }
+
+    #[tokio::test]
+    async fn a_parked_letter_goes_to_the_failed_topic_and_the_ledger_as_failed() {
+        let s = sink(false);
+        s.dead_letter(&letter(&channel_down()), Disposition::Park, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            s.publisher().published()[0].topic,
+            "payment.completed.failed"
+        );
+        assert_eq!(s.ledger().failures()[0].status, LedgerStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn when_the_topic_refuses_the_letter_no_ledger_row_is_written() {
+        let s = sink(true);
+        let result = s
+            .dead_letter(&letter(&channel_down()), Disposition::Retry, Utc::now())
+            .await;
+        assert!(result.is_err());
+        assert!(s.ledger().failures().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redrive_puts_the_letter_back_due_now_with_no_retries_and_the_row_pending() {
+        let s = sink(false);
+        let now = Utc::now();
+        s.redrive(&letter(&channel_down()), now).await.unwrap();
+        let published = s.publisher().published();
+        assert_eq!(published[0].topic, "payment.completed.dlq");
+        assert_eq!(published[0].header(RETRY_COUNT), Some("0"));
+        let redriven = s.ledger().redriven();
+        assert_eq!(redriven[0].1.as_deref(), Some("discord"));
+    }
+}

@@ -1,0 +1,204 @@
+//! In-memory stand-ins for the ports, for unit tests of the functions' logic
+//! (feature `fixtures`; never in a function's build). The adapters themselves
+//! are tested against real services in `tests/`.
+
+use crate::Error;
+use crate::ledger::{FailureLedger, LedgerFailure};
+use crate::notification::{ChannelKind, Notification};
+use crate::ports::{EventPublisher, NotificationChannel, OutboundRecord};
+use chrono::{DateTime, Utc};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How a fake channel fails: retryable or not, with a 429's `retry_after`.
+#[derive(Clone, Copy, Debug)]
+struct FakeFailure {
+    times: usize,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+/// A channel that records what it sends, optionally slow, optionally failing
+/// its first sends; it counts how many sends ran at once.
+#[derive(Debug)]
+pub struct FakeChannel {
+    kind: ChannelKind,
+    failure: Option<FakeFailure>,
+    latency: Duration,
+    attempts: AtomicUsize,
+    sent: Mutex<Vec<Notification>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+impl FakeChannel {
+    pub fn new(kind: ChannelKind) -> Self {
+        FakeChannel {
+            kind,
+            failure: None,
+            latency: Duration::ZERO,
+            attempts: AtomicUsize::new(0),
+            sent: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn telegram() -> Self {
+        Self::new(ChannelKind::Telegram)
+    }
+
+    pub fn discord() -> Self {
+        Self::new(ChannelKind::Discord)
+    }
+
+    /// Fails its first `times` sends (`usize::MAX`: every send), retryable or
+    /// not, asking to wait `retry_after` if given (as a 429 does).
+    pub fn failing_for(self, times: usize, retryable: bool, retry_after: Option<Duration>) -> Self {
+        FakeChannel {
+            failure: Some(FakeFailure {
+                times,
+                retryable,
+                retry_after,
+            }),
+            ..self
+        }
+    }
+
+    /// Each send takes `latency`.
+    pub fn with_latency(self, latency: Duration) -> Self {
+        FakeChannel { latency, ..self }
+    }
+
+    /// The messages sent, in the order they were.
+    pub fn sent(&self) -> Vec<Notification> {
+        lock(&self.sent).clone()
+    }
+
+    /// The most sends that ran at the same time.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+impl NotificationChannel for FakeChannel {
+    fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        if let Some(failure) = self.failure.filter(|f| attempt < f.times) {
+            return Err(Error::Channel {
+                channel: self.kind.name(),
+                retryable: failure.retryable,
+                retry_after: failure.retry_after,
+                message: "the fake channel failed as told".into(),
+                source: None,
+            });
+        }
+        lock(&self.sent).push(notification.clone());
+        Ok(())
+    }
+}
+
+/// A publisher that keeps what it was given, or refuses everything as a
+/// broker that cannot be reached.
+#[derive(Debug, Default)]
+pub struct FakePublisher {
+    broken: bool,
+    published: Mutex<Vec<OutboundRecord>>,
+}
+
+impl FakePublisher {
+    pub fn broken_if(broken: bool) -> Self {
+        FakePublisher {
+            broken,
+            ..Default::default()
+        }
+    }
+
+    pub fn published(&self) -> Vec<OutboundRecord> {
+        lock(&self.published).clone()
+    }
+}
+
+impl EventPublisher for FakePublisher {
+    async fn publish_all(&self, records: &[OutboundRecord]) -> Vec<Result<(), Error>> {
+        records
+            .iter()
+            .map(|r| {
+                if self.broken {
+                    return Err(Error::Publish {
+                        event_id: r.event_id.clone(),
+                        topic: r.topic.clone(),
+                        source: "broker unreachable".into(),
+                    });
+                }
+                lock(&self.published).push(r.clone());
+                Ok(())
+            })
+            .collect()
+    }
+}
+
+/// A ledger that keeps what it was told: failures, and the (event id,
+/// channel) pairs marked processed or re-driven.
+#[derive(Debug, Default)]
+pub struct FakeLedger {
+    failures: Mutex<Vec<LedgerFailure>>,
+    processed: Mutex<Vec<(String, Option<String>)>>,
+    redriven: Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl FakeLedger {
+    pub fn failures(&self) -> Vec<LedgerFailure> {
+        lock(&self.failures).clone()
+    }
+
+    pub fn processed(&self) -> Vec<(String, Option<String>)> {
+        lock(&self.processed).clone()
+    }
+
+    pub fn redriven(&self) -> Vec<(String, Option<String>)> {
+        lock(&self.redriven).clone()
+    }
+}
+
+impl FailureLedger for FakeLedger {
+    async fn record_failure(&self, failure: &LedgerFailure) -> Result<(), Error> {
+        lock(&self.failures).push(failure.clone());
+        Ok(())
+    }
+
+    async fn mark_processed(
+        &self,
+        event_id: &str,
+        channel: Option<&str>,
+        _: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        lock(&self.processed).push((event_id.to_owned(), channel.map(str::to_owned)));
+        Ok(())
+    }
+
+    async fn mark_redriven(
+        &self,
+        event_id: &str,
+        channel: Option<&str>,
+        _: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        lock(&self.redriven).push((event_id.to_owned(), channel.map(str::to_owned)));
+        Ok(())
+    }
+}
