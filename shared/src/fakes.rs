@@ -7,8 +7,8 @@ use crate::ledger::{FailureLedger, LedgerFailure};
 use crate::notification::{ChannelKind, Notification};
 use crate::ports::{EventPublisher, NotificationChannel, OutboundRecord};
 use chrono::{DateTime, Utc};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -200,5 +200,74 @@ impl FailureLedger for FakeLedger {
     ) -> Result<(), Error> {
         lock(&self.redriven).push((event_id.to_owned(), channel.map(str::to_owned)));
         Ok(())
+    }
+}
+
+/// The log lines written on this thread while it is held, as the local
+/// runner prints them: each with the fields of the spans it was written in.
+/// For tests that check which ids a line of some work carries.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedLogs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Where the captured subscriber writes.
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// Captures this thread's logs until the guard is dropped (a
+    /// `#[tokio::test]` runs on one thread).
+    pub fn start() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
+        let logs = CapturedLogs::default();
+        let guard = tracing::subscriber::set_default(logs.subscriber());
+        (logs, guard)
+    }
+
+    /// Captures the logs of every thread for the rest of the process (an
+    /// end-to-end test's pipeline runs on many). Panics when a subscriber is
+    /// already set: call it first.
+    pub fn global() -> CapturedLogs {
+        let logs = CapturedLogs::default();
+        tracing::subscriber::set_global_default(logs.subscriber())
+            .expect("no log subscriber is set yet");
+        logs
+    }
+
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let buffer = self.buffer.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || CaptureWriter(buffer.clone()))
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::INFO)
+            .finish()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&lock(&self.buffer))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The first line that contains `text`; panics with every line if none does.
+    pub fn line_with(&self, text: &str) -> String {
+        let lines = self.lines();
+        lines
+            .iter()
+            .find(|l| l.contains(text))
+            .cloned()
+            .unwrap_or_else(|| panic!("no log line contains {text:?}; the lines: {lines:#?}"))
     }
 }

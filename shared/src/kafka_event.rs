@@ -74,6 +74,23 @@ pub fn decode_record(record: &KafkaRecord) -> Result<DecodedRecord, Error> {
     })
 }
 
+/// `topic-partition@offset` of a record as Lambda delivers it, for logs.
+pub fn coordinates(record: &KafkaRecord) -> String {
+    format!(
+        "{}-{}@{}",
+        record.topic.as_deref().unwrap_or_default(),
+        record.partition,
+        record.offset
+    )
+}
+
+/// A record's key as text (the reservation id, for the relay's records), when
+/// it is base64 of UTF-8.
+pub fn key_text(record: &KafkaRecord) -> Option<String> {
+    let bytes = STANDARD.decode(record.key.as_deref()?).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Decodes what can be decoded: a key or value that is not base64 is kept as the
 /// text it arrived as. For dead letters, which must carry even a poison record.
 pub fn decode_lossy(record: &KafkaRecord) -> DecodedRecord {

@@ -27,6 +27,7 @@ pub mod notification;
 pub mod outbox;
 pub mod ports;
 pub mod seed;
+pub mod spans;
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;

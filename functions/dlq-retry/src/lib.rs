@@ -34,8 +34,10 @@ use shared::delivery::{
 };
 use shared::kafka::decoded_message;
 use shared::kafka_event::group_by_key;
+use shared::spans;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Why the function could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +148,13 @@ impl DlqRetry {
     ) -> Result<RetryReport, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline)
             .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
-        let report = self.run(deadline).await.map_err(Box::new)?;
-        tracing::info!(?report, "dlq-retry run finished");
+        let span = spans::invocation("dlq-retry", &event.context.request_id);
+        let report = self
+            .run(deadline)
+            .instrument(span.clone())
+            .await
+            .map_err(Box::new)?;
+        span.in_scope(|| tracing::info!(?report, "dlq-retry run finished"));
         Ok(report)
     }
 
@@ -344,7 +351,17 @@ impl DlqRetry {
     ) -> Result<RetryReport, Error> {
         let mut tally = RetryReport::default();
         for letter in letters {
-            self.retry(letter, deadline, &mut tally).await?;
+            let key = letter.original.key.as_deref().map(String::from_utf8_lossy);
+            let span = spans::dead_letter(
+                &letter.original.coordinates(),
+                &letter.event_id(),
+                key.as_deref(),
+                letter.channel.map_or("-", |c| c.name()),
+                letter.retry_count,
+            );
+            self.retry(letter, deadline, &mut tally)
+                .instrument(span)
+                .await?;
         }
         Ok(tally)
     }
@@ -361,10 +378,9 @@ impl DlqRetry {
             .deliverer
             .deliver(&letter.original, letter.channel, Some(deadline))
             .await;
-        let channel = letter.channel.map_or("-", |c| c.name());
         if failures.is_empty() {
             report.processed += 1;
-            tracing::info!(event = %letter.event_id(), channel, retry_count = letter.retry_count, "dead letter delivered");
+            tracing::info!("dead letter delivered");
         }
         // A letter of a channel closes its row when that channel is done. A
         // letter without one (a re-driven record) closes the record's row once

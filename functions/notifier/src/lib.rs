@@ -31,11 +31,14 @@ use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::idempotency::IdempotencyStore;
 use shared::kafka::KafkaPublisher;
 use shared::kafka_event::{
-    DecodedRecord, KafkaBatchResponse, decode_lossy, decode_record, records_by_key,
+    DecodedRecord, KafkaBatchResponse, coordinates, decode_lossy, decode_record, key_text,
+    records_by_key,
 };
 use shared::ledger::FailureLedger;
 use shared::ports::{EventPublisher, NotificationChannel};
+use shared::spans;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub use shared::delivery::DEFAULT_CONCURRENCY;
 
@@ -151,6 +154,7 @@ where
         event: LambdaEvent<KafkaEvent>,
     ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline);
+        let span = spans::invocation("notifier", &event.context.request_id);
         // The futures are made before the stream, not by a `map` closure in it:
         // a closure over borrowed records makes the handler's future not `Send`.
         let keys: Vec<_> = records_by_key(&event.payload)
@@ -160,6 +164,7 @@ where
         let outcomes: Vec<Result<(), shared::Error>> = futures::stream::iter(keys)
             .buffer_unordered(self.concurrency)
             .collect()
+            .instrument(span)
             .await;
         match outcomes.into_iter().find_map(Result::err) {
             Some(e) => Err(Box::new(e)),
@@ -175,13 +180,18 @@ where
         deadline: Option<DateTime<Utc>>,
     ) -> Result<(), shared::Error> {
         for record in records {
-            if let Err(e) = self.handle_record(record, deadline).await {
-                tracing::error!(
-                    partition = record.partition,
-                    offset = record.offset,
-                    error = %shared::error_chain(&e),
-                    "cannot write the dead letter; failing the invocation so the batch comes back"
-                );
+            let span = spans::kafka_record(&coordinates(record), key_text(record).as_deref());
+            let handled = self
+                .handle_record(record, deadline)
+                .instrument(span.clone())
+                .await;
+            if let Err(e) = handled {
+                span.in_scope(|| {
+                    tracing::error!(
+                        error = %shared::error_chain(&e),
+                        "cannot write the dead letter; failing the invocation so the batch comes back"
+                    );
+                });
                 return Err(e);
             }
         }
@@ -247,7 +257,7 @@ mod tests {
     use shared::delivery::MAX_RECORD_BYTES;
     use shared::domain::ReservationId;
     use shared::events::{EventEnvelope, HEADER_EVENT_ID};
-    use shared::fakes::{FakeChannel, FakeLedger, FakePublisher};
+    use shared::fakes::{CapturedLogs, FakeChannel, FakeLedger, FakePublisher};
     use shared::idempotency::InMemoryIdempotencyStore;
     use shared::kafka_event::encode_headers;
     use shared::ledger::LedgerStatus;
@@ -500,5 +510,25 @@ mod tests {
         let rows = n.sink().ledger().failures();
         assert_eq!(rows[0].channel.as_deref(), Some("discord"));
         assert_eq!(sent_event_ids(&n, 0).len(), 1, "telegram sent");
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_record_carries_the_request_and_the_records_ids() {
+        let (logs, _capturing) = CapturedLogs::start();
+        let n = notifier(failing(true, None), false);
+        let reservation = ReservationId::random();
+        let r = record_of(reservation, 5);
+        let mut event = batch(vec![r.clone()]);
+        event.context.request_id = "request-7".into();
+        n.handle(event).await.unwrap();
+        let line = logs.line_with("notification failed; dead-lettered");
+        for id in [
+            "request-7".to_owned(),
+            "payment.completed-0@5".to_owned(),
+            reservation.to_string(),
+            format!("event_id={}", event_id(&r)),
+        ] {
+            assert!(line.contains(&id), "{id} is not in {line}");
+        }
     }
 }

@@ -12,6 +12,8 @@ use shared::config::TopicNames;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::outbox::OutboxItem;
 use shared::ports::{EventPublisher, OutboundRecord};
+use shared::spans;
+use tracing::Instrument;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +76,8 @@ impl<P: EventPublisher> Relay<P> {
         &self,
         event: LambdaEvent<Event>,
     ) -> Result<DynamoDbEventResponse, lambda_runtime::Error> {
-        Ok(self.relay(event.payload).await)
+        let span = spans::invocation("outbox-relay", &event.context.request_id);
+        Ok(self.relay(event.payload).instrument(span).await)
     }
 
     fn pending(&self, record: EventRecord) -> Option<Pending> {
@@ -114,13 +117,21 @@ impl<P: EventPublisher> Relay<P> {
         let unbuildable = built.split_off(buildable);
         let records: Vec<OutboundRecord> = built.into_iter().filter_map(Result::ok).collect();
         let results = self.publisher.publish_all(&records).await;
-        for (sequence_number, result) in sequence_numbers.iter().zip(results) {
+        let published = sequence_numbers.iter().zip(&records).zip(results);
+        for ((sequence_number, record), result) in published {
             if let Err(e) = result {
-                tracing::error!(
-                    %sequence_number,
-                    error = %shared::error_chain(&e),
-                    "publish failed; the stream re-delivers from this record"
+                let key = record.key.as_deref().map(String::from_utf8_lossy);
+                let span = spans::outbox_item(
+                    sequence_number,
+                    &record.event_id,
+                    key.as_deref().unwrap_or("-"),
                 );
+                span.in_scope(|| {
+                    tracing::error!(
+                        error = %shared::error_chain(&e),
+                        "publish failed; the stream re-delivers from this record"
+                    )
+                });
                 return failure(sequence_number.clone());
             }
         }
@@ -262,5 +273,31 @@ mod tests {
         );
         // Only the record before it went out; the one after waits its turn.
         assert_eq!(relay.publisher.published.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_is_logged_with_the_request_the_event_and_the_reservation() {
+        let (logs, _capturing) = shared::fakes::CapturedLogs::start();
+        let relay = relay(vec![0]);
+        let envelope = shared::fixtures::payment_completed_envelope(
+            ReservationId::random(),
+            "a@example.com",
+            1,
+        );
+        let mut context = lambda_runtime::Context::default();
+        context.request_id = "request-9".into();
+        let records = vec![shared::fixtures::outbox_insert(&envelope, 1)];
+        relay
+            .handle(LambdaEvent::new(batch(records), context))
+            .await
+            .unwrap();
+        let line = logs.line_with("publish failed");
+        for id in [
+            "request-9".to_owned(),
+            envelope.event_id.to_string(),
+            envelope.aggregate_id.clone(),
+        ] {
+            assert!(line.contains(&id), "{id} is not in {line}");
+        }
     }
 }

@@ -14,7 +14,9 @@ use shared::config::{self, Secret, TableNames};
 use shared::domain::{EventId, PaymentId, PaymentReceipt, ReservationId, pay};
 use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
+use shared::spans;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +119,16 @@ impl PaymentApi {
         let request = event.payload;
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
-        let answer = match (method.as_str(), path.trim_end_matches('/')) {
-            ("POST", "/payments") => self.pay(&request, deadline).await,
-            (_, route) => Err(api::no_route(&method, &path, route == "/payments")),
-        };
-        Ok(answer.unwrap_or_else(|e| api::log_and_respond("payments", &e)))
+        let span = spans::http_request("payment", &event.context.request_id, &method, &path);
+        let answer = async {
+            match (method.as_str(), path.trim_end_matches('/')) {
+                ("POST", "/payments") => self.pay(&request, deadline).await,
+                (_, route) => Err(api::no_route(&method, &path, route == "/payments")),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        Ok(answer.unwrap_or_else(|e| span.in_scope(|| api::log_and_respond("payments", &e))))
     }
 
     async fn pay(
@@ -133,6 +140,7 @@ impl PaymentApi {
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
         let body: PaymentRequest = api::json_body(request, self.max_body_bytes)?;
         let reservation_id = ReservationId::parse(&body.reservation_id)?;
+        spans::record_reservation(reservation_id);
         let explicit_key = idempotency_key(request)?;
 
         // Keys are scoped to the caller, so one user's key never answers another's.
@@ -153,7 +161,7 @@ impl PaymentApi {
                     .as_deref()
                     .and_then(|r| serde_json::from_str(r).ok())
                     .ok_or_else(|| shared::Error::CorruptItem(format!("{key} has no response")))?;
-                tracing::info!(reservation = %reservation_id, "payment replayed from its idempotency record");
+                tracing::info!("payment replayed from its idempotency record");
                 return Ok(api::json_response(200, &receipt));
             }
             Claim::Acquired => {}
@@ -194,7 +202,7 @@ impl PaymentApi {
         reservation.ensure_owner(admission.user_id)?;
         // A retry of a payment that went through: the first receipt, no charge.
         if let Some(receipt) = self.repository.confirmed_receipt(&reservation).await? {
-            tracing::info!(reservation = %reservation_id, payment = %receipt.payment_id, "payment retried; answering the first receipt");
+            tracing::info!(payment = %receipt.payment_id, "payment retried; answering the first receipt");
             return Ok(receipt);
         }
         let checkout = self
@@ -211,9 +219,8 @@ impl PaymentApi {
         )?;
         self.repository.pay(&checkout, &outcome, now).await?;
         tracing::info!(
-            reservation = %reservation_id,
             payment = %outcome.receipt.payment_id,
-            event = %outcome.event.event_id,
+            event_id = %outcome.event.event_id,
             amount = outcome.receipt.amount.amount(),
             customer = %checkout.user.mail,
             "payment confirmed"

@@ -12,7 +12,9 @@ use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames};
 use shared::domain::{Reservation, ReservationId, ReservationStatus, SeatId};
 use shared::dynamodb::TicketingRepository;
+use shared::spans;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -128,16 +130,21 @@ impl ReservationApi {
         let request = event.payload;
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
-        let answer = match (method.as_str(), path_segments(&path).as_slice()) {
-            ("POST", ["reservations"]) => self.hold(&request).await,
-            ("GET", ["reservations", id]) => self.show(&request, id).await,
-            (_, segments) => Err(api::no_route(
-                &method,
-                &path,
-                matches!(segments, ["reservations"] | ["reservations", _]),
-            )),
-        };
-        Ok(answer.unwrap_or_else(|e| api::log_and_respond("reservations", &e)))
+        let span = spans::http_request("reservation", &event.context.request_id, &method, &path);
+        let answer = async {
+            match (method.as_str(), path_segments(&path).as_slice()) {
+                ("POST", ["reservations"]) => self.hold(&request).await,
+                ("GET", ["reservations", id]) => self.show(&request, id).await,
+                (_, segments) => Err(api::no_route(
+                    &method,
+                    &path,
+                    matches!(segments, ["reservations"] | ["reservations", _]),
+                )),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        Ok(answer.unwrap_or_else(|e| span.in_scope(|| api::log_and_respond("reservations", &e))))
     }
 
     async fn hold(
@@ -163,11 +170,11 @@ impl ReservationApi {
             now,
             self.hold_for,
         )?;
+        spans::record_reservation(reservation.id);
         self.repository
             .hold(&reservation, &held, admission.token_id, now)
             .await?;
         tracing::info!(
-            reservation = %reservation.id,
             seat = %seat_id,
             user = %admission.user_id,
             "seat held"
@@ -187,6 +194,7 @@ impl ReservationApi {
             .jwt
             .verify(api::bearer_token(request)?, self.clock.now())?;
         let id = ReservationId::parse(id)?;
+        spans::record_reservation(id);
         let reservation =
             self.repository
                 .reservation(id)

@@ -15,8 +15,10 @@ use shared::clock::Clock;
 use shared::config::{self, TableNames};
 use shared::domain::EventId;
 use shared::dynamodb::items::{HELD_SHARDS, held_shard_name};
-use shared::dynamodb::{Release, TicketingRepository};
+use shared::dynamodb::{ExpiredHold, Release, TicketingRepository};
+use shared::spans;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Why the function could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -89,13 +91,40 @@ impl SeatExpiration {
     ) -> Result<ExpirationReport, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline)
             .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
-        let report = self.run(deadline).await.map_err(Box::new)?;
-        tracing::info!(?report, "seat-expiration run finished");
+        let span = spans::invocation("seat-expiration", &event.context.request_id);
+        let report = self
+            .run(deadline)
+            .instrument(span.clone())
+            .await
+            .map_err(Box::new)?;
+        span.in_scope(|| tracing::info!(?report, "seat-expiration run finished"));
         Ok(report)
     }
 
     fn out_of_time(&self, deadline: DateTime<Utc>) -> bool {
         self.clock.now() + self.config.safety_margin >= deadline
+    }
+
+    /// Releases one expired hold (with its SeatHoldExpired event) unless a
+    /// payment or another run got there first; a failure is logged and left to
+    /// the next run, so one seat's failure does not stop the others.
+    async fn release(&self, hold: &ExpiredHold, report: &mut ExpirationReport) {
+        let now = self.clock.now();
+        match self
+            .repository
+            .release_expired_hold(hold, now, EventId::random())
+            .await
+        {
+            Ok(Release::Released) => {
+                report.released += 1;
+                tracing::info!("hold expired; seat released");
+            }
+            Ok(Release::Skipped) => report.skipped += 1,
+            Err(e) => {
+                report.failed += 1;
+                tracing::error!(error = %shared::error_chain(&e), "could not release the hold; the next run tries again");
+            }
+        }
     }
 
     /// Releases every expired hold, page by page, until done or near the deadline.
@@ -120,23 +149,11 @@ impl SeatExpiration {
                         report.stopped_for_deadline = true;
                         return Ok(report);
                     }
-                    let now = self.clock.now();
-                    match self
-                        .repository
-                        .release_expired_hold(hold, now, EventId::random())
-                        .await
-                    {
-                        Ok(Release::Released) => {
-                            report.released += 1;
-                            tracing::info!(seat = %hold.seat_id, reservation = %hold.reservation_id, "hold expired; seat released");
-                        }
-                        Ok(Release::Skipped) => report.skipped += 1,
-                        Err(e) => {
-                            // One seat's failure does not stop the others.
-                            report.failed += 1;
-                            tracing::error!(seat = %hold.seat_id, error = %shared::error_chain(&e), "could not release the hold; the next run tries again");
-                        }
-                    }
+                    let span = spans::expired_hold(
+                        &hold.reservation_id.to_string(),
+                        &hold.seat_id.to_string(),
+                    );
+                    self.release(hold, &mut report).instrument(span).await;
                 }
                 match next {
                     Some(key) => start = Some(key),

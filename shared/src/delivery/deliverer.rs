@@ -86,7 +86,10 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
         deadline: Option<DateTime<Utc>>,
     ) -> Vec<Failure> {
         let letter = match Letter::parse(record) {
-            Ok(letter) => letter,
+            Ok(letter) => {
+                crate::spans::record_event(letter.envelope.event_id);
+                letter
+            }
             Err(error) => {
                 return vec![Failure {
                     channel: only,
@@ -130,13 +133,7 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
                 ))),
             };
             if let Ok(outcome) = &outcome {
-                tracing::info!(
-                    event = %letter.notification.event_id,
-                    at = %letter.coordinates,
-                    channel = kind.name(),
-                    ?outcome,
-                    "notification handled"
-                );
+                tracing::info!(channel = kind.name(), ?outcome, "notification handled");
             }
             deliveries.push(Delivery {
                 channel: kind,
