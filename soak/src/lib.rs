@@ -16,11 +16,13 @@ use local_runner::notification_sandbox::Chaos;
 use local_runner::pipeline::DlqRetrySettings;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
 use shared::domain::{ReservationId, ReservationStatus, SeatId, SeatStatus};
 use shared::dynamodb::DynamoFailureLedger;
 use shared::ledger::LedgerStatus;
 use shared::seed::Seeded;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,27 +134,7 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
         kill_once_after: Some(StdDuration::from_millis(300)),
         ..DeliveryFaults::default()
     };
-    let pipeline = Arc::new(
-        TestPipeline::start(Options {
-            retry_delay: Duration::seconds(1),
-            // Also how long a killed invocation's idempotency keys stay locked.
-            function_timeout: StdDuration::from_secs(10),
-            dlq_retry: DlqRetrySettings {
-                interval: StdDuration::from_secs(2),
-                max_retries: 1_000,
-                backoff_base: Duration::seconds(1),
-                backoff_max: Duration::seconds(5),
-            },
-            delivery_faults: faults.clone(),
-            ..Options::default()
-        })
-        .await,
-    );
-    pipeline.sandbox.chaos(Some(Chaos {
-        failure_rate: config.failure_rate,
-        timeout_ms: 6_000,
-        seed: Some(config.seed),
-    }));
+    let pipeline = Arc::new(start_pipeline(config, &faults).await);
     // A tenth more customers than seats: some find their seat taken.
     let customers = config.payments + config.payments / 10;
     let seeded = Arc::new(
@@ -187,12 +169,62 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
         .map(|user| (*user, seeded.users[*user].user.mail.as_str().to_owned()))
         .collect();
     wait_until_told(config, &pipeline, &ledger, &mails).await?;
-    // Long enough for a late second copy to show.
-    tokio::time::sleep(StdDuration::from_secs(5)).await;
     pipeline.sandbox.chaos(None);
+    // A late second copy would show before markers sent behind every
+    // partition's records and dead letters.
+    let payment_records = published_records(&pipeline.topics.payment_completed).await;
+    let keys = one_key_per_partition(&payment_records);
+    pipeline
+        .settle_retries(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
 
-    let told = told_per_customer(&pipeline);
     report.payments = confirmed.len();
+    tally_told(&pipeline, &mails, &mut report);
+    let mut published = check_published(&payment_records, confirmed.len(), &mut report);
+    // Holds that expired were told too, and their failures are in the ledger.
+    published.extend(event_ids(
+        &published_records(&pipeline.topics.seat_hold_expired).await,
+    ));
+    let markers = pipeline.marker_event_ids();
+    check_ledger(&ledger, &published, &markers, &mut report).await?;
+    check_balances_and_seats(&pipeline, &seeded, &confirmed, &seat_sales, &mut report).await?;
+    check_faults(config, &pipeline, &faults, restarted, &mut report);
+    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
+        pipeline.stop().await;
+    }
+    eprintln!("soak: finished in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// A pipeline of its own with the soak's faults: the sandbox's chaos, the
+/// Kafka source's `faults`, dlq-retry every 2 s with a short back-off.
+async fn start_pipeline(config: &SoakConfig, faults: &DeliveryFaults) -> TestPipeline {
+    let pipeline = TestPipeline::start(Options {
+        retry_delay: Duration::seconds(1),
+        // Also how long a killed invocation's idempotency keys stay locked.
+        function_timeout: StdDuration::from_secs(10),
+        dlq_retry: DlqRetrySettings {
+            interval: StdDuration::from_secs(2),
+            max_retries: 1_000,
+            backoff_base: Duration::seconds(1),
+            backoff_max: Duration::seconds(5),
+        },
+        delivery_faults: faults.clone(),
+        ..Options::default()
+    })
+    .await;
+    pipeline.sandbox.chaos(Some(Chaos {
+        failure_rate: config.failure_rate,
+        timeout_ms: 6_000,
+        seed: Some(config.seed),
+    }));
+    pipeline
+}
+
+/// Counts each confirmed customer told once, twice or never, and those told
+/// of a payment that did not happen.
+fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &mut Report) {
+    let told = told_per_customer(pipeline);
     for mail in mails.values() {
         match told.get(mail).copied().unwrap_or(0) {
             0 => report.lost += 1,
@@ -208,11 +240,6 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
             "{phantom} customers told of a payment that did not happen"
         ));
     }
-    let mut published = check_published(&pipeline, confirmed.len(), &mut report).await;
-    // Holds that expired were told too, and their failures are in the ledger.
-    published.extend(event_ids(&pipeline.topics.seat_hold_expired).await);
-    check_ledger(&ledger, &published, &mut report).await?;
-    check_balances_and_seats(&pipeline, &seeded, &confirmed, &seat_sales, &mut report).await?;
     if report.duplicates > 0 {
         report
             .violations
@@ -223,7 +250,17 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
             .violations
             .push(format!("{} confirmed payments never told", report.lost));
     }
-    // A fault that never fired proves nothing.
+}
+
+/// The faults injected, and a violation for each that never fired: a fault
+/// that never fired proves nothing.
+fn check_faults(
+    config: &SoakConfig,
+    pipeline: &TestPipeline,
+    faults: &DeliveryFaults,
+    restarted: bool,
+    report: &mut Report,
+) {
     if faults.injected.killed() == 0 {
         report
             .violations
@@ -244,11 +281,6 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
         faults.injected.killed(),
         if restarted { "yes" } else { "no" },
     );
-    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
-        pipeline.stop().await;
-    }
-    eprintln!("soak: finished in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(report)
 }
 
 /// Every customer holds their seat and pays (some twice at once), from
@@ -406,7 +438,7 @@ async fn wait_until_told(
 /// Payment messages the sandbox accepted, per customer mail.
 fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
     let mut told = HashMap::new();
-    for message in pipeline.sandbox.messages() {
+    for message in pipeline.messages() {
         if !message.text.starts_with(PAYMENT_MESSAGE) {
             continue;
         }
@@ -420,8 +452,8 @@ fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
     told
 }
 
-/// The distinct event ids on `topic`.
-async fn event_ids(topic: &str) -> BTreeSet<String> {
+/// Every record on `topic`.
+async fn published_records(topic: &str) -> Vec<OwnedMessage> {
     consume(
         &e2e_tests::kafka().bootstrap_servers,
         topic,
@@ -429,18 +461,36 @@ async fn event_ids(topic: &str) -> BTreeSet<String> {
         StdDuration::from_secs(10),
     )
     .await
-    .iter()
-    .filter_map(|m| header(m, "event-id"))
-    .collect()
 }
 
-/// Events published: distinct event ids on the payment topic.
-async fn check_published(
-    pipeline: &TestPipeline,
+/// The distinct event ids of `records`.
+fn event_ids(records: &[OwnedMessage]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter_map(|m| header(m, "event-id"))
+        .collect()
+}
+
+/// A key (reservation) of each partition that has records.
+fn one_key_per_partition(records: &[OwnedMessage]) -> Vec<String> {
+    let mut keys: BTreeMap<i32, String> = BTreeMap::new();
+    for record in records {
+        if let Some(key) = record.key() {
+            keys.entry(record.partition())
+                .or_insert_with(|| String::from_utf8_lossy(key).into_owned());
+        }
+    }
+    keys.into_values().collect()
+}
+
+/// Events published: distinct event ids on the payment topic (read before the
+/// markers were sent).
+fn check_published(
+    records: &[OwnedMessage],
     confirmed: usize,
     report: &mut Report,
 ) -> BTreeSet<String> {
-    let published = event_ids(&pipeline.topics.payment_completed).await;
+    let published = event_ids(records);
     if published.len() != confirmed {
         report.violations.push(format!(
             "{confirmed} confirmed payments but {} events published",
@@ -455,9 +505,11 @@ async fn check_published(
 async fn check_ledger(
     ledger: &DynamoFailureLedger,
     published: &BTreeSet<String>,
+    markers: &BTreeSet<String>,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let rows = ledger.list(None).await?;
+    let mut rows = ledger.list(None).await?;
+    rows.retain(|row| !markers.contains(&row.event_id));
     let unknown = rows
         .iter()
         .filter(|row| !published.contains(&row.event_id))

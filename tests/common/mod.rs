@@ -5,6 +5,10 @@
 pub mod functions;
 pub mod samples;
 pub mod secured_kafka;
+mod settle;
+mod wait;
+
+pub use wait::eventually;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
@@ -114,6 +118,8 @@ pub struct TestPipeline {
     pub base_url: String,
     pub http: reqwest::Client,
     pipeline: Option<Pipeline>,
+    /// The event ids of `settle`'s markers, so checks can leave them out.
+    markers: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 pub struct Options {
@@ -219,6 +225,7 @@ impl TestPipeline {
             base_url: format!("http://{}", pipeline.api_addr),
             http: reqwest::Client::new(),
             pipeline: Some(pipeline),
+            markers: Default::default(),
         }
     }
 
@@ -303,15 +310,11 @@ impl TestPipeline {
 
     /// Waits until the sandbox has received `n` messages (or panics after `timeout`).
     pub async fn wait_for_messages(&self, n: usize, timeout: StdDuration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.sandbox.messages().len() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "expected {n} messages within {timeout:?}, got {}",
-                self.sandbox.messages().len()
-            );
-            tokio::time::sleep(StdDuration::from_millis(100)).await;
-        }
+        let what = format!("the sandbox receiving {n} messages");
+        eventually(timeout, &what, || async {
+            (self.sandbox.messages().len() >= n).then_some(())
+        })
+        .await;
     }
 }
 

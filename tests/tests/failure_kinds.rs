@@ -110,7 +110,9 @@ async fn a_telegram_timeout_is_retryable() {
             permanent: false,
             error_contains: "timed out",
         },
-        StdDuration::from_millis(500),
+        // Well below the 3 s delay, well above an ordinary send on a loaded
+        // machine (the second record's send must not time out).
+        StdDuration::from_millis(1_500),
     )
     .await;
 }

@@ -3,7 +3,7 @@
 //! arrives once, in order per key. DynamoDB Streams is real (moto); the broker is
 //! librdkafka's mock cluster, which can be taken down and brought back.
 
-use e2e_tests::{aws, consume, provision, unique};
+use e2e_tests::{aws, consume, eventually, provision, unique};
 use local_runner::http_api::Invoker;
 use local_runner::invoke::invoke;
 use local_runner::stream_source::{self, StreamSourceSettings};
@@ -95,17 +95,10 @@ async fn with_the_broker_down_the_first_record_fails_and_after_it_returns_all_ar
     ));
 
     // While the broker is down the relay answers the first record as failed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let first_answer = loop {
-        if let Some(a) = answers.lock().unwrap().first().cloned() {
-            break a;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay was never invoked"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first_answer = eventually(Duration::from_secs(30), "the relay invoked", || async {
+        answers.lock().unwrap().first().cloned()
+    })
+    .await;
     let failures = first_answer["batchItemFailures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{first_answer}");
 
