@@ -13,11 +13,16 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    /// The stored names, spelled once: the items and the writes' conditions use them.
+    pub const PENDING: &'static str = "PENDING";
+    pub const CONFIRMED: &'static str = "CONFIRMED";
+    pub const EXPIRED: &'static str = "EXPIRED";
+
     pub fn name(&self) -> &'static str {
         match self {
-            ReservationStatus::Pending => "PENDING",
-            ReservationStatus::Confirmed { .. } => "CONFIRMED",
-            ReservationStatus::Expired => "EXPIRED",
+            ReservationStatus::Pending => Self::PENDING,
+            ReservationStatus::Confirmed { .. } => Self::CONFIRMED,
+            ReservationStatus::Expired => Self::EXPIRED,
         }
     }
 }

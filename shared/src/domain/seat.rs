@@ -16,11 +16,16 @@ pub enum SeatStatus {
 }
 
 impl SeatStatus {
+    /// The stored names, spelled once: the items and the writes' conditions use them.
+    pub const AVAILABLE: &'static str = "AVAILABLE";
+    pub const HELD: &'static str = "HELD";
+    pub const SOLD: &'static str = "SOLD";
+
     pub fn name(&self) -> &'static str {
         match self {
-            SeatStatus::Available => "AVAILABLE",
-            SeatStatus::Held { .. } => "HELD",
-            SeatStatus::Sold { .. } => "SOLD",
+            SeatStatus::Available => Self::AVAILABLE,
+            SeatStatus::Held { .. } => Self::HELD,
+            SeatStatus::Sold { .. } => Self::SOLD,
         }
     }
 }

@@ -50,8 +50,19 @@ pub fn key(pk: String, sk: &str) -> Item {
     HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
 
+/// The partition key of an item or key.
+pub fn pk_of(item: &Item) -> Option<&str> {
+    match item.get(PK) {
+        Some(AttributeValue::S(pk)) => Some(pk),
+        _ => None,
+    }
+}
+
+fn user_pk(id: UserId) -> String {
+    format!("USER#{id}")
+}
 pub fn user_key(id: UserId) -> Item {
-    key(format!("USER#{id}"), PROFILE)
+    key(user_pk(id), PROFILE)
 }
 pub fn concert_key(id: ConcertId) -> Item {
     key(format!("CONCERT#{id}"), META)
@@ -193,12 +204,12 @@ pub fn seat_item(seat: &Seat) -> Item {
 pub fn seat_from(item: &Item) -> Result<Seat, Error> {
     let r = Reader::new(item, "seat");
     let status = match r.str("status")? {
-        "AVAILABLE" => SeatStatus::Available,
-        "HELD" => SeatStatus::Held {
+        SeatStatus::AVAILABLE => SeatStatus::Available,
+        SeatStatus::HELD => SeatStatus::Held {
             reservation: r.id("heldBy")?,
             expires_at: r.time("holdExpiresAt")?,
         },
-        "SOLD" => SeatStatus::Sold {
+        SeatStatus::SOLD => SeatStatus::Sold {
             reservation: r.id("soldTo")?,
         },
         other => return Err(Error::CorruptItem(format!("unknown seat status {other:?}"))),
@@ -211,6 +222,41 @@ pub fn seat_from(item: &Item) -> Result<Seat, Error> {
         price: r.money("price")?,
         status,
     })
+}
+
+/// A payment's item, with the receipt a retry is answered with.
+pub fn payment_item(
+    receipt: &crate::domain::PaymentReceipt,
+    reservation: &Reservation,
+    now: DateTime<Utc>,
+) -> Result<Item, Error> {
+    let mut item = payment_key(receipt.payment_id);
+    item.insert("entity".into(), s("Payment"));
+    item.insert("paymentId".into(), s(receipt.payment_id.to_string()));
+    item.insert("reservationId".into(), s(reservation.id.to_string()));
+    item.insert("userId".into(), s(reservation.user_id.to_string()));
+    item.insert("amount".into(), n(reservation.amount.amount()));
+    item.insert("paidAt".into(), n(to_millis(now)));
+    let text = serde_json::to_string(receipt).map_err(|e| Error::storage("receipt", e))?;
+    item.insert("receipt".into(), s(text));
+    Ok(item)
+}
+
+/// The payment in its user's history, sorted by time.
+pub fn history_item(
+    receipt: &crate::domain::PaymentReceipt,
+    reservation: &Reservation,
+    now: DateTime<Utc>,
+) -> Item {
+    let sort = format!("HISTORY#{:013}#{}", to_millis(now), receipt.payment_id);
+    let mut item = key(user_pk(reservation.user_id), &sort);
+    item.insert("entity".into(), s("PaymentHistory"));
+    item.insert("kind".into(), s("PAYMENT"));
+    item.insert("paymentId".into(), s(receipt.payment_id.to_string()));
+    item.insert("reservationId".into(), s(reservation.id.to_string()));
+    item.insert("amount".into(), n(reservation.amount.amount()));
+    item.insert("at".into(), n(to_millis(now)));
+    item
 }
 
 pub fn reservation_item(reservation: &Reservation) -> Item {
@@ -242,12 +288,12 @@ pub fn reservation_item(reservation: &Reservation) -> Item {
 pub fn reservation_from(item: &Item) -> Result<Reservation, Error> {
     let r = Reader::new(item, "reservation");
     let status = match r.str("status")? {
-        "PENDING" => ReservationStatus::Pending,
-        "CONFIRMED" => ReservationStatus::Confirmed {
+        ReservationStatus::PENDING => ReservationStatus::Pending,
+        ReservationStatus::CONFIRMED => ReservationStatus::Confirmed {
             payment_id: r.id("paymentId")?,
             paid_at: r.time("paidAt")?,
         },
-        "EXPIRED" => ReservationStatus::Expired,
+        ReservationStatus::EXPIRED => ReservationStatus::Expired,
         other => {
             return Err(Error::CorruptItem(format!(
                 "unknown reservation status {other:?}"

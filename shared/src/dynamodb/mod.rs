@@ -7,6 +7,8 @@ pub mod items;
 mod ledger;
 mod provision;
 mod repository;
+mod transaction;
+mod writes;
 
 pub use idempotency::DynamoIdempotencyStore;
 pub use ledger::DynamoFailureLedger;

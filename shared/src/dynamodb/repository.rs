@@ -3,6 +3,8 @@ use super::items::{
     seat_from, seat_key, token_from, token_key, user_from, user_key,
 };
 use super::sdk_error;
+use super::transaction::{Cancelled, Refused, Slot, Transaction};
+use super::writes;
 use crate::Error;
 use crate::clock::to_millis;
 use crate::config::TableNames;
@@ -12,14 +14,9 @@ use crate::domain::{
     ReservationId, ReservationStatus, Seat, SeatId, TokenId, User, UserId, pay,
 };
 use crate::events::{EventEnvelope, SeatHoldExpired};
-use crate::outbox::OutboxItem;
 use crate::seed::SeedData;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    CancellationReason, ConditionCheck, KeysAndAttributes, Put, PutRequest,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -46,22 +43,45 @@ pub struct TicketingRepository {
     tables: TableNames,
 }
 
-/// The cancellation reason of item `index`, when it failed its condition.
-fn failed_condition(reasons: &[CancellationReason], index: usize) -> Option<Option<&Item>> {
-    let reason = reasons.get(index)?;
-    (reason.code() == Some("ConditionalCheckFailed")).then(|| reason.item())
+/// The writes of a payment whose failed condition the domain re-judges.
+struct PaymentSlots {
+    reservation: Slot,
+    token: Slot,
+    seat: Slot,
+    user: Slot,
 }
 
-fn any_conflict(reasons: &[CancellationReason]) -> bool {
-    reasons
-        .iter()
-        .any(|r| matches!(r.code(), Some("TransactionConflict")))
-}
-
-fn cancellation_reasons(err: &TransactWriteItemsError) -> Option<&[CancellationReason]> {
-    match err {
-        TransactWriteItemsError::TransactionCanceledException(e) => Some(e.cancellation_reasons()),
-        _ => None,
+impl PaymentSlots {
+    /// The checkout with each item whose condition failed as it was then.
+    fn seen(&self, checkout: &Checkout, cancelled: &Cancelled) -> Result<Checkout, Error> {
+        let reservation = &checkout.reservation;
+        let missing = |kind: &'static str, id: String| Error::NotFound { kind, id };
+        let mut seen = checkout.clone();
+        if let Some(old) = cancelled.failed(self.reservation) {
+            seen.reservation = old
+                .map(reservation_from)
+                .transpose()?
+                .ok_or_else(|| missing("reservation", reservation.id.to_string()))?;
+        }
+        if let Some(old) = cancelled.failed(self.token) {
+            seen.token = old
+                .map(token_from)
+                .transpose()?
+                .ok_or_else(|| Error::InvalidToken("the queue token is unknown".into()))?;
+        }
+        if let Some(old) = cancelled.failed(self.seat) {
+            seen.seat = old
+                .map(seat_from)
+                .transpose()?
+                .ok_or_else(|| missing("seat", reservation.seat_id.to_string()))?;
+        }
+        if let Some(old) = cancelled.failed(self.user) {
+            seen.user = old
+                .map(user_from)
+                .transpose()?
+                .ok_or_else(|| missing("user", reservation.user_id.to_string()))?;
+        }
+        Ok(seen)
     }
 }
 
@@ -192,59 +212,23 @@ impl TicketingRepository {
         let payload = SeatHoldExpired::new(&reservation, &user.mail, &concert, now);
         let event = EventEnvelope::seat_hold_expired(event_id, &payload)?;
         let table = &self.tables.ticketing;
-        let rid = s(reservation.id.to_string());
-        let now_ms = n(to_millis(now));
-        let build_err = |e| Error::storage("building the release", e);
-        let seat_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(seat_key(hold.seat_id)))
-            .update_expression("SET #status = :available REMOVE heldBy, holdExpiresAt, heldShard")
-            .condition_expression("#status = :held AND heldBy = :rid AND holdExpiresAt <= :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":available", s("AVAILABLE"))
-            .expression_attribute_values(":held", s("HELD"))
-            .expression_attribute_values(":rid", rid.clone())
-            .expression_attribute_values(":now", now_ms.clone())
-            .build()
-            .map_err(build_err)?;
-        let reservation_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(reservation_key(reservation.id)))
-            .update_expression("SET #status = :expired, expiredAt = :now")
-            .condition_expression("#status = :pending AND holdExpiresAt <= :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":expired", s("EXPIRED"))
-            .expression_attribute_values(":pending", s("PENDING"))
-            .expression_attribute_values(":now", now_ms)
-            .build()
-            .map_err(build_err)?;
-        let outbox = serde_dynamo::to_item(OutboxItem::new(&event, now))
-            .map_err(|e| Error::storage("serialising the outbox item", e))?;
-        let outbox_put = Put::builder()
-            .table_name(&self.tables.outbox)
-            .set_item(Some(outbox))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(build_err)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(seat_update).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(reservation_update)
-                    .build(),
-            )
-            .transact_items(TransactWriteItem::builder().put(outbox_put).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Release::Released),
-            Err(err) => match err.as_service_error().and_then(cancellation_reasons) {
-                // Paid, re-held or released by another run meanwhile.
-                Some(_) => Ok(Release::Skipped),
-                None => Err(sdk_error("TransactWriteItems (release)", err)),
-            },
+        let mut tx = Transaction::default();
+        tx.update(writes::release_seat(
+            table,
+            hold.seat_id,
+            reservation.id,
+            now,
+        )?);
+        tx.update(writes::expire_reservation(table, reservation.id, now)?);
+        tx.put(writes::put_outbox(&self.tables.outbox, &event, now)?);
+        match tx
+            .commit(&self.client, "TransactWriteItems (release)")
+            .await
+        {
+            Ok(()) => Ok(Release::Released),
+            // Paid, re-held or released by another run meanwhile.
+            Err(Refused::Cancelled(_)) => Ok(Release::Skipped),
+            Err(Refused::Failed(e)) => Err(e),
         }
     }
 
@@ -272,69 +256,38 @@ impl TicketingRepository {
             return Err(Error::Conflict(format!("seat {} is not held", held.id)));
         };
         let table = &self.tables.ticketing;
-        let seat_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(seat_key(held.id)))
-            .update_expression(
-                "SET #status = :held, heldBy = :rid, holdExpiresAt = :exp, heldShard = :shard",
-            )
-            .expression_attribute_values(":shard", s(items::held_shard(held.id)))
-            .condition_expression("#status = :available")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":held", s("HELD"))
-            .expression_attribute_values(":available", s("AVAILABLE"))
-            .expression_attribute_values(":rid", s(reservation.id.to_string()))
-            .expression_attribute_values(":exp", n(to_millis(expires_at)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Error::storage("building the hold", e))?;
-        let token_check = ConditionCheck::builder()
-            .table_name(table)
-            .set_key(Some(token_key(token_id)))
-            .condition_expression("#status = :active AND userId = :uid AND expiresAt > :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":active", s("ACTIVE"))
-            .expression_attribute_values(":uid", s(reservation.user_id.to_string()))
-            .expression_attribute_values(":now", n(to_millis(now)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Error::storage("building the hold", e))?;
-        let reservation_put = Put::builder()
-            .table_name(table)
-            .set_item(Some(items::reservation_item(reservation)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| Error::storage("building the hold", e))?;
-
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(seat_update).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .condition_check(token_check)
-                    .build(),
-            )
-            .transact_items(TransactWriteItem::builder().put(reservation_put).build())
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let Some(reasons) = err.as_service_error().and_then(cancellation_reasons) else {
-            return Err(sdk_error("TransactWriteItems (hold)", err));
+        let mut tx = Transaction::default();
+        let seat_held = tx.update(writes::hold_seat(
+            table,
+            held.id,
+            reservation.id,
+            expires_at,
+        )?);
+        let token_usable = tx.check(writes::token_usable(
+            table,
+            token_id,
+            reservation.user_id,
+            now,
+        )?);
+        tx.put(writes::put_new(
+            table,
+            items::reservation_item(reservation),
+        )?);
+        let cancelled = match tx.commit(&self.client, "TransactWriteItems (hold)").await {
+            Ok(()) => return Ok(()),
+            Err(Refused::Failed(e)) => return Err(e),
+            Err(Refused::Cancelled(c)) => c,
         };
         // Tell the caller the real reason, judged by the domain on the items as
         // they were when the transaction ran.
-        if let Some(old) = failed_condition(reasons, 1) {
+        if let Some(old) = cancelled.failed(token_usable) {
             let token = old
                 .map(token_from)
                 .transpose()?
                 .ok_or_else(|| Error::InvalidToken("the queue token is unknown".into()))?;
             token.ensure_usable(reservation.user_id, now)?;
         }
-        if let Some(old) = failed_condition(reasons, 0) {
+        if let Some(old) = cancelled.failed(seat_held) {
             let seat = old.map(seat_from).transpose()?.ok_or(Error::NotFound {
                 kind: "seat",
                 id: held.id.to_string(),
@@ -382,30 +335,28 @@ impl TicketingRepository {
         }
         let by_pk: HashMap<String, Item> = found
             .into_iter()
-            .filter_map(|item| match item.get(items::PK) {
-                Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) => Some((pk.clone(), item)),
-                _ => None,
-            })
+            .filter_map(|item| Some((items::pk_of(&item)?.to_owned(), item)))
             .collect();
-        let pick = |pk: String, kind: &'static str, id: String| {
-            by_pk.get(&pk).ok_or(Error::NotFound { kind, id })
+        let found = |key: Item| by_pk.get(items::pk_of(&key)?);
+        let pick = |key: Item, kind: &'static str, id: String| {
+            found(key).ok_or(Error::NotFound { kind, id })
         };
         let user = user_from(pick(
-            format!("USER#{}", reservation.user_id),
+            user_key(reservation.user_id),
             "user",
             reservation.user_id.to_string(),
         )?)?;
         let seat = seat_from(pick(
-            format!("SEAT#{}", reservation.seat_id),
+            seat_key(reservation.seat_id),
             "seat",
             reservation.seat_id.to_string(),
         )?)?;
-        let token = match by_pk.get(&format!("TOKEN#{token_id}")) {
+        let token = match found(token_key(token_id)) {
             Some(item) => token_from(item)?,
             None => return Err(Error::InvalidToken("the queue token is unknown".into())),
         };
         let concert = concert_from(pick(
-            format!("CONCERT#{}", reservation.concert_id),
+            concert_key(reservation.concert_id),
             "concert",
             reservation.concert_id.to_string(),
         )?)?;
@@ -427,176 +378,71 @@ impl TicketingRepository {
         outcome: &PaymentOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let table = &self.tables.ticketing;
         let reservation = &checkout.reservation;
-        let receipt = &outcome.receipt;
-        let rid = s(reservation.id.to_string());
-        let uid = s(reservation.user_id.to_string());
-        let now_ms = n(to_millis(now));
-        let amount = n(reservation.amount.amount());
-        let build_err = |e| Error::storage("building the payment", e);
-        let all_old = ReturnValuesOnConditionCheckFailure::AllOld;
-
-        let reservation_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(reservation_key(reservation.id)))
-            .update_expression("SET #status = :confirmed, paymentId = :pid, paidAt = :now")
-            .condition_expression("#status = :pending AND userId = :uid AND holdExpiresAt > :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":confirmed", s("CONFIRMED"))
-            .expression_attribute_values(":pending", s("PENDING"))
-            .expression_attribute_values(":pid", s(receipt.payment_id.to_string()))
-            .expression_attribute_values(":uid", uid.clone())
-            .expression_attribute_values(":now", now_ms.clone())
-            .return_values_on_condition_check_failure(all_old.clone())
-            .build()
-            .map_err(build_err)?;
-        let token_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(token_key(checkout.token.id)))
-            .update_expression("SET #status = :done, usedAt = :now")
-            .condition_expression("#status = :active AND userId = :uid AND expiresAt > :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":done", s("DONE"))
-            .expression_attribute_values(":active", s("ACTIVE"))
-            .expression_attribute_values(":uid", uid.clone())
-            .expression_attribute_values(":now", now_ms.clone())
-            .return_values_on_condition_check_failure(all_old.clone())
-            .build()
-            .map_err(build_err)?;
-        let seat_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(seat_key(reservation.seat_id)))
-            .update_expression(
-                "SET #status = :sold, soldTo = :rid REMOVE heldBy, holdExpiresAt, heldShard",
-            )
-            .condition_expression("#status = :held AND heldBy = :rid AND holdExpiresAt > :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":sold", s("SOLD"))
-            .expression_attribute_values(":held", s("HELD"))
-            .expression_attribute_values(":rid", rid.clone())
-            .expression_attribute_values(":now", now_ms.clone())
-            .return_values_on_condition_check_failure(all_old.clone())
-            .build()
-            .map_err(build_err)?;
-        let balance_update = Update::builder()
-            .table_name(table)
-            .set_key(Some(user_key(reservation.user_id)))
-            .update_expression("SET balance = balance - :amount")
-            .condition_expression("attribute_exists(pk) AND balance >= :amount")
-            .expression_attribute_values(":amount", amount.clone())
-            .return_values_on_condition_check_failure(all_old)
-            .build()
-            .map_err(build_err)?;
-
-        let mut payment = items::payment_key(receipt.payment_id);
-        payment.insert("entity".into(), s("Payment"));
-        payment.insert("paymentId".into(), s(receipt.payment_id.to_string()));
-        payment.insert("reservationId".into(), rid.clone());
-        payment.insert("userId".into(), uid.clone());
-        payment.insert("amount".into(), amount.clone());
-        payment.insert("paidAt".into(), now_ms.clone());
-        payment.insert(
-            "receipt".into(),
-            s(serde_json::to_string(receipt).map_err(|e| Error::storage("receipt", e))?),
-        );
-        let payment_put = Put::builder()
-            .table_name(table)
-            .set_item(Some(payment))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(build_err)?;
-
-        let mut history = items::key(
-            format!("USER#{}", reservation.user_id),
-            &format!("HISTORY#{:013}#{}", to_millis(now), receipt.payment_id),
-        );
-        history.insert("entity".into(), s("PaymentHistory"));
-        history.insert("kind".into(), s("PAYMENT"));
-        history.insert("paymentId".into(), s(receipt.payment_id.to_string()));
-        history.insert("reservationId".into(), rid);
-        history.insert("amount".into(), amount);
-        history.insert("at".into(), now_ms);
-        let history_put = Put::builder()
-            .table_name(table)
-            .set_item(Some(history))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(build_err)?;
-
-        let outbox = serde_dynamo::to_item(OutboxItem::new(&outcome.event, now))
-            .map_err(|e| Error::storage("serialising the outbox item", e))?;
-        let outbox_put = Put::builder()
-            .table_name(&self.tables.outbox)
-            .set_item(Some(outbox))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(build_err)?;
-
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(reservation_update)
-                    .build(),
-            )
-            .transact_items(TransactWriteItem::builder().update(token_update).build())
-            .transact_items(TransactWriteItem::builder().update(seat_update).build())
-            .transact_items(TransactWriteItem::builder().update(balance_update).build())
-            .transact_items(TransactWriteItem::builder().put(payment_put).build())
-            .transact_items(TransactWriteItem::builder().put(history_put).build())
-            .transact_items(TransactWriteItem::builder().put(outbox_put).build())
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
+        let (tx, slots) = self.payment_transaction(checkout, outcome, now)?;
+        let cancelled = match tx
+            .commit(&self.client, "TransactWriteItems (payment)")
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(Refused::Failed(e)) => return Err(e),
+            Err(Refused::Cancelled(c)) => c,
         };
-        let Some(reasons) = err.as_service_error().and_then(cancellation_reasons) else {
-            return Err(sdk_error("TransactWriteItems (payment)", err));
-        };
-        if any_conflict(reasons) {
+        if cancelled.conflict() {
             return Err(Error::Conflict(format!("reservation {}", reservation.id)));
         }
         // Re-judge with the items as they were when the transaction ran, so the
         // caller hears the same reason the domain gives.
-        let mut seen = checkout.clone();
-        if let Some(old) = failed_condition(reasons, 0) {
-            seen.reservation = old
-                .map(reservation_from)
-                .transpose()?
-                .ok_or(Error::NotFound {
-                    kind: "reservation",
-                    id: reservation.id.to_string(),
-                })?;
-        }
-        if let Some(old) = failed_condition(reasons, 1) {
-            seen.token = old
-                .map(token_from)
-                .transpose()?
-                .ok_or_else(|| Error::InvalidToken("the queue token is unknown".into()))?;
-        }
-        if let Some(old) = failed_condition(reasons, 2) {
-            seen.seat = old.map(seat_from).transpose()?.ok_or(Error::NotFound {
-                kind: "seat",
-                id: reservation.seat_id.to_string(),
-            })?;
-        }
-        if let Some(old) = failed_condition(reasons, 3) {
-            seen.user = old.map(user_from).transpose()?.ok_or(Error::NotFound {
-                kind: "user",
-                id: reservation.user_id.to_string(),
-            })?;
-        }
+        let seen = slots.seen(checkout, &cancelled)?;
         pay(
             &seen,
             reservation.user_id,
-            receipt.payment_id,
+            outcome.receipt.payment_id,
             outcome.event.event_id,
             now,
         )?;
         Err(Error::Conflict(format!("reservation {}", reservation.id)))
+    }
+
+    /// The payment's seven writes, and the slots of those the domain re-judges.
+    fn payment_transaction(
+        &self,
+        checkout: &Checkout,
+        outcome: &PaymentOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(Transaction, PaymentSlots), Error> {
+        let (table, reservation) = (&self.tables.ticketing, &checkout.reservation);
+        let (receipt, user) = (&outcome.receipt, reservation.user_id);
+        let mut tx = Transaction::default();
+        let slots = PaymentSlots {
+            reservation: tx.update(writes::confirm_reservation(
+                table,
+                reservation.id,
+                user,
+                receipt.payment_id,
+                now,
+            )?),
+            token: tx.update(writes::finish_token(table, checkout.token.id, user, now)?),
+            seat: tx.update(writes::sell_seat(
+                table,
+                reservation.seat_id,
+                reservation.id,
+                now,
+            )?),
+            user: tx.update(writes::debit_balance(table, user, reservation.amount)?),
+        };
+        let payment = items::payment_item(receipt, reservation, now)?;
+        tx.put(writes::put_new(table, payment)?);
+        tx.put(writes::put_new(
+            table,
+            items::history_item(receipt, reservation, now),
+        )?);
+        tx.put(writes::put_outbox(
+            &self.tables.outbox,
+            &outcome.event,
+            now,
+        )?);
+        Ok((tx, slots))
     }
 
     /// Writes seed data, 25 items per batch, retrying what DynamoDB left unprocessed.
