@@ -118,13 +118,13 @@ impl Setup {
         let retry = DlqRetry::from_config(
             dlq_retry::Config {
                 delivery: direct.config.delivery.clone(),
-                concurrency,
-                group_id: e2e_tests::unique("bench-dlq-retry"),
-                max_retries: 10,
-                backoff_base: Duration::seconds(60),
-                backoff_max: Duration::hours(1),
-                safety_margin: Duration::seconds(10),
-                default_run_time: Duration::hours(1),
+                settings: dlq_retry::Settings {
+                    concurrency,
+                    group_id: e2e_tests::unique("bench-dlq-retry"),
+                    max_retries: 10,
+                    default_run_time: Duration::hours(1),
+                    ..Default::default()
+                },
             },
             direct.dynamodb.clone(),
             Arc::new(SystemClock),

@@ -95,7 +95,7 @@ impl NotifierBench {
                 .map_err(|e| Error::Measure(shared::error_chain(&e)))
         };
         let concurrent = build(&|_| {})?;
-        let one_at_a_time = build(&|c| c.concurrency = 1)?;
+        let one_at_a_time = build(&|c| c.settings.concurrency = 1)?;
         let per_second = self.rate_limit as f64;
         let paced = build(&|c| {
             if let Some(telegram) = c.delivery.channels.telegram.as_mut() {

@@ -70,8 +70,10 @@ impl PaymentBench {
             &reservation::Config {
                 tables: tables.clone(),
                 jwt_secret: secret.clone(),
-                hold_for: chrono::Duration::minutes(30),
-                max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
+                settings: reservation::Settings {
+                    hold_for: chrono::Duration::minutes(30),
+                    ..Default::default()
+                },
             },
             client.clone(),
             clock.clone(),
@@ -81,8 +83,7 @@ impl PaymentBench {
             &payment::Config {
                 tables: tables.clone(),
                 jwt_secret: secret.clone(),
-                idempotency_ttl: chrono::Duration::days(1),
-                max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
+                settings: payment::Settings::default(),
             },
             client,
             clock.clone(),

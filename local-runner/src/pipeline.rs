@@ -16,7 +16,7 @@ use reservation::ReservationApi;
 use seat_expiration::SeatExpiration;
 use shared::channels::ChannelSettings;
 use shared::clock::Clock;
-use shared::config::{self, Secret, TableNames, TopicNames};
+use shared::config::{self, Secret, TableNames, TopicNames, Vars};
 use shared::delivery::DeliveryConfig;
 use shared::kafka::{KafkaSettings, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
 use std::net::SocketAddr;
@@ -32,54 +32,62 @@ pub struct PipelineConfig {
     pub kafka: KafkaSettings,
     pub producer: ProducerSettings,
     pub jwt_secret: Secret,
-    pub hold_for: chrono::Duration,
     /// The notifier's channels per event type and their settings.
     pub channels: ChannelSettings,
+    /// Each function's settings, read from its variables as it reads them.
+    pub functions: FunctionSettings,
     pub api_addr: SocketAddr,
     pub stream: StreamSourceSettings,
     pub kafka_source: KafkaSourceSettings,
     /// The functions' timeout, as template.yaml sets it.
     pub function_timeout: Duration,
-    /// The notifier's first retry delay for a dead letter.
-    pub retry_delay: chrono::Duration,
-    /// Keys the notifier handles at once.
-    pub notify_concurrency: usize,
-    pub dlq_retry: DlqRetrySettings,
+    /// How often dlq-retry runs (its EventBridge schedule).
+    pub dlq_retry_interval: Duration,
     /// How often seat-expiration runs (its EventBridge schedule).
     pub seat_expiration_interval: Duration,
 }
 
-/// How often dlq-retry runs (its EventBridge schedule) and how it backs off.
+/// The settings of each function, as each function's own `Settings` reads
+/// them: the runner reads none of their variables itself.
 #[derive(Clone, Debug)]
-pub struct DlqRetrySettings {
-    pub interval: Duration,
-    pub max_retries: u32,
-    pub backoff_base: chrono::Duration,
-    pub backoff_max: chrono::Duration,
+pub struct FunctionSettings {
+    pub reservation: reservation::Settings,
+    pub payment: payment::Settings,
+    pub notifier: notifier::Settings,
+    pub dlq_retry: dlq_retry::Settings,
+    pub seat_expiration: seat_expiration::Settings,
+    /// How long the notifier and dlq-retry remember a sent event.
+    pub delivery_idempotency_ttl: chrono::Duration,
 }
 
-impl Default for DlqRetrySettings {
+impl Default for FunctionSettings {
     fn default() -> Self {
-        DlqRetrySettings {
-            interval: Duration::from_secs(300),
-            max_retries: 3,
-            backoff_base: chrono::Duration::seconds(60),
-            backoff_max: chrono::Duration::hours(1),
+        FunctionSettings {
+            reservation: Default::default(),
+            payment: Default::default(),
+            notifier: Default::default(),
+            dlq_retry: Default::default(),
+            seat_expiration: Default::default(),
+            delivery_idempotency_ttl: shared::delivery::DEFAULT_IDEMPOTENCY_TTL,
         }
     }
 }
 
-/// How long before its deadline a scheduled job stops taking work: 5 s, or a
-/// quarter of a shorter timeout (a margin as long as the timeout would leave
-/// the job no time at all).
-fn job_safety_margin(function_timeout: Duration) -> chrono::Duration {
-    let quarter = function_timeout / 4;
-    chrono::Duration::from_std(quarter.min(Duration::from_secs(5)))
-        .unwrap_or(chrono::Duration::seconds(5))
+impl FunctionSettings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, Error> {
+        Ok(FunctionSettings {
+            reservation: reservation::Settings::from_vars(vars)?,
+            payment: payment::Settings::from_vars(vars)?,
+            notifier: notifier::Settings::from_vars(vars)?,
+            dlq_retry: dlq_retry::Settings::from_vars(vars)?,
+            seat_expiration: seat_expiration::Settings::from_vars(vars)?,
+            delivery_idempotency_ttl: shared::delivery::idempotency_ttl(vars)?,
+        })
+    }
 }
 
 impl PipelineConfig {
-    /// Reads the same variables the functions read, plus the runner's own.
+    /// The functions' variables through their own settings, plus the runner's.
     pub fn from_env() -> Result<Self, Error> {
         let api_addr = config::or_default("API_ADDR", "127.0.0.1:3000");
         Ok(PipelineConfig {
@@ -87,9 +95,9 @@ impl PipelineConfig {
             topics: TopicNames::from_env(),
             kafka: KafkaSettings::from_env()?,
             producer: ProducerSettings::from_env()?,
-            jwt_secret: config::secret("JWT_SECRET")?,
-            hold_for: chrono::Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
+            jwt_secret: config::secret(shared::auth::JWT_SECRET)?,
             channels: ChannelSettings::from_env()?,
+            functions: FunctionSettings::from_vars(&Vars::process())?,
             api_addr: api_addr
                 .parse()
                 .map_err(|_| Error::Config(format!("API_ADDR={api_addr:?} is not host:port")))?,
@@ -112,27 +120,14 @@ impl PipelineConfig {
                 ..KafkaSourceSettings::default()
             },
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
-            retry_delay: chrono::Duration::seconds(config::parsed("RETRY_DELAY_SECONDS", 60i64)?),
-            notify_concurrency: shared::delivery::concurrency_from_env()?,
+            dlq_retry_interval: Duration::from_secs(config::parsed(
+                "DLQ_RETRY_INTERVAL_SECONDS",
+                300u64,
+            )?),
             seat_expiration_interval: Duration::from_secs(config::parsed(
                 "SEAT_EXPIRATION_INTERVAL_SECONDS",
                 60u64,
             )?),
-            dlq_retry: DlqRetrySettings {
-                interval: Duration::from_secs(config::parsed(
-                    "DLQ_RETRY_INTERVAL_SECONDS",
-                    300u64,
-                )?),
-                max_retries: config::parsed("DLQ_MAX_RETRIES", 3u32)?,
-                backoff_base: chrono::Duration::seconds(config::parsed(
-                    "DLQ_BACKOFF_BASE_SECONDS",
-                    60i64,
-                )?),
-                backoff_max: chrono::Duration::seconds(config::parsed(
-                    "DLQ_BACKOFF_MAX_SECONDS",
-                    3_600i64,
-                )?),
-            },
         })
     }
 }
@@ -197,6 +192,93 @@ fn schedule(
     })
 }
 
+/// The six functions, built from their configs as their `main.rs` builds them.
+struct Functions {
+    reservation: Arc<ReservationApi>,
+    payment: Arc<PaymentApi>,
+    relay: Arc<Relay<shared::kafka::KafkaPublisher>>,
+    notifier: Arc<LambdaNotifier>,
+    dlq_retry: Arc<DlqRetry>,
+    seat_expiration: Arc<SeatExpiration>,
+}
+
+fn config_error(e: impl std::error::Error + 'static) -> Error {
+    Error::Config(shared::error_chain(&e))
+}
+
+impl Functions {
+    fn build(
+        config: &PipelineConfig,
+        dynamodb: &aws_sdk_dynamodb::Client,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Functions, Error> {
+        let settings = &config.functions;
+        let reservation = reservation::Config {
+            tables: config.tables.clone(),
+            jwt_secret: config.jwt_secret.clone(),
+            settings: settings.reservation.clone(),
+        };
+        let payment = payment::Config {
+            tables: config.tables.clone(),
+            jwt_secret: config.jwt_secret.clone(),
+            settings: settings.payment.clone(),
+        };
+        let relay = outbox_relay::Config {
+            kafka: config.kafka.clone(),
+            producer: config.producer.clone(),
+            topics: config.topics.clone(),
+        };
+        let delivery = DeliveryConfig {
+            tables: config.tables.clone(),
+            channels: config.channels.clone(),
+            idempotency_ttl: settings.delivery_idempotency_ttl,
+            // The notifier and dlq-retry write the dead letters that dlq-retry
+            // reads up to the partition's end as tansu reports it.
+            kafka: config
+                .kafka
+                .clone()
+                .with_property(TANSU_ONE_RECORD_PER_BATCH),
+            producer: config.producer.clone(),
+            topics: config.topics.clone(),
+        };
+        let notifier = notifier::Config {
+            delivery: delivery.clone(),
+            settings: settings.notifier.clone(),
+        };
+        let dlq_retry = dlq_retry::Config {
+            delivery,
+            settings: settings.dlq_retry.clone(),
+        };
+        let seat_expiration = seat_expiration::Config {
+            tables: config.tables.clone(),
+            settings: settings.seat_expiration.clone(),
+        };
+        Ok(Functions {
+            reservation: Arc::new(
+                ReservationApi::new(&reservation, dynamodb.clone(), clock.clone())
+                    .map_err(config_error)?,
+            ),
+            payment: Arc::new(
+                PaymentApi::new(&payment, dynamodb.clone(), clock.clone()).map_err(config_error)?,
+            ),
+            relay: Arc::new(Relay::from_config(&relay).map_err(config_error)?),
+            notifier: Arc::new(
+                LambdaNotifier::from_config(&notifier, dynamodb.clone(), clock.clone())
+                    .map_err(config_error)?,
+            ),
+            dlq_retry: Arc::new(
+                DlqRetry::from_config(dlq_retry, dynamodb.clone(), clock.clone())
+                    .map_err(config_error)?,
+            ),
+            seat_expiration: Arc::new(SeatExpiration::new(
+                seat_expiration,
+                dynamodb.clone(),
+                clock.clone(),
+            )),
+        })
+    }
+}
+
 /// A running pipeline; `stop` ends every task it started.
 pub struct Pipeline {
     pub api_addr: SocketAddr,
@@ -213,84 +295,10 @@ impl Pipeline {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
         let streams = aws_sdk_dynamodbstreams::Client::new(aws);
         let timeout = config.function_timeout;
+        let functions = Functions::build(&config, &dynamodb, &clock)?;
 
-        let reservation = Arc::new(
-            ReservationApi::new(
-                &reservation::Config {
-                    tables: config.tables.clone(),
-                    jwt_secret: config.jwt_secret.clone(),
-                    hold_for: config.hold_for,
-                    max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
-                },
-                dynamodb.clone(),
-                clock.clone(),
-            )
-            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
-        );
-        let payment = Arc::new(
-            PaymentApi::new(
-                &payment::Config {
-                    tables: config.tables.clone(),
-                    jwt_secret: config.jwt_secret.clone(),
-                    idempotency_ttl: chrono::Duration::days(1),
-                    max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
-                },
-                dynamodb.clone(),
-                clock.clone(),
-            )
-            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
-        );
-        let relay = Arc::new(
-            Relay::from_config(&outbox_relay::Config {
-                kafka: config.kafka.clone(),
-                producer: config.producer.clone(),
-                topics: config.topics.clone(),
-            })
-            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
-        );
-        let delivery = DeliveryConfig {
-            tables: config.tables.clone(),
-            channels: config.channels.clone(),
-            idempotency_ttl: shared::delivery::DEFAULT_IDEMPOTENCY_TTL,
-            // The notifier and dlq-retry write the dead letters that dlq-retry
-            // reads up to the partition's end as tansu reports it.
-            kafka: config
-                .kafka
-                .clone()
-                .with_property(TANSU_ONE_RECORD_PER_BATCH),
-            producer: config.producer.clone(),
-            topics: config.topics.clone(),
-        };
-        let notifier_config = notifier::Config {
-            delivery: delivery.clone(),
-            retry_delay: config.retry_delay,
-            concurrency: config.notify_concurrency,
-        };
-        let notifier = Arc::new(
-            LambdaNotifier::from_config(&notifier_config, dynamodb.clone(), clock.clone())
-                .map_err(|e| Error::Config(shared::error_chain(&e)))?,
-        );
-        let dlq_retry = Arc::new(
-            DlqRetry::from_config(
-                dlq_retry::Config {
-                    delivery,
-                    concurrency: config.notify_concurrency,
-                    group_id: format!("{}-dlq-retry", config.kafka_source.group_id),
-                    max_retries: config.dlq_retry.max_retries,
-                    backoff_base: config.dlq_retry.backoff_base,
-                    backoff_max: config.dlq_retry.backoff_max,
-                    safety_margin: job_safety_margin(config.function_timeout),
-                    default_run_time: chrono::Duration::seconds(60),
-                },
-                dynamodb.clone(),
-                clock.clone(),
-            )
-            .map_err(|e| Error::Config(shared::error_chain(&e)))?,
-        );
-        let (dynamodb_for_jobs, job_clock) = (dynamodb.clone(), clock);
-
-        let reservation_invoker = invoker!("reservation", timeout, reservation);
-        let payment_invoker = invoker!("payment", timeout, payment);
+        let reservation_invoker = invoker!("reservation", timeout, functions.reservation);
+        let payment_invoker = invoker!("payment", timeout, functions.payment);
         let routes = HTTP_ROUTES
             .iter()
             .map(|(method, path, function)| Route {
@@ -305,12 +313,11 @@ impl Pipeline {
         let api_addr = http_api::serve(config.api_addr, routes).await?;
 
         let (shutdown, watcher) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let relay_invoker = invoker!("outbox-relay", timeout, relay);
+        let relay_invoker = invoker!("outbox-relay", timeout, functions.relay);
         let outbox_table = config.tables.outbox.clone();
         let stream_settings = config.stream.clone();
         let stop = watcher.clone();
-        tasks.push(tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = stream_source::run(
                 dynamodb,
                 streams,
@@ -323,8 +330,8 @@ impl Pipeline {
             {
                 tracing::error!(error = %shared::error_chain(&e), "the stream source stopped");
             }
-        }));
-        let notifier_invoker = invoker!("notifier", timeout, notifier);
+        })];
+        let notifier_invoker = invoker!("notifier", timeout, functions.notifier);
         let kafka = config.kafka.clone();
         let topics = vec![
             config.topics.payment_completed.clone(),
@@ -338,26 +345,16 @@ impl Pipeline {
                 tracing::error!(error = %shared::error_chain(&e), "the Kafka source stopped");
             }
         }));
-        let seat_expiration = Arc::new(SeatExpiration::new(
-            seat_expiration::Config {
-                tables: config.tables.clone(),
-                page_size: 25,
-                safety_margin: job_safety_margin(config.function_timeout),
-                default_run_time: chrono::Duration::seconds(60),
-            },
-            dynamodb_for_jobs,
-            job_clock,
-        ));
         tasks.push(schedule(
             "dlq-retry",
-            config.dlq_retry.interval,
-            invoker!("dlq-retry", timeout, dlq_retry),
+            config.dlq_retry_interval,
+            invoker!("dlq-retry", timeout, functions.dlq_retry),
             shutdown.subscribe(),
         ));
         tasks.push(schedule(
             "seat-expiration",
             config.seat_expiration_interval,
-            invoker!("seat-expiration", timeout, seat_expiration),
+            invoker!("seat-expiration", timeout, functions.seat_expiration),
             shutdown.subscribe(),
         ));
         tracing::info!(api = %api_addr, "local pipeline running");
@@ -379,7 +376,63 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use super::HTTP_ROUTES;
+    use super::{FunctionSettings, HTTP_ROUTES};
+    use shared::config::Vars;
+
+    #[test]
+    fn the_runner_honours_the_variables_each_function_reads() {
+        let vars = Vars::from_pairs([
+            ("HOLD_SECONDS", "90"),
+            ("MAX_BODY_BYTES", "2048"),
+            ("IDEMPOTENCY_TTL_SECONDS", "600"),
+            ("RETRY_DELAY_SECONDS", "7"),
+            ("NOTIFY_CONCURRENCY", "4"),
+            ("DLQ_MAX_RETRIES", "9"),
+            ("DLQ_SAFETY_MARGIN_SECONDS", "3"),
+            ("EXPIRATION_PAGE_SIZE", "11"),
+        ]);
+        let settings = FunctionSettings::from_vars(&vars).unwrap();
+        let seconds = chrono::Duration::seconds;
+        assert_eq!(settings.reservation.hold_for, seconds(90));
+        assert_eq!(settings.reservation.max_body_bytes, 2048);
+        assert_eq!(settings.payment.max_body_bytes, 2048);
+        assert_eq!(settings.payment.idempotency_ttl, seconds(600));
+        assert_eq!(settings.delivery_idempotency_ttl, seconds(600));
+        assert_eq!(settings.notifier.retry_delay, seconds(7));
+        assert_eq!(settings.notifier.concurrency, 4);
+        assert_eq!(settings.dlq_retry.concurrency, 4);
+        assert_eq!(settings.dlq_retry.max_retries, 9);
+        assert_eq!(settings.dlq_retry.safety_margin, seconds(3));
+        assert_eq!(settings.seat_expiration.page_size, 11);
+    }
+
+    #[test]
+    fn without_variables_every_function_takes_its_own_defaults() {
+        let settings = FunctionSettings::from_vars(&Vars::none()).unwrap();
+        assert_eq!(settings.reservation.hold_for, reservation::DEFAULT_HOLD);
+        assert_eq!(
+            settings.payment.idempotency_ttl,
+            payment::DEFAULT_IDEMPOTENCY_TTL
+        );
+        assert_eq!(
+            settings.dlq_retry.max_retries,
+            dlq_retry::DEFAULT_MAX_RETRIES
+        );
+        assert_eq!(
+            settings.seat_expiration.page_size,
+            seat_expiration::DEFAULT_PAGE_SIZE
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let vars = Vars::from_pairs([("NOTIFY_CONCURRENCY", "0")]);
+        let error = FunctionSettings::from_vars(&vars).unwrap_err().to_string();
+        assert!(error.contains("NOTIFY_CONCURRENCY"), "{error}");
+        let vars = Vars::from_pairs([("DLQ_MAX_RETRIES", "many")]);
+        let error = FunctionSettings::from_vars(&vars).unwrap_err().to_string();
+        assert!(error.contains("DLQ_MAX_RETRIES"), "{error}");
+    }
 
     /// The (method, path, function) of every HttpApi event in template.yaml.
     fn template_routes() -> Vec<(String, String, String)> {

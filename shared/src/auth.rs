@@ -7,6 +7,10 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// The variable that stands for the queue tokens' HS256 key (see
+/// `config::secret`): read by the reservation and payment functions.
+pub const JWT_SECRET: &str = "JWT_SECRET";
+
 /// HS256 keys shorter than the hash are weak (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 

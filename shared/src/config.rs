@@ -99,6 +99,73 @@ pub fn secret_source_in(
     }
 }
 
+/// Where a function's variables come from: the process environment (deployed,
+/// and the local runner), or pairs given by a test. Each function's `Settings`
+/// read their variables through one of these, so a test or the local runner
+/// builds a function's settings exactly as the deployed function does.
+#[derive(Clone, Debug)]
+pub struct Vars {
+    /// `None`: the process environment.
+    given: Option<std::collections::HashMap<String, String>>,
+}
+
+impl Vars {
+    pub fn process() -> Self {
+        Vars { given: None }
+    }
+
+    /// Only these variables; every other one is unset.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Vars {
+            given: Some(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// No variable set: every setting at its default.
+    pub fn none() -> Self {
+        Self::from_pairs([])
+    }
+
+    /// The variable, trimmed; `None` when unset or blank.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        let raw = match &self.given {
+            None => std::env::var(name).ok(),
+            Some(given) => given.get(name).cloned(),
+        };
+        raw.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    pub fn or_default(&self, name: &str, default: &str) -> String {
+        self.optional(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// The variable parsed as a number (or anything `FromStr`), or `default`.
+    pub fn parsed<T: FromStr>(&self, name: &str, default: T) -> Result<T, Error> {
+        match self.optional(name) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid value"))),
+            None => Ok(default),
+        }
+    }
+
+    /// The variable as whole seconds, or `default`.
+    pub fn seconds(
+        &self,
+        name: &str,
+        default: chrono::Duration,
+    ) -> Result<chrono::Duration, Error> {
+        Ok(chrono::Duration::seconds(
+            self.parsed(name, default.num_seconds())?,
+        ))
+    }
+}
+
 /// A required variable.
 pub fn required(name: &str) -> Result<String, Error> {
     match std::env::var(name) {
@@ -107,31 +174,20 @@ pub fn required(name: &str) -> Result<String, Error> {
     }
 }
 
-/// An optional variable: `None` when unset or blank.
+/// An optional variable of the process: `None` when unset or blank.
 pub fn optional(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    Vars::process().optional(name)
 }
 
-/// An optional variable with a default.
+/// An optional variable of the process, with a default.
 pub fn or_default(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_owned())
+    Vars::process().or_default(name, default)
 }
 
-/// An optional variable parsed as a number (or anything `FromStr`), with a default.
+/// An optional variable of the process parsed as a number (or anything
+/// `FromStr`), with a default.
 pub fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, Error> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid value"))),
-        _ => Ok(default),
-    }
+    Vars::process().parsed(name, default)
 }
 
 /// The names of the tables, shared by every function that touches them.

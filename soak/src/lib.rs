@@ -13,7 +13,6 @@ use clap::Args;
 use e2e_tests::{Options, TestPipeline, consume, header, seed};
 use local_runner::kafka_source::DeliveryFaults;
 use local_runner::notification_sandbox::Chaos;
-use local_runner::pipeline::DlqRetrySettings;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
@@ -203,11 +202,12 @@ async fn start_pipeline(config: &SoakConfig, faults: &DeliveryFaults) -> TestPip
         retry_delay: Duration::seconds(1),
         // Also how long a killed invocation's idempotency keys stay locked.
         function_timeout: StdDuration::from_secs(10),
-        dlq_retry: DlqRetrySettings {
-            interval: StdDuration::from_secs(2),
+        dlq_retry_interval: StdDuration::from_secs(2),
+        dlq_retry: dlq_retry::Settings {
             max_retries: 1_000,
             backoff_base: Duration::seconds(1),
             backoff_max: Duration::seconds(5),
+            ..Default::default()
         },
         delivery_faults: faults.clone(),
         ..Options::default()

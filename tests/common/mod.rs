@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use local_runner::kafka_source::{DeliveryFaults, KafkaSourceSettings};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
-use local_runner::pipeline::DlqRetrySettings;
+use local_runner::pipeline::FunctionSettings;
 use local_runner::stream_source::StreamSourceSettings;
 use local_runner::{Pipeline, PipelineConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -126,8 +126,12 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     pub hold_for: Duration,
     pub partitions: i32,
+    /// The notifier's first retry delay.
     pub retry_delay: Duration,
-    pub dlq_retry: DlqRetrySettings,
+    /// dlq-retry's settings (its consumer group and safety margin are the
+    /// pipeline's own) and how often it runs.
+    pub dlq_retry: dlq_retry::Settings,
+    pub dlq_retry_interval: StdDuration,
     /// The channels of each event type (Telegram alone by default).
     pub routes: ChannelRoutes,
     /// The functions' timeout: an invocation's deadline, so also how long a
@@ -141,10 +145,11 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             clock: Arc::new(shared::clock::SystemClock),
-            hold_for: Duration::minutes(5),
+            hold_for: reservation::DEFAULT_HOLD,
             partitions: 3,
-            retry_delay: Duration::seconds(60),
-            dlq_retry: DlqRetrySettings::default(),
+            retry_delay: notifier::DEFAULT_RETRY_DELAY,
+            dlq_retry: dlq_retry::Settings::default(),
+            dlq_retry_interval: StdDuration::from_secs(300),
             routes: ChannelRoutes::default(),
             function_timeout: StdDuration::from_secs(30),
             delivery_faults: DeliveryFaults::default(),
@@ -169,6 +174,25 @@ pub async fn provision(aws: &SdkConfig, partitions: i32) -> (TableNames, TopicNa
     (tables, topics)
 }
 
+/// The functions' settings at their defaults but for what `options` sets;
+/// dlq-retry in a consumer group beside the notifier's, and both scheduled
+/// functions stopping a quarter of a short timeout before their deadline
+/// (their deployed margins would leave a test's short timeout no time at all).
+fn function_settings(options: &Options, notifier_group: &str) -> FunctionSettings {
+    let quarter = Duration::from_std(options.function_timeout / 4).unwrap_or(Duration::seconds(5));
+    let mut settings = FunctionSettings::default();
+    settings.reservation.hold_for = options.hold_for;
+    settings.notifier.retry_delay = options.retry_delay;
+    settings.dlq_retry = dlq_retry::Settings {
+        group_id: format!("{notifier_group}-dlq-retry"),
+        safety_margin: options.dlq_retry.safety_margin.min(quarter),
+        ..options.dlq_retry.clone()
+    };
+    let expiration = &mut settings.seat_expiration;
+    expiration.safety_margin = expiration.safety_margin.min(quarter);
+    settings
+}
+
 /// Logs of the pipeline, shown with a failing test's output (`RUST_LOG` filters).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -187,14 +211,16 @@ impl TestPipeline {
         let (tables, topics) = provision(&aws, options.partitions).await;
         let sandbox = NotificationSandbox::default();
         let sandbox_addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let notifier_group = unique("notifier");
+        let functions = function_settings(&options, &notifier_group);
         let config = PipelineConfig {
             tables: tables.clone(),
             topics: topics.clone(),
             kafka: kafka(),
             producer: ProducerSettings::default(),
             jwt_secret: Secret::new(JWT_SECRET),
-            hold_for: options.hold_for,
             channels: notification_sandbox::channel_settings(sandbox_addr, options.routes),
+            functions,
             api_addr: "127.0.0.1:0".parse().unwrap(),
             stream: StreamSourceSettings {
                 poll_interval: STREAM_POLL_INTERVAL,
@@ -202,16 +228,14 @@ impl TestPipeline {
                 ..Default::default()
             },
             kafka_source: KafkaSourceSettings {
-                group_id: unique("notifier"),
+                group_id: notifier_group,
                 batching_window: KAFKA_BATCHING_WINDOW,
                 faults: options.delivery_faults,
                 retry_backoff: StdDuration::from_millis(200),
                 ..Default::default()
             },
             function_timeout: options.function_timeout,
-            retry_delay: options.retry_delay,
-            notify_concurrency: notifier::DEFAULT_CONCURRENCY,
-            dlq_retry: options.dlq_retry,
+            dlq_retry_interval: options.dlq_retry_interval,
             seat_expiration_interval: StdDuration::from_secs(60),
         };
         let pipeline = Pipeline::start(config, &aws, options.clock).await.unwrap();
@@ -436,8 +460,7 @@ pub fn notifier_config(
             producer: ProducerSettings::default(),
             topics: topics.clone(),
         },
-        retry_delay: Duration::seconds(60),
-        concurrency: notifier::DEFAULT_CONCURRENCY,
+        settings: notifier::Settings::default(),
     }
 }
 
@@ -465,10 +488,8 @@ impl DirectNotifier {
         for settings in channels.discord.iter_mut() {
             settings.timeout = timeout;
         }
-        let config = notifier::Config {
-            retry_delay,
-            ..notifier_config(&tables, &topics, channels)
-        };
+        let mut config = notifier_config(&tables, &topics, channels);
+        config.settings.retry_delay = retry_delay;
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let notifier = notifier::LambdaNotifier::from_config(
             &config,

@@ -281,13 +281,14 @@ async fn both_channels() -> (DirectNotifier, DlqRetry) {
     let retry = DlqRetry::from_config(
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
-            concurrency: n.config.concurrency,
-            group_id: e2e_tests::unique("dlq-retry"),
-            max_retries: 5,
-            backoff_base: Duration::zero(),
-            backoff_max: Duration::zero(),
-            safety_margin: Duration::seconds(1),
-            default_run_time: Duration::seconds(60),
+            settings: dlq_retry::Settings {
+                group_id: e2e_tests::unique("dlq-retry"),
+                max_retries: 5,
+                backoff_base: Duration::zero(),
+                backoff_max: Duration::zero(),
+                safety_margin: Duration::seconds(1),
+                ..Default::default()
+            },
         },
         n.dynamodb.clone(),
         Arc::new(SystemClock),

@@ -6,7 +6,6 @@ use chrono::Duration;
 use e2e_tests::{Options, TestPipeline, seed};
 use local_runner::kafka_source::DeliveryFaults;
 use local_runner::notification_sandbox::FailurePlan;
-use local_runner::pipeline::DlqRetrySettings;
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
@@ -22,11 +21,12 @@ async fn batches_delivered_twice_and_an_invocation_killed_mid_batch_still_send_e
         // Records caught by the kill wait in the DLQ until their keys' locks
         // (the killed invocation's deadline) expire, then go out once.
         function_timeout: StdDuration::from_secs(5),
-        dlq_retry: DlqRetrySettings {
-            interval: StdDuration::from_secs(1),
+        dlq_retry_interval: StdDuration::from_secs(1),
+        dlq_retry: dlq_retry::Settings {
             max_retries: 100,
             backoff_base: Duration::zero(),
             backoff_max: Duration::zero(),
+            ..Default::default()
         },
         delivery_faults: faults.clone(),
         ..Options::default()

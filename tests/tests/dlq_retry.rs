@@ -8,7 +8,6 @@ use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
 use e2e_tests::{DirectNotifier, Options, TestPipeline, consume, eventually, header, kafka, seed};
 use local_runner::notification_sandbox::FailurePlan;
-use local_runner::pipeline::DlqRetrySettings;
 use shared::clock::SystemClock;
 use shared::dead_letter;
 use shared::delivery::Failure;
@@ -21,11 +20,12 @@ fn fast_retries(max_retries: u32) -> Options {
     Options {
         // Dead letters are due at once and retried every second.
         retry_delay: Duration::zero(),
-        dlq_retry: DlqRetrySettings {
-            interval: StdDuration::from_secs(1),
+        dlq_retry_interval: StdDuration::from_secs(1),
+        dlq_retry: dlq_retry::Settings {
             max_retries,
             backoff_base: Duration::zero(),
             backoff_max: Duration::zero(),
+            ..Default::default()
         },
         ..Options::default()
     }
@@ -119,13 +119,14 @@ async fn direct(retry_delay: Duration, safety_margin: Duration) -> Direct {
     let retry = DlqRetry::from_config(
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
-            concurrency: n.config.concurrency,
-            group_id: e2e_tests::unique("dlq-retry"),
-            max_retries: 10,
-            backoff_base: Duration::zero(),
-            backoff_max: Duration::zero(),
-            safety_margin,
-            default_run_time: Duration::seconds(60),
+            settings: dlq_retry::Settings {
+                group_id: e2e_tests::unique("dlq-retry"),
+                max_retries: 10,
+                backoff_base: Duration::zero(),
+                backoff_max: Duration::zero(),
+                safety_margin,
+                ..Default::default()
+            },
         },
         n.dynamodb.clone(),
         Arc::new(SystemClock),

@@ -55,8 +55,7 @@ async fn the_http_samples_hold_show_and_pay_with_the_local_jwt_key() {
         &reservation::Config {
             tables: tables.clone(),
             jwt_secret: jwt_secret.clone(),
-            hold_for: Duration::minutes(5),
-            max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
+            settings: reservation::Settings::default(),
         },
         client.clone(),
         Arc::new(SystemClock),
@@ -66,8 +65,7 @@ async fn the_http_samples_hold_show_and_pay_with_the_local_jwt_key() {
         &payment::Config {
             tables: tables.clone(),
             jwt_secret,
-            idempotency_ttl: Duration::days(1),
-            max_body_bytes: shared::api::DEFAULT_MAX_BODY_BYTES,
+            settings: payment::Settings::default(),
         },
         client,
         Arc::new(SystemClock),
@@ -171,9 +169,7 @@ async fn the_schedule_sample_runs_seat_expiration_and_dlq_retry() {
     let expiration = seat_expiration::SeatExpiration::new(
         seat_expiration::Config {
             tables: n.tables.clone(),
-            page_size: 25,
-            safety_margin: Duration::seconds(5),
-            default_run_time: Duration::seconds(60),
+            settings: seat_expiration::Settings::default(),
         },
         n.dynamodb.clone(),
         Arc::new(SystemClock),
@@ -188,13 +184,14 @@ async fn the_schedule_sample_runs_seat_expiration_and_dlq_retry() {
     let retry = dlq_retry::DlqRetry::from_config(
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
-            concurrency: n.config.concurrency,
-            group_id: e2e_tests::unique("dlq-retry"),
-            max_retries: 3,
-            backoff_base: Duration::seconds(1),
-            backoff_max: Duration::seconds(1),
-            safety_margin: Duration::seconds(5),
-            default_run_time: Duration::seconds(60),
+            settings: dlq_retry::Settings {
+                group_id: e2e_tests::unique("dlq-retry"),
+                max_retries: 3,
+                backoff_base: Duration::seconds(1),
+                backoff_max: Duration::seconds(1),
+                safety_margin: Duration::seconds(5),
+                ..Default::default()
+            },
         },
         n.dynamodb.clone(),
         Arc::new(SystemClock),

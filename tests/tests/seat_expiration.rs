@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use e2e_tests::{aws, provision, scan, seed};
 use futures::StreamExt;
-use seat_expiration::{Config, ExpirationReport, SeatExpiration};
+use seat_expiration::{Config, ExpirationReport, SeatExpiration, Settings};
 use shared::clock::{Clock, ManualClock};
 use shared::config::TableNames;
 use shared::domain::{
@@ -38,9 +38,10 @@ fn job(
     SeatExpiration::new(
         Config {
             tables: tables.clone(),
-            page_size: page,
-            safety_margin: Duration::seconds(5),
-            default_run_time: Duration::seconds(60),
+            settings: Settings {
+                page_size: page,
+                ..Settings::default()
+            },
         },
         client.clone(),
         clock,

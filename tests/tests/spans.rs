@@ -3,9 +3,8 @@
 //! the reservation id (and the event id once it exists), on the real pipeline.
 
 use chrono::Duration;
-use e2e_tests::{Options, TestPipeline, seed};
+use e2e_tests::{Options, TestPipeline, eventually, seed};
 use local_runner::notification_sandbox::FailurePlan;
-use local_runner::pipeline::DlqRetrySettings;
 use shared::fakes::CapturedLogs;
 use std::time::Duration as StdDuration;
 
@@ -21,11 +20,12 @@ async fn a_payments_log_lines_carry_its_reservation_from_the_request_to_the_retr
     let logs = CapturedLogs::global();
     let p = TestPipeline::start(Options {
         retry_delay: Duration::zero(),
-        dlq_retry: DlqRetrySettings {
-            interval: StdDuration::from_secs(1),
+        dlq_retry_interval: StdDuration::from_secs(1),
+        dlq_retry: dlq_retry::Settings {
             max_retries: 3,
             backoff_base: Duration::zero(),
             backoff_max: Duration::zero(),
+            ..Default::default()
         },
         ..Options::default()
     })
@@ -51,10 +51,14 @@ async fn a_payments_log_lines_carry_its_reservation_from_the_request_to_the_retr
     let event_id = event_id_in(&paid);
     for message in [
         "notification failed; dead-lettered",
-        "dead letter delivered",
         "notification handled",
+        "dead letter delivered",
     ] {
-        let line = logs.line_with(message);
+        // The sandbox has the message before its sender logs that it went out.
+        let line = eventually(StdDuration::from_secs(30), message, || async {
+            logs.lines().into_iter().find(|l| l.contains(message))
+        })
+        .await;
         assert!(line.contains(&reservation), "{line}");
         assert!(line.contains(event_id), "{event_id} is not in {line}");
     }

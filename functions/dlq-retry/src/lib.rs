@@ -27,11 +27,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use shared::clock::Clock;
-use shared::config;
+use shared::config::Vars;
 use shared::dead_letter::{DeadLetter, backoff};
-use shared::delivery::{
-    DeliveryConfig, Disposition, Failure, LambdaDeliverer, LambdaSink, concurrency_from_env,
-};
+use shared::delivery::{DeliveryConfig, Disposition, Failure, LambdaDeliverer, LambdaSink};
 use shared::kafka::decoded_message;
 use shared::kafka_event::group_by_key;
 use shared::spans;
@@ -50,23 +48,72 @@ pub enum Error {
     Park(#[source] shared::Error),
 }
 
+/// Retries before a dead letter is parked unless `DLQ_MAX_RETRIES` says otherwise.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// The back-off's base and cap unless `DLQ_BACKOFF_BASE_SECONDS` and
+/// `DLQ_BACKOFF_MAX_SECONDS` say otherwise.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::minutes(1);
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::hours(1);
+/// Stop this long before the deadline unless `DLQ_SAFETY_MARGIN_SECONDS` says otherwise.
+pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::seconds(10);
+/// How long a run may take when the invocation has no deadline (a local call).
+pub const DEFAULT_RUN_TIME: Duration = Duration::minutes(1);
+
+/// What the function reads from its variables besides the delivery's.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `DLQ_RETRY_GROUP_ID`: its consumer group on the dead-letter topic.
+    pub group_id: String,
+    /// `NOTIFY_CONCURRENCY`: dead letters retried at once (a chunk).
+    pub concurrency: usize,
+    /// `DLQ_MAX_RETRIES`: retries before a dead letter is parked as failed
+    /// (the notifier's first send is not counted).
+    pub max_retries: u32,
+    /// `DLQ_BACKOFF_BASE_SECONDS`, `DLQ_BACKOFF_MAX_SECONDS`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// `DLQ_SAFETY_MARGIN_SECONDS`: stop taking new records when less than
+    /// this is left before the deadline.
+    pub safety_margin: Duration,
+    /// Used when the invocation has no deadline (a local call).
+    pub default_run_time: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            group_id: "dlq-retry".into(),
+            concurrency: shared::delivery::DEFAULT_CONCURRENCY,
+            max_retries: DEFAULT_MAX_RETRIES,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            safety_margin: DEFAULT_SAFETY_MARGIN,
+            default_run_time: DEFAULT_RUN_TIME,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+        let default = Settings::default();
+        Ok(Settings {
+            group_id: vars.or_default("DLQ_RETRY_GROUP_ID", &default.group_id),
+            concurrency: shared::delivery::concurrency(vars)?,
+            max_retries: vars.parsed("DLQ_MAX_RETRIES", default.max_retries)?,
+            backoff_base: vars.seconds("DLQ_BACKOFF_BASE_SECONDS", default.backoff_base)?,
+            backoff_max: vars.seconds("DLQ_BACKOFF_MAX_SECONDS", default.backoff_max)?,
+            safety_margin: vars.seconds("DLQ_SAFETY_MARGIN_SECONDS", default.safety_margin)?,
+            default_run_time: default.default_run_time,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The channels, the idempotency table, and where failures go: the
     /// notifier's, so a retry skips what the notifier sent.
     pub delivery: DeliveryConfig,
-    /// Dead letters retried at once (`NOTIFY_CONCURRENCY`, at least 1): a chunk.
-    pub concurrency: usize,
-    pub group_id: String,
-    /// Retries before a dead letter is parked as failed (the notifier's first
-    /// send is not counted).
-    pub max_retries: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// Stop taking new records when less than this is left before the deadline.
-    pub safety_margin: Duration,
-    /// Used when the invocation has no deadline (a local call).
-    pub default_run_time: Duration,
+    pub settings: Settings,
 }
 
 impl Config {
@@ -74,19 +121,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 delivery: DeliveryConfig::from_env()?,
-                concurrency: concurrency_from_env()?,
-                group_id: config::or_default("DLQ_RETRY_GROUP_ID", "dlq-retry"),
-                max_retries: config::parsed("DLQ_MAX_RETRIES", 3u32)?,
-                backoff_base: Duration::seconds(config::parsed("DLQ_BACKOFF_BASE_SECONDS", 60i64)?),
-                backoff_max: Duration::seconds(config::parsed(
-                    "DLQ_BACKOFF_MAX_SECONDS",
-                    3_600i64,
-                )?),
-                safety_margin: Duration::seconds(config::parsed(
-                    "DLQ_SAFETY_MARGIN_SECONDS",
-                    10i64,
-                )?),
-                default_run_time: Duration::seconds(60),
+                settings: Settings::from_vars(&Vars::process())?,
             })
         };
         read().map_err(Error::Config)
@@ -147,7 +182,7 @@ impl DlqRetry {
         event: LambdaEvent<serde_json::Value>,
     ) -> Result<RetryReport, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline)
-            .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
+            .unwrap_or_else(|| self.clock.now() + self.config.settings.default_run_time);
         let span = spans::invocation("dlq-retry", &event.context.request_id);
         let report = self
             .run(deadline)
@@ -165,7 +200,7 @@ impl DlqRetry {
             .delivery
             .kafka
             .client_config()
-            .set("group.id", &self.config.group_id)
+            .set("group.id", &self.config.settings.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .create()
@@ -222,7 +257,7 @@ impl DlqRetry {
         let topic = self.config.delivery.topics.payment_completed_dlq.clone();
         let mut chunk: Vec<Pending> = Vec::new();
         while !ends.is_empty() {
-            if self.clock.now() + self.config.safety_margin >= deadline {
+            if self.clock.now() + self.config.settings.safety_margin >= deadline {
                 report.stopped_for_deadline = true;
                 break;
             }
@@ -281,7 +316,7 @@ impl DlqRetry {
                     });
                 }
             }
-            if chunk.len() >= self.config.concurrency || ends.is_empty() {
+            if chunk.len() >= self.config.settings.concurrency || ends.is_empty() {
                 self.retry_chunk(&consumer, &topic, &mut chunk, deadline, &mut report)
                     .await?;
             }
@@ -315,7 +350,7 @@ impl DlqRetry {
             .map(|letters| self.retry_in_order(letters, deadline))
             .collect();
         let tallies: Vec<Result<RetryReport, Error>> = futures::stream::iter(groups)
-            .buffer_unordered(self.config.concurrency)
+            .buffer_unordered(self.config.settings.concurrency)
             .collect()
             .await;
         for tally in tallies {
@@ -413,13 +448,13 @@ impl DlqRetry {
     ) -> Result<Disposition, Error> {
         let retries = letter.retry_count + 1;
         let disposition = match Disposition::of(&failure.error) {
-            Disposition::Retry if retries < self.config.max_retries => Disposition::Retry,
+            Disposition::Retry if retries < self.config.settings.max_retries => Disposition::Retry,
             _ => Disposition::Park,
         };
         let delay = backoff(
-            self.config.backoff_base,
+            self.config.settings.backoff_base,
             retries,
-            self.config.backoff_max,
+            self.config.settings.backoff_max,
             rand::random::<f64>(),
         )
         .max(failure.error.retry_after().unwrap_or_else(Duration::zero));

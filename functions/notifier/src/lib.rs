@@ -24,7 +24,7 @@ use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use shared::channels::Channel;
 use shared::clock::Clock;
-use shared::config;
+use shared::config::Vars;
 use shared::dead_letter::DeadLetter;
 use shared::delivery::{DeadLetterSink, Deliverer, DeliveryConfig, Disposition, Failure};
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
@@ -52,14 +52,39 @@ pub enum Error {
 /// The first retry's delay unless `RETRY_DELAY_SECONDS` says otherwise.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::seconds(60);
 
+/// What the function reads from its variables besides the delivery's.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `RETRY_DELAY_SECONDS`: the first retry's delay (`next-attempt-at`),
+    /// unless the channel asks for longer.
+    pub retry_delay: Duration,
+    /// `NOTIFY_CONCURRENCY`: keys handled at once, at least 1.
+    pub concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            retry_delay: DEFAULT_RETRY_DELAY,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+        Ok(Settings {
+            retry_delay: vars.seconds("RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY)?,
+            concurrency: shared::delivery::concurrency(vars)?,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The channels, the idempotency table, and where failures go.
     pub delivery: DeliveryConfig,
-    /// The first retry's delay (`next-attempt-at`), unless the channel asks for longer.
-    pub retry_delay: Duration,
-    /// Keys handled at once (`NOTIFY_CONCURRENCY`, at least 1).
-    pub concurrency: usize,
+    pub settings: Settings,
 }
 
 impl Config {
@@ -67,11 +92,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 delivery: DeliveryConfig::from_env()?,
-                retry_delay: Duration::seconds(config::parsed(
-                    "RETRY_DELAY_SECONDS",
-                    DEFAULT_RETRY_DELAY.num_seconds(),
-                )?),
-                concurrency: shared::delivery::concurrency_from_env()?,
+                settings: Settings::from_vars(&Vars::process())?,
             })
         };
         read().map_err(Error::Config)
@@ -101,8 +122,9 @@ impl LambdaNotifier {
             .deliverer(client.clone(), clock.clone())
             .map_err(Error::Config)?;
         let sink = delivery.sink(client).map_err(Error::Config)?;
-        Ok(Notifier::new(deliverer, sink, clock, config.retry_delay)
-            .with_concurrency(config.concurrency))
+        let settings = &config.settings;
+        Ok(Notifier::new(deliverer, sink, clock, settings.retry_delay)
+            .with_concurrency(settings.concurrency))
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
 use shared::auth::{Admission, JwtKey};
 use shared::clock::Clock;
-use shared::config::{self, Secret, TableNames};
+use shared::config::{self, Secret, TableNames, Vars};
 use shared::domain::{EventId, PaymentId, PaymentReceipt, ReservationId, pay};
 use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
@@ -32,16 +32,45 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// idempotency lock is held before another request may take over.
 const DEFAULT_LOCK: Duration = Duration::seconds(30);
 
-/// The variable that stands for the queue tokens' HS256 key (see `config::secret`).
-pub const JWT_SECRET: &str = "JWT_SECRET";
+pub use shared::auth::JWT_SECRET;
+
+/// How long a completed payment's answer is replayed unless
+/// `IDEMPOTENCY_TTL_SECONDS` says otherwise.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::days(1);
+
+/// What the function reads from its variables besides tables and secrets.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `IDEMPOTENCY_TTL_SECONDS`: how long a completed payment's answer is replayed.
+    pub idempotency_ttl: Duration,
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+        let default = Settings::default();
+        Ok(Settings {
+            idempotency_ttl: vars.seconds("IDEMPOTENCY_TTL_SECONDS", default.idempotency_ttl)?,
+            max_body_bytes: vars.parsed("MAX_BODY_BYTES", default.max_body_bytes)?,
+        })
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub tables: TableNames,
     pub jwt_secret: Secret,
-    /// How long a completed payment's answer is replayed.
-    pub idempotency_ttl: Duration,
-    pub max_body_bytes: usize,
+    pub settings: Settings,
 }
 
 impl Config {
@@ -50,11 +79,7 @@ impl Config {
             Ok(Config {
                 tables: TableNames::from_env(),
                 jwt_secret: config::secret(JWT_SECRET)?,
-                idempotency_ttl: Duration::seconds(config::parsed(
-                    "IDEMPOTENCY_TTL_SECONDS",
-                    86_400i64,
-                )?),
-                max_body_bytes: config::parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
+                settings: Settings::from_vars(&Vars::process())?,
             })
         };
         read().map_err(Error::Config)
@@ -106,8 +131,8 @@ impl PaymentApi {
             jwt: JwtKey::from_secret(config.jwt_secret.expose().as_bytes())
                 .map_err(Error::Config)?,
             clock,
-            idempotency_ttl: config.idempotency_ttl,
-            max_body_bytes: config.max_body_bytes,
+            idempotency_ttl: config.settings.idempotency_ttl,
+            max_body_bytes: config.settings.max_body_bytes,
         })
     }
 

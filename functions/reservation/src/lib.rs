@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
 use shared::auth::JwtKey;
 use shared::clock::Clock;
-use shared::config::{self, Secret, TableNames};
+use shared::config::{self, Secret, TableNames, Vars};
 use shared::domain::{Reservation, ReservationId, ReservationStatus, SeatId};
 use shared::dynamodb::TicketingRepository;
 use shared::spans;
@@ -23,8 +23,38 @@ pub enum Error {
     Config(#[source] shared::Error),
 }
 
-/// The variable that stands for the queue tokens' HS256 key (see `config::secret`).
-pub const JWT_SECRET: &str = "JWT_SECRET";
+pub use shared::auth::JWT_SECRET;
+
+/// How long a seat is held unless `HOLD_SECONDS` says otherwise.
+pub const DEFAULT_HOLD: Duration = Duration::minutes(5);
+
+/// What the function reads from its variables besides tables and secrets.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `HOLD_SECONDS`.
+    pub hold_for: Duration,
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            hold_for: DEFAULT_HOLD,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+        let default = Settings::default();
+        Ok(Settings {
+            hold_for: vars.seconds("HOLD_SECONDS", default.hold_for)?,
+            max_body_bytes: vars.parsed("MAX_BODY_BYTES", default.max_body_bytes)?,
+        })
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,8 +62,7 @@ pub struct Config {
     /// The HS256 key of the queue tokens (from Secrets Manager in AWS, the
     /// environment locally).
     pub jwt_secret: Secret,
-    pub hold_for: Duration,
-    pub max_body_bytes: usize,
+    pub settings: Settings,
 }
 
 impl Config {
@@ -42,8 +71,7 @@ impl Config {
             Ok(Config {
                 tables: TableNames::from_env(),
                 jwt_secret: config::secret(JWT_SECRET)?,
-                hold_for: Duration::seconds(config::parsed("HOLD_SECONDS", 300i64)?),
-                max_body_bytes: config::parsed("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
+                settings: Settings::from_vars(&Vars::process())?,
             })
         };
         read().map_err(Error::Config)
@@ -117,8 +145,8 @@ impl ReservationApi {
             jwt: JwtKey::from_secret(config.jwt_secret.expose().as_bytes())
                 .map_err(Error::Config)?,
             clock,
-            hold_for: config.hold_for,
-            max_body_bytes: config.max_body_bytes,
+            hold_for: config.settings.hold_for,
+            max_body_bytes: config.settings.max_body_bytes,
         })
     }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use shared::clock::Clock;
-use shared::config::{self, TableNames};
+use shared::config::{TableNames, Vars};
 use shared::domain::EventId;
 use shared::dynamodb::items::{HELD_SHARDS, held_shard_name};
 use shared::dynamodb::{ExpiredHold, Release, TicketingRepository};
@@ -29,15 +29,51 @@ pub enum Error {
     List(#[source] shared::Error),
 }
 
+/// Holds read per index query unless `EXPIRATION_PAGE_SIZE` says otherwise.
+pub const DEFAULT_PAGE_SIZE: i32 = 25;
+/// Stop this long before the deadline unless `EXPIRATION_SAFETY_MARGIN_SECONDS` says otherwise.
+pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::seconds(5);
+/// How long a run may take when the invocation has no deadline (a local call).
+pub const DEFAULT_RUN_TIME: Duration = Duration::minutes(1);
+
+/// What the function reads from its variables besides its tables.
 #[derive(Clone, Debug)]
-pub struct Config {
-    pub tables: TableNames,
-    /// Holds read per index query.
+pub struct Settings {
+    /// `EXPIRATION_PAGE_SIZE`: holds read per index query.
     pub page_size: i32,
-    /// Stop taking new holds when less than this is left before the deadline.
+    /// `EXPIRATION_SAFETY_MARGIN_SECONDS`: stop taking new holds when less
+    /// than this is left before the deadline.
     pub safety_margin: Duration,
     /// Used when the invocation has no deadline (a local call).
     pub default_run_time: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            page_size: DEFAULT_PAGE_SIZE,
+            safety_margin: DEFAULT_SAFETY_MARGIN,
+            default_run_time: DEFAULT_RUN_TIME,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+        let default = Settings::default();
+        Ok(Settings {
+            page_size: vars.parsed("EXPIRATION_PAGE_SIZE", default.page_size)?,
+            safety_margin: vars
+                .seconds("EXPIRATION_SAFETY_MARGIN_SECONDS", default.safety_margin)?,
+            default_run_time: default.default_run_time,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tables: TableNames,
+    pub settings: Settings,
 }
 
 impl Config {
@@ -45,12 +81,7 @@ impl Config {
         let read = || -> Result<Config, shared::Error> {
             Ok(Config {
                 tables: TableNames::from_env(),
-                page_size: config::parsed("EXPIRATION_PAGE_SIZE", 25)?,
-                safety_margin: Duration::seconds(config::parsed(
-                    "EXPIRATION_SAFETY_MARGIN_SECONDS",
-                    5i64,
-                )?),
-                default_run_time: Duration::seconds(60),
+                settings: Settings::from_vars(&Vars::process())?,
             })
         };
         read().map_err(Error::Config)
@@ -90,7 +121,7 @@ impl SeatExpiration {
         event: LambdaEvent<serde_json::Value>,
     ) -> Result<ExpirationReport, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline)
-            .unwrap_or_else(|| self.clock.now() + self.config.default_run_time);
+            .unwrap_or_else(|| self.clock.now() + self.config.settings.default_run_time);
         let span = spans::invocation("seat-expiration", &event.context.request_id);
         let report = self
             .run(deadline)
@@ -102,7 +133,7 @@ impl SeatExpiration {
     }
 
     fn out_of_time(&self, deadline: DateTime<Utc>) -> bool {
-        self.clock.now() + self.config.safety_margin >= deadline
+        self.clock.now() + self.config.settings.safety_margin >= deadline
     }
 
     /// Releases one expired hold (with its SeatHoldExpired event) unless a
@@ -141,7 +172,7 @@ impl SeatExpiration {
                 }
                 let (holds, next) = self
                     .repository
-                    .expired_holds(&shard, cutoff, self.config.page_size, start)
+                    .expired_holds(&shard, cutoff, self.config.settings.page_size, start)
                     .await
                     .map_err(Error::List)?;
                 for hold in &holds {

@@ -5,7 +5,7 @@ use super::{DeadLetterSink, Deliverer, LambdaSink};
 use crate::Error;
 use crate::channels::{Channel, ChannelSettings};
 use crate::clock::Clock;
-use crate::config::{self, TableNames, TopicNames};
+use crate::config::{TableNames, TopicNames, Vars};
 use crate::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use crate::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use chrono::Duration;
@@ -41,10 +41,7 @@ impl DeliveryConfig {
         Ok(DeliveryConfig {
             tables: TableNames::from_env(),
             channels: ChannelSettings::from_env()?,
-            idempotency_ttl: Duration::seconds(config::parsed(
-                "IDEMPOTENCY_TTL_SECONDS",
-                DEFAULT_IDEMPOTENCY_TTL.num_seconds(),
-            )?),
+            idempotency_ttl: idempotency_ttl(&Vars::process())?,
             kafka: KafkaSettings::from_env()?,
             producer: ProducerSettings::from_env()?,
             topics: TopicNames::from_env(),
@@ -76,9 +73,14 @@ impl DeliveryConfig {
     }
 }
 
+/// `IDEMPOTENCY_TTL_SECONDS`: how long a sent event is remembered.
+pub fn idempotency_ttl(vars: &Vars) -> Result<Duration, Error> {
+    vars.seconds("IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL)
+}
+
 /// `NOTIFY_CONCURRENCY`: reservations handled at once, at least 1.
-pub fn concurrency_from_env() -> Result<usize, Error> {
-    match config::parsed("NOTIFY_CONCURRENCY", DEFAULT_CONCURRENCY)? {
+pub fn concurrency(vars: &Vars) -> Result<usize, Error> {
+    match vars.parsed("NOTIFY_CONCURRENCY", DEFAULT_CONCURRENCY)? {
         0 => Err(Error::Config(
             "NOTIFY_CONCURRENCY must be at least 1".into(),
         )),

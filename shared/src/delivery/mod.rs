@@ -21,8 +21,8 @@ mod sink;
 pub use deliverer::{DEFAULT_LOCK, Deliverer, Delivery, Failure, Outcome};
 #[cfg(all(feature = "channels", feature = "dynamodb", feature = "kafka"))]
 pub use deployed::{
-    DEFAULT_CONCURRENCY, DEFAULT_IDEMPOTENCY_TTL, DeliveryConfig, LambdaDeliverer,
-    concurrency_from_env,
+    DEFAULT_CONCURRENCY, DEFAULT_IDEMPOTENCY_TTL, DeliveryConfig, LambdaDeliverer, concurrency,
+    idempotency_ttl,
 };
 pub use letter::{Letter, MAX_RECORD_BYTES};
 pub use sink::{DeadLetterSink, Disposition};
