@@ -17,8 +17,6 @@ pub struct Letter {
     pub envelope: EventEnvelope,
     pub notification: Notification,
     pub payload_hash: String,
-    /// `topic-partition@offset` of the record, for logs.
-    pub coordinates: String,
 }
 
 impl Letter {
@@ -51,7 +49,6 @@ impl Letter {
             envelope,
             notification,
             payload_hash: payload_hash(value),
-            coordinates: record.coordinates(),
         })
     }
 }
@@ -79,7 +76,6 @@ mod tests {
         let letter = Letter::parse(&record()).unwrap();
         assert_eq!(letter.notification.event_id, letter.envelope.event_id);
         assert!(letter.notification.text.contains("1,000원"));
-        assert_eq!(letter.coordinates, "payment.completed-0@3");
     }
 
     #[test]
