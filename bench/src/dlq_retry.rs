@@ -45,13 +45,13 @@ async fn due_letters(direct: &DirectNotifier, n: usize) -> Result<i64, Error> {
         &kafka.clone().with_property(TANSU_ONE_RECORD_PER_BATCH),
         &ProducerSettings::default(),
     )?;
-    let failure = shared::Error::Channel {
+    let failure = shared::Error::from(shared::InfraError::Channel {
         channel: "telegram",
         retryable: true,
         retry_after: None,
         message: "sendMessage answered HTTP 502 (bench)".into(),
         source: None,
-    };
+    });
     let now = Utc::now();
     let letters: Vec<_> = (0..n)
         .map(|i| {

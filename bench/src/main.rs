@@ -25,6 +25,10 @@ pub enum Error {
     Runner(#[from] local_runner::Error),
     #[error(transparent)]
     Pipeline(#[from] shared::Error),
+    #[error("the domain refused a benchmark's request")]
+    Refused(#[from] shared::domain::Refusal),
+    #[error("the benchmark is misconfigured")]
+    Config(#[from] shared::config::ConfigError),
     #[error("cannot write the results")]
     Results(#[source] std::io::Error),
 }

@@ -198,7 +198,7 @@ pub async fn run(
             continue;
         }
         let event = lambda_event(&batch, &kafka.bootstrap_servers);
-        let payload = serde_json::to_value(&event).map_err(|e| Error::Config(e.to_string()))?;
+        let payload = serde_json::to_value(&event)?;
         let ranges = ranges(&batch);
         let mut answer = match kill {
             Some(after) => match tokio::time::timeout(after, function(payload.clone())).await {

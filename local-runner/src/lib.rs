@@ -32,8 +32,12 @@ pub enum Error {
     Invocation { function: String, message: String },
     #[error("function {function} did not answer within {seconds} s")]
     Timeout { function: String, seconds: u64 },
-    #[error("the local runner is misconfigured: {0}")]
-    Config(String),
+    #[error("the local runner is misconfigured")]
+    Config(#[from] shared::config::ConfigError),
+    #[error("a function cannot start")]
+    Startup(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot encode the event a function is invoked with")]
+    Encode(#[from] serde_json::Error),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: String,

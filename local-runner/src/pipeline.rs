@@ -16,7 +16,7 @@ use reservation::ReservationApi;
 use seat_expiration::SeatExpiration;
 use shared::channels::ChannelSettings;
 use shared::clock::Clock;
-use shared::config::{self, Secret, TableNames, TopicNames, Vars};
+use shared::config::{self, ConfigError, Secret, TableNames, TopicNames, Vars};
 use shared::delivery::DeliveryConfig;
 use shared::kafka::{KafkaSettings, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
 use std::net::SocketAddr;
@@ -98,9 +98,9 @@ impl PipelineConfig {
             jwt_secret: config::secret(shared::auth::JWT_SECRET)?,
             channels: ChannelSettings::from_env()?,
             functions: FunctionSettings::from_vars(&Vars::process())?,
-            api_addr: api_addr
-                .parse()
-                .map_err(|_| Error::Config(format!("API_ADDR={api_addr:?} is not host:port")))?,
+            api_addr: api_addr.parse().map_err(|_| {
+                ConfigError::invalid("API_ADDR", format!("{api_addr:?} is not host:port"))
+            })?,
             stream: StreamSourceSettings {
                 batch_size: config::parsed("STREAM_BATCH_SIZE", 100)?,
                 poll_interval: Duration::from_millis(config::parsed(
@@ -202,8 +202,8 @@ struct Functions {
     seat_expiration: Arc<SeatExpiration>,
 }
 
-fn config_error(e: impl std::error::Error + 'static) -> Error {
-    Error::Config(shared::error_chain(&e))
+fn config_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Startup(Box::new(e))
 }
 
 impl Functions {
@@ -427,10 +427,10 @@ mod tests {
     #[test]
     fn a_bad_value_names_its_variable() {
         let vars = Vars::from_pairs([("NOTIFY_CONCURRENCY", "0")]);
-        let error = FunctionSettings::from_vars(&vars).unwrap_err().to_string();
+        let error = shared::error_chain(&FunctionSettings::from_vars(&vars).unwrap_err());
         assert!(error.contains("NOTIFY_CONCURRENCY"), "{error}");
         let vars = Vars::from_pairs([("DLQ_MAX_RETRIES", "many")]);
-        let error = FunctionSettings::from_vars(&vars).unwrap_err().to_string();
+        let error = shared::error_chain(&FunctionSettings::from_vars(&vars).unwrap_err());
         assert!(error.contains("DLQ_MAX_RETRIES"), "{error}");
     }
 

@@ -91,7 +91,10 @@ pub async fn run(
         .table()
         .and_then(|t| t.latest_stream_arn())
         .map(str::to_owned)
-        .ok_or_else(|| Error::Config(format!("table {table} has no stream")))?;
+        .ok_or_else(|| Error::Streams {
+            operation: "DescribeTable",
+            message: format!("table {table} has no stream"),
+        })?;
     let shard_id = streams
         .describe_stream()
         .stream_arn(&stream_arn)
@@ -102,7 +105,10 @@ pub async fn run(
         .and_then(|d| d.shards().first())
         .and_then(|s| s.shard_id())
         .map(str::to_owned)
-        .ok_or_else(|| Error::Config(format!("the stream of {table} has no shard")))?;
+        .ok_or_else(|| Error::Streams {
+            operation: "DescribeStream",
+            message: format!("the stream of {table} has no shard"),
+        })?;
     tracing::info!(table = %table, stream = %stream_arn, "polling the outbox stream");
 
     let iterator_at = |kind: ShardIteratorType, sequence: Option<String>| {
@@ -156,7 +162,7 @@ pub async fn run(
         let first = records[0].change.sequence_number.clone();
         let mut event = Event::default();
         event.records = records;
-        let payload = serde_json::to_value(&event).map_err(|e| Error::Config(e.to_string()))?;
+        let payload = serde_json::to_value(&event)?;
         let resume_from = match function(payload).await {
             Ok(answer) => lowest_failure(&answer),
             Err(e) => {

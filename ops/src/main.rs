@@ -13,7 +13,7 @@ mod failed;
 use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use shared::auth::JwtKey;
+use shared::auth::{JWT_SECRET, JwtKey};
 use shared::config::{TableNames, TopicNames};
 use shared::domain::Money;
 use shared::dynamodb::{TicketingRepository, create_tables};
@@ -24,8 +24,10 @@ use shared::seed::{SeedRequest, generate};
 pub enum Error {
     #[error(transparent)]
     Domain(#[from] shared::Error),
-    #[error("JWT_SECRET must be set to sign the queue tokens (the key the functions verify with)")]
-    MissingJwtSecret,
+    #[error(transparent)]
+    Refused(#[from] shared::domain::Refusal),
+    #[error("ops is misconfigured")]
+    Config(#[from] shared::config::ConfigError),
     #[error("calling {url} failed")]
     Http {
         url: String,
@@ -46,9 +48,11 @@ pub fn concert_start(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
+/// The key that signs queue tokens: the one the functions verify with, from the
+/// same variable (or its Secrets Manager secret or SSM parameter, preloaded).
 fn jwt_key() -> Result<JwtKey, Error> {
-    let secret = std::env::var("JWT_SECRET").map_err(|_| Error::MissingJwtSecret)?;
-    Ok(JwtKey::from_secret(secret.as_bytes())?)
+    let secret = shared::config::secret(JWT_SECRET)?;
+    Ok(JwtKey::from_secret(secret.expose().as_bytes())?)
 }
 
 #[derive(Parser)]
@@ -139,8 +143,10 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let aws = aws_config::load_from_env().await;
-    // Kafka's SASL credentials, when Secrets Manager or SSM holds them.
-    shared::secrets::preload(&aws, &KAFKA_SECRETS).await?;
+    // The queue tokens' key and Kafka's SASL credentials, when Secrets Manager
+    // or SSM holds them.
+    let secrets: Vec<&str> = KAFKA_SECRETS.into_iter().chain([JWT_SECRET]).collect();
+    shared::secrets::preload(&aws, &secrets).await?;
     let client = aws_sdk_dynamodb::Client::new(&aws);
     let tables = TableNames::from_env();
     match cli.command {

@@ -105,13 +105,13 @@ async fn failed_on(
         HEADER_EVENT_TYPE.into(),
         envelope.event_type.clone().into_bytes(),
     ));
-    let error = shared::Error::Channel {
+    let error = shared::Error::from(shared::InfraError::Channel {
         channel: channel.name(),
         retryable: false,
         retry_after: None,
         message: "answered HTTP 403: bot was blocked".into(),
         source: None,
-    };
+    });
     let letter = DeadLetter::new(original, &error, 3, Utc::now()).on_channel(channel);
     let disposition = if status == LedgerStatus::Failed {
         Disposition::Park

@@ -1,8 +1,11 @@
 //! API Gateway HTTP API (payload format 2.0) helpers shared by the HTTP functions:
 //! reading the bearer token and the JSON body, and answering JSON with errors as
-//! `{"error": {"code", "message"}}`.
+//! `{"error": {"code", "message"}}`. The HTTP layer's errors and their mapping to
+//! statuses live here: the domain's refusals are 4xx, the services' failures 5xx.
 
 use crate::Error;
+use crate::domain::Refusal;
+use crate::error::InfraError;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderValue, header};
@@ -11,6 +14,89 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// Bodies above this are refused with 413: every request of this API is a few ids.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Why a request got no answer but an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid: {0}")]
+    MalformedBody(String),
+    #[error("the request body is {size} bytes; the limit is {limit} bytes")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("missing bearer token: send `Authorization: Bearer <queue token>`")]
+    MissingToken,
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("no route serves {method} {path}")]
+    NoRoute { method: String, path: String },
+    /// The domain refused the request.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The service could not answer: storage, configuration or a corrupt item.
+    #[error("the request failed")]
+    Failed(#[source] Error),
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Refused(refusal) => ApiError::Refused(refusal),
+            other => ApiError::Failed(other),
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::MalformedBody(_) => 400,
+            ApiError::MissingToken => 401,
+            ApiError::NoRoute { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::Refused(refusal) => refusal_status(refusal),
+            ApiError::Failed(Error::Infra(InfraError::Storage { .. })) => 503,
+            ApiError::Failed(_) => 500,
+        }
+    }
+
+    /// The stable, machine-readable code of the answer's body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedBody(_) => "MALFORMED_BODY",
+            ApiError::BodyTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::MissingToken => "MISSING_TOKEN",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::NoRoute { .. } => "NOT_FOUND",
+            ApiError::Refused(refusal) => refusal.code(),
+            ApiError::Failed(error) => error.code(),
+        }
+    }
+
+    /// True for failures the client caused (4xx): logged at warn, not error.
+    pub fn is_client_error(&self) -> bool {
+        self.status() < 500
+    }
+}
+
+/// The status of each refusal of the domain.
+fn refusal_status(refusal: &Refusal) -> u16 {
+    match refusal {
+        Refusal::InvalidInput { .. } => 400,
+        Refusal::InvalidToken(_) | Refusal::TokenExpired => 401,
+        Refusal::InsufficientBalance { .. } => 402,
+        Refusal::NotOwner => 403,
+        Refusal::NotFound { .. } => 404,
+        Refusal::SeatTaken(_)
+        | Refusal::AlreadyPaid(_)
+        | Refusal::HoldExpired { .. }
+        | Refusal::ReservationExpired(_)
+        | Refusal::TokenUsed
+        | Refusal::InProgress
+        | Refusal::Conflict(_) => 409,
+        Refusal::IdempotencyKeyReused => 422,
+    }
+}
 
 pub fn header<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
@@ -23,35 +109,30 @@ pub fn method(request: &ApiGatewayV2httpRequest) -> &str {
 
 /// The refusal for a request no route serves: 405 when the path exists with
 /// another method, 404 otherwise.
-pub fn no_route(method: &str, path: &str, path_exists: bool) -> Error {
+pub fn no_route(method: &str, path: &str, path_exists: bool) -> ApiError {
+    let (method, path) = (method.to_owned(), path.to_owned());
     if path_exists {
-        Error::MethodNotAllowed {
-            method: method.to_owned(),
-            path: path.to_owned(),
-        }
+        ApiError::MethodNotAllowed { method, path }
     } else {
-        Error::NotFound {
-            kind: "route",
-            id: format!("{method} {path}"),
-        }
+        ApiError::NoRoute { method, path }
     }
 }
 
 /// The JWT of `Authorization: Bearer <jwt>`.
-pub fn bearer_token(request: &ApiGatewayV2httpRequest) -> Result<&str, Error> {
-    let value = header(request, "authorization").ok_or(Error::MissingToken)?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or(Error::MissingToken)?;
+pub fn bearer_token(request: &ApiGatewayV2httpRequest) -> Result<&str, ApiError> {
+    let value = header(request, "authorization").ok_or(ApiError::MissingToken)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::MissingToken)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Error::MissingToken);
+        return Err(ApiError::MissingToken);
     }
     Ok(token.trim())
 }
 
 /// The body as raw bytes, decoding API Gateway's base64 form, within `limit`.
-pub fn body_bytes(request: &ApiGatewayV2httpRequest, limit: usize) -> Result<Vec<u8>, Error> {
+pub fn body_bytes(request: &ApiGatewayV2httpRequest, limit: usize) -> Result<Vec<u8>, ApiError> {
     let raw = request.body.as_deref().unwrap_or("");
     if raw.len() > limit.saturating_mul(4) / 3 + 4 {
-        return Err(Error::BodyTooLarge {
+        return Err(ApiError::BodyTooLarge {
             size: raw.len(),
             limit,
         });
@@ -59,12 +140,12 @@ pub fn body_bytes(request: &ApiGatewayV2httpRequest, limit: usize) -> Result<Vec
     let bytes = if request.is_base64_encoded {
         base64::engine::general_purpose::STANDARD
             .decode(raw)
-            .map_err(|e| Error::MalformedBody(format!("the base64 body does not decode: {e}")))?
+            .map_err(|e| ApiError::MalformedBody(format!("the base64 body does not decode: {e}")))?
     } else {
         raw.as_bytes().to_vec()
     };
     if bytes.len() > limit {
-        return Err(Error::BodyTooLarge {
+        return Err(ApiError::BodyTooLarge {
             size: bytes.len(),
             limit,
         });
@@ -77,14 +158,14 @@ pub fn body_bytes(request: &ApiGatewayV2httpRequest, limit: usize) -> Result<Vec
 pub fn json_body<T: DeserializeOwned>(
     request: &ApiGatewayV2httpRequest,
     limit: usize,
-) -> Result<T, Error> {
+) -> Result<T, ApiError> {
     let bytes = body_bytes(request, limit)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::MalformedBody(
+        return Err(ApiError::MalformedBody(
             "the body is empty; send a JSON object".into(),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| Error::MalformedBody(e.to_string()))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedBody(e.to_string()))
 }
 
 pub fn json_response(status: u16, body: &impl Serialize) -> ApiGatewayV2httpResponse {
@@ -102,15 +183,12 @@ pub fn json_response(status: u16, body: &impl Serialize) -> ApiGatewayV2httpResp
 
 /// The error as JSON with its status. Server-side failures say only that the
 /// service failed: their detail goes to the log, not to the client.
-pub fn error_response(error: &Error) -> ApiGatewayV2httpResponse {
-    let status = error.http_status();
-    let message = if status >= 500 {
-        match error {
-            Error::Storage { .. } => "the database is unavailable; retry shortly".to_owned(),
-            _ => "internal error; it has been logged".to_owned(),
-        }
-    } else {
-        error.to_string()
+pub fn error_response(error: &ApiError) -> ApiGatewayV2httpResponse {
+    let status = error.status();
+    let message = match status {
+        503 => "the database is unavailable; retry shortly".to_owned(),
+        500.. => "internal error; it has been logged".to_owned(),
+        _ => error.to_string(),
     };
     json_response(
         status,
@@ -119,7 +197,7 @@ pub fn error_response(error: &Error) -> ApiGatewayV2httpResponse {
 }
 
 /// Logs a failed request at the level its status deserves and answers it.
-pub fn log_and_respond(route: &str, error: &Error) -> ApiGatewayV2httpResponse {
+pub fn log_and_respond(route: &str, error: &ApiError) -> ApiGatewayV2httpResponse {
     if error.is_client_error() {
         tracing::warn!(route, code = error.code(), error = %error, "request refused");
     } else {
@@ -157,11 +235,11 @@ mod tests {
         );
         assert!(matches!(
             bearer_token(&request(None, None)),
-            Err(Error::MissingToken)
+            Err(ApiError::MissingToken)
         ));
         assert!(matches!(
             bearer_token(&request(None, Some("Basic abc"))),
-            Err(Error::MissingToken)
+            Err(ApiError::MissingToken)
         ));
     }
 
@@ -169,14 +247,14 @@ mod tests {
     fn a_body_over_the_limit_is_413() {
         let big = format!("{{\"seatId\":\"{}\"}}", "x".repeat(100));
         let err = json_body::<Body1>(&request(Some(&big), None), 50).unwrap_err();
-        assert_eq!(err.http_status(), 413);
+        assert_eq!(err.status(), 413);
     }
 
     #[test]
     fn an_empty_or_non_json_body_is_400_saying_why() {
         for body in [None, Some(""), Some("seat=1"), Some("{\"other\":1}")] {
             let err = json_body::<Body1>(&request(body, None), 1024).unwrap_err();
-            assert_eq!(err.http_status(), 400, "{body:?}");
+            assert_eq!(err.status(), 400, "{body:?}");
             assert_eq!(err.code(), "MALFORMED_BODY");
         }
     }
@@ -197,11 +275,26 @@ mod tests {
     }
 
     #[test]
+    fn each_refusal_answers_its_4xx_and_storage_failures_a_503() {
+        let status = |error: Error| ApiError::from(error).status();
+        assert_eq!(status(Refusal::NotOwner.into()), 403);
+        assert_eq!(status(Refusal::TokenExpired.into()), 401);
+        assert_eq!(status(Refusal::InProgress.into()), 409);
+        assert_eq!(status(Refusal::IdempotencyKeyReused.into()), 422);
+        assert_eq!(status(Refusal::invalid("seatId", "not a UUID").into()), 400);
+        assert_eq!(status(Error::storage("GetItem", "timeout")), 503);
+        assert_eq!(status(Error::corrupt("seat 1")), 500);
+        let refused = ApiError::from(Error::from(Refusal::TokenUsed));
+        assert!(matches!(refused, ApiError::Refused(Refusal::TokenUsed)));
+        assert_eq!(refused.code(), "TOKEN_USED");
+    }
+
+    #[test]
     fn errors_answer_with_code_and_message_and_hide_server_detail() {
-        let r = error_response(&Error::InsufficientBalance {
+        let r = error_response(&ApiError::Refused(Refusal::InsufficientBalance {
             price: crate::domain::Money::krw(5).unwrap(),
             balance: crate::domain::Money::ZERO,
-        });
+        }));
         assert_eq!(r.status_code, 402);
         let Some(Body::Text(text)) = r.body else {
             panic!("no body")
@@ -209,7 +302,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["error"]["code"], "INSUFFICIENT_BALANCE");
 
-        let r = error_response(&Error::CorruptItem("seat 1 has no price".into()));
+        let r = error_response(&Error::corrupt("seat 1 has no price").into());
         let Some(Body::Text(text)) = r.body else {
             panic!("no body")
         };

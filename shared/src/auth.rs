@@ -1,8 +1,8 @@
 //! Queue tokens as JWTs (HS256). The JWT proves who the caller is and which queue
 //! token admitted them; whether that token is still ACTIVE is the table's word.
 
-use crate::Error;
-use crate::domain::{TokenId, UserId};
+use crate::config::ConfigError;
+use crate::domain::{Refusal, TokenId, UserId};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -41,12 +41,15 @@ impl std::fmt::Debug for JwtKey {
 }
 
 impl JwtKey {
-    pub fn from_secret(secret: &[u8]) -> Result<Self, Error> {
+    pub fn from_secret(secret: &[u8]) -> Result<Self, ConfigError> {
         if secret.len() < MIN_SECRET_BYTES {
-            return Err(Error::Config(format!(
-                "the JWT key must be at least {MIN_SECRET_BYTES} bytes, got {}",
-                secret.len()
-            )));
+            return Err(ConfigError::invalid(
+                JWT_SECRET,
+                format!(
+                    "the key must be at least {MIN_SECRET_BYTES} bytes, got {}",
+                    secret.len()
+                ),
+            ));
         }
         Ok(JwtKey {
             encoding: EncodingKey::from_secret(secret),
@@ -59,7 +62,7 @@ impl JwtKey {
         admission: Admission,
         issued_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<String, Error> {
+    ) -> Result<String, ConfigError> {
         let claims = QueueClaims {
             sub: admission.user_id.to_string(),
             jti: admission.token_id.to_string(),
@@ -67,24 +70,24 @@ impl JwtKey {
             exp: expires_at.timestamp(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| Error::Config(format!("cannot sign a queue token: {e}")))
+            .map_err(|e| ConfigError::setup(format!("sign a queue token with {JWT_SECRET}"), e))
     }
 
     /// Checks signature, algorithm and expiry (against `now`, from the clock port).
-    pub fn verify(&self, jwt: &str, now: DateTime<Utc>) -> Result<Admission, Error> {
+    pub fn verify(&self, jwt: &str, now: DateTime<Utc>) -> Result<Admission, Refusal> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked below against the injected clock.
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["sub", "exp", "jti"]);
         let data = jsonwebtoken::decode::<QueueClaims>(jwt, &self.decoding, &validation)
-            .map_err(|e| Error::InvalidToken(e.to_string()))?;
+            .map_err(|e| Refusal::InvalidToken(e.to_string()))?;
         if now.timestamp() >= data.claims.exp {
-            return Err(Error::TokenExpired);
+            return Err(Refusal::TokenExpired);
         }
         let user_id = UserId::parse(&data.claims.sub)
-            .map_err(|_| Error::InvalidToken("its subject is not a user id".into()))?;
+            .map_err(|_| Refusal::InvalidToken("its subject is not a user id".into()))?;
         let token_id = TokenId::parse(&data.claims.jti)
-            .map_err(|_| Error::InvalidToken("its jti is not a token id".into()))?;
+            .map_err(|_| Refusal::InvalidToken("its jti is not a token id".into()))?;
         Ok(Admission { user_id, token_id })
     }
 }
@@ -123,7 +126,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             key.verify(&jwt, now() + Duration::seconds(10)),
-            Err(Error::TokenExpired)
+            Err(Refusal::TokenExpired)
         ));
     }
 
@@ -135,8 +138,7 @@ mod tests {
             .unwrap();
         let key = JwtKey::from_secret(SECRET).unwrap();
         let err = key.verify(&jwt, now()).unwrap_err();
-        assert!(matches!(err, Error::InvalidToken(_)), "{err}");
-        assert_eq!(err.http_status(), 401);
+        assert!(matches!(err, Refusal::InvalidToken(_)), "{err}");
     }
 
     #[test]
@@ -144,7 +146,7 @@ mod tests {
         let key = JwtKey::from_secret(SECRET).unwrap();
         assert!(matches!(
             key.verify("not.a.jwt", now()),
-            Err(Error::InvalidToken(_))
+            Err(Refusal::InvalidToken(_))
         ));
     }
 
@@ -152,7 +154,7 @@ mod tests {
     fn a_short_secret_is_a_configuration_error() {
         assert!(matches!(
             JwtKey::from_secret(b"short"),
-            Err(Error::Config(_))
+            Err(ConfigError::Invalid { .. })
         ));
     }
 }

@@ -1,7 +1,48 @@
 //! Reading configuration from the environment with errors that name the variable.
 
-use crate::Error;
 use std::str::FromStr;
+
+/// A setting that cannot be used: each names the variable (or the thing to set
+/// up) a person has to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable the function cannot run without is unset or blank.
+    #[error("{var} must be set{alternatives}")]
+    Missing {
+        var: String,
+        /// Other ways to give the value, as `", or X (...)"`; empty when none.
+        alternatives: String,
+    },
+    /// A variable (or the value a secret holds) is set but cannot be used.
+    #[error("{var} is not valid: {reason}")]
+    Invalid { var: String, reason: String },
+    /// A client or resource cannot be set up from the settings.
+    #[error("cannot {action}: {reason}")]
+    Setup { action: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn missing(var: impl Into<String>) -> Self {
+        ConfigError::Missing {
+            var: var.into(),
+            alternatives: String::new(),
+        }
+    }
+
+    pub fn invalid(var: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            var: var.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn setup(action: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        ConfigError::Setup {
+            action: action.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
 
 /// A secret value: its `Debug` never shows it, so configs can derive `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,24 +71,29 @@ static PRELOADED: std::sync::OnceLock<std::collections::HashMap<String, Secret>>
 
 /// Makes `secret(name)` answer these values: called once, at cold start, before
 /// the configuration is read. A second call is refused.
-pub fn preload_secrets(secrets: std::collections::HashMap<String, Secret>) -> Result<(), Error> {
+pub fn preload_secrets(
+    secrets: std::collections::HashMap<String, Secret>,
+) -> Result<(), ConfigError> {
     PRELOADED
         .set(secrets)
-        .map_err(|_| Error::Config("the secrets were already loaded".into()))
+        .map_err(|_| ConfigError::setup("preload the secrets", "they were already loaded"))
 }
 
 /// A required secret: the value preloaded from Secrets Manager or SSM at cold
 /// start (AWS), else the variable `name` itself (local runs).
-pub fn secret(name: &str) -> Result<Secret, Error> {
+pub fn secret(name: &str) -> Result<Secret, ConfigError> {
     if let Some(secret) = PRELOADED.get().and_then(|all| all.get(name)) {
         return Ok(secret.clone());
     }
-    required(name).map(Secret).map_err(|_| {
-        Error::Config(format!(
-            "{name} must be set, or {name}_SECRET_ID (a Secrets Manager secret) or \
-             {name}_PARAMETER (an SSM SecureString)"
-        ))
-    })
+    required(name)
+        .map(Secret)
+        .map_err(|_| ConfigError::Missing {
+            var: name.to_owned(),
+            alternatives: format!(
+                ", or {name}_SECRET_ID (a Secrets Manager secret) or \
+                 {name}_PARAMETER (an SSM SecureString)"
+            ),
+        })
 }
 
 /// Where the secret that variable `name` stands for comes from.
@@ -63,7 +109,7 @@ pub enum SecretSource {
 
 /// The source of secret `name`, from the variables set for it; `None` when none
 /// is. Two sources at once are refused: which one wins would be a guess.
-pub fn secret_source(name: &str) -> Result<Option<SecretSource>, Error> {
+pub fn secret_source(name: &str) -> Result<Option<SecretSource>, ConfigError> {
     secret_source_in(name, |var| std::env::var(var).ok())
 }
 
@@ -71,7 +117,7 @@ pub fn secret_source(name: &str) -> Result<Option<SecretSource>, Error> {
 pub fn secret_source_in(
     name: &str,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Option<SecretSource>, Error> {
+) -> Result<Option<SecretSource>, ConfigError> {
     let set = |var: String| {
         lookup(&var)
             .filter(|v| !v.trim().is_empty())
@@ -88,14 +134,17 @@ pub fn secret_source_in(
     match found.as_slice() {
         [] => Ok(None),
         [(_, source)] => Ok(Some(source.clone())),
-        _ => Err(Error::Config(format!(
-            "set one of {} for {name}, not several",
-            found
-                .iter()
-                .map(|(var, _)| var.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        _ => Err(ConfigError::invalid(
+            name,
+            format!(
+                "set one of {} for it, not several",
+                found
+                    .iter()
+                    .map(|(var, _)| var.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }
 
@@ -145,11 +194,11 @@ impl Vars {
     }
 
     /// The variable parsed as a number (or anything `FromStr`), or `default`.
-    pub fn parsed<T: FromStr>(&self, name: &str, default: T) -> Result<T, Error> {
+    pub fn parsed<T: FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError> {
         match self.optional(name) {
             Some(v) => v
                 .parse()
-                .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid value"))),
+                .map_err(|_| ConfigError::invalid(name, format!("{v:?} is not a valid value"))),
             None => Ok(default),
         }
     }
@@ -159,18 +208,34 @@ impl Vars {
         &self,
         name: &str,
         default: chrono::Duration,
-    ) -> Result<chrono::Duration, Error> {
+    ) -> Result<chrono::Duration, ConfigError> {
         Ok(chrono::Duration::seconds(
             self.parsed(name, default.num_seconds())?,
         ))
     }
+
+    /// The variable as whole seconds above zero, or `default`.
+    pub fn positive_seconds(
+        &self,
+        name: &str,
+        default: chrono::Duration,
+    ) -> Result<chrono::Duration, ConfigError> {
+        let seconds = self.seconds(name, default)?;
+        if seconds <= chrono::Duration::zero() {
+            return Err(ConfigError::invalid(
+                name,
+                format!("{} s; it must be at least 1 s", seconds.num_seconds()),
+            ));
+        }
+        Ok(seconds)
+    }
 }
 
 /// A required variable.
-pub fn required(name: &str) -> Result<String, Error> {
+pub fn required(name: &str) -> Result<String, ConfigError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(Error::Config(format!("{name} must be set"))),
+        _ => Err(ConfigError::missing(name)),
     }
 }
 
@@ -186,7 +251,7 @@ pub fn or_default(name: &str, default: &str) -> String {
 
 /// An optional variable of the process parsed as a number (or anything
 /// `FromStr`), with a default.
-pub fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, Error> {
+pub fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     Vars::process().parsed(name, default)
 }
 
@@ -324,6 +389,21 @@ mod tests {
         assert_eq!(
             secret_source_in("JWT_SECRET", env(&[("JWT_SECRET", " ")])).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn a_duration_that_must_be_positive_refuses_zero_naming_the_variable() {
+        let vars = Vars::from_pairs([("HOLD_SECONDS", "0")]);
+        let error = vars
+            .positive_seconds("HOLD_SECONDS", chrono::Duration::minutes(5))
+            .unwrap_err();
+        assert!(matches!(&error, ConfigError::Invalid { var, .. } if var == "HOLD_SECONDS"));
+        assert_eq!(
+            Vars::none()
+                .positive_seconds("HOLD_SECONDS", chrono::Duration::minutes(5))
+                .unwrap(),
+            chrono::Duration::minutes(5)
         );
     }
 

@@ -77,19 +77,18 @@ impl DeadLetter {
     /// Reads a dead letter back from a record of the dead-letter topic.
     pub fn from_dlq_record(dlq: &DecodedRecord) -> Result<Self, Error> {
         let required = |name: &str| {
-            dlq.header(name).ok_or_else(|| {
-                Error::MalformedEvent(format!("the dead letter has no {name} header"))
-            })
+            dlq.header(name)
+                .ok_or_else(|| Error::malformed(format!("the dead letter has no {name} header")))
         };
         let number = |name: &str| -> Result<i64, Error> {
             required(name)?.parse().map_err(|_| {
-                Error::MalformedEvent(format!("the dead letter's {name} header is not a number"))
+                Error::malformed(format!("the dead letter's {name} header is not a number"))
             })
         };
         let next_attempt_at = required(NEXT_ATTEMPT_AT)?
             .parse::<DateTime<Utc>>()
             .map_err(|_| {
-                Error::MalformedEvent(format!("the dead letter's {NEXT_ATTEMPT_AT} is not a time"))
+                Error::malformed(format!("the dead letter's {NEXT_ATTEMPT_AT} is not a time"))
             })?;
         Ok(DeadLetter {
             original: DecodedRecord {
@@ -109,14 +108,14 @@ impl DeadLetter {
             error_kind: required(EXCEPTION_FQCN)?.to_owned(),
             error_message: required(EXCEPTION_MESSAGE)?.to_owned(),
             retry_count: u32::try_from(number(RETRY_COUNT)?).map_err(|_| {
-                Error::MalformedEvent(format!("the dead letter's {RETRY_COUNT} is out of range"))
+                Error::malformed(format!("the dead letter's {RETRY_COUNT} is out of range"))
             })?,
             next_attempt_at,
             channel: dlq
                 .header(NOTIFICATION_CHANNEL)
                 .map(|name| {
                     ChannelKind::parse(name).ok_or_else(|| {
-                        Error::MalformedEvent(format!(
+                        Error::malformed(format!(
                             "the dead letter's {NOTIFICATION_CHANNEL} {name:?} is no channel this build knows"
                         ))
                     })
@@ -218,6 +217,7 @@ pub fn backoff(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Refusal;
 
     fn original() -> DecodedRecord {
         DecodedRecord {
@@ -252,7 +252,7 @@ mod tests {
         let at: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
         let letter = DeadLetter::new(
             original(),
-            &Error::MalformedEvent("the value is not JSON".into()),
+            &Error::malformed("the value is not JSON"),
             0,
             at,
         );
@@ -293,14 +293,14 @@ mod tests {
     #[test]
     fn a_dead_letter_reads_back_from_its_dlq_record() {
         let at: DateTime<Utc> = "2026-11-21T10:00:00.250Z".parse().unwrap();
-        let letter = DeadLetter::new(original(), &Error::InProgress, 0, at);
+        let letter = DeadLetter::new(original(), &Refusal::InProgress.into(), 0, at);
         let record = letter.to_record("payment.completed.dlq");
         let dlq = consumed(&record, 3);
         let back = DeadLetter::from_dlq_record(&dlq).unwrap();
         let mut expected = letter.clone();
         expected.original.headers.retain(|(k, _)| k != RETRY_COUNT);
         assert_eq!(back, expected);
-        let again = back.retried(&Error::InProgress, at);
+        let again = back.retried(&Refusal::InProgress.into(), at);
         assert_eq!(again.retry_count, 1);
         assert_eq!(again.channel, None);
     }
@@ -308,15 +308,15 @@ mod tests {
     #[test]
     fn the_failed_channel_travels_with_the_dead_letter_and_its_retries() {
         let at: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
-        let letter =
-            DeadLetter::new(original(), &Error::InProgress, 0, at).on_channel(ChannelKind::Discord);
+        let letter = DeadLetter::new(original(), &Refusal::InProgress.into(), 0, at)
+            .on_channel(ChannelKind::Discord);
         let record = letter.to_record("payment.completed.dlq");
         assert_eq!(record.header(NOTIFICATION_CHANNEL), Some("discord"));
         let dlq = consumed(&record, 0);
         let back = DeadLetter::from_dlq_record(&dlq).unwrap();
         assert_eq!(back.channel, Some(ChannelKind::Discord));
         let again = back
-            .retried(&Error::InProgress, at)
+            .retried(&Refusal::InProgress.into(), at)
             .to_record("payment.completed.dlq");
         let channels: Vec<_> = again
             .headers
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_dead_letter_for_a_channel_this_build_does_not_know_is_malformed() {
-        let letter = DeadLetter::new(original(), &Error::InProgress, 0, Utc::now());
+        let letter = DeadLetter::new(original(), &Refusal::InProgress.into(), 0, Utc::now());
         let mut record = letter.to_record("payment.completed.dlq");
         record
             .headers
@@ -342,7 +342,7 @@ mod tests {
     fn a_record_without_diagnostic_headers_is_not_a_dead_letter() {
         assert!(matches!(
             DeadLetter::from_dlq_record(&original()),
-            Err(Error::MalformedEvent(_))
+            Err(Error::Malformed(_))
         ));
     }
 
@@ -361,7 +361,7 @@ mod tests {
     fn a_record_without_an_event_id_is_named_by_its_coordinates() {
         let mut o = original();
         o.headers.clear();
-        let letter = DeadLetter::new(o, &Error::InProgress, 0, Utc::now());
+        let letter = DeadLetter::new(o, &Refusal::InProgress.into(), 0, Utc::now());
         assert_eq!(letter.event_id(), "payment.completed-2@41");
     }
 }

@@ -1,9 +1,9 @@
 //! The event envelope every Kafka record carries, and the events of the domain.
 
-use crate::Error;
 use crate::domain::{
     Concert, ConcertId, EventId, Mail, Money, PaymentId, Reservation, ReservationId, SeatId, UserId,
 };
+use crate::error::MalformedEvent;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -36,13 +36,11 @@ impl EventType {
         }
     }
 
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    pub fn parse(text: &str) -> Result<Self, MalformedEvent> {
         match text {
             "PaymentCompleted" => Ok(EventType::PaymentCompleted),
             "SeatHoldExpired" => Ok(EventType::SeatHoldExpired),
-            other => Err(Error::MalformedEvent(format!(
-                "unknown event type {other:?}"
-            ))),
+            other => Err(MalformedEvent(format!("unknown event type {other:?}"))),
         }
     }
 }
@@ -67,20 +65,21 @@ impl EventEnvelope {
         aggregate_id: String,
         occurred_at: DateTime<Utc>,
         payload: &P,
-    ) -> Result<Self, Error> {
-        Ok(EventEnvelope {
+    ) -> Self {
+        EventEnvelope {
             event_id,
             event_type: event_type.as_str().to_owned(),
             aggregate_type: event_type.aggregate_type().to_owned(),
             aggregate_id,
             occurred_at,
             schema_version: event_type.schema_version(),
-            payload: serde_json::to_value(payload)
-                .map_err(|e| Error::MalformedEvent(format!("payload does not serialise: {e}")))?,
-        })
+            // The payloads are the plain structs below (ids, strings, numbers,
+            // times): serialising them cannot fail.
+            payload: serde_json::to_value(payload).expect("an event payload always serialises"),
+        }
     }
 
-    pub fn payment_completed(event_id: EventId, payload: &PaymentCompleted) -> Result<Self, Error> {
+    pub fn payment_completed(event_id: EventId, payload: &PaymentCompleted) -> Self {
         Self::new(
             event_id,
             EventType::PaymentCompleted,
@@ -90,7 +89,7 @@ impl EventEnvelope {
         )
     }
 
-    pub fn seat_hold_expired(event_id: EventId, payload: &SeatHoldExpired) -> Result<Self, Error> {
+    pub fn seat_hold_expired(event_id: EventId, payload: &SeatHoldExpired) -> Self {
         Self::new(
             event_id,
             EventType::SeatHoldExpired,
@@ -100,7 +99,7 @@ impl EventEnvelope {
         )
     }
 
-    pub fn event_type(&self) -> Result<EventType, Error> {
+    pub fn event_type(&self) -> Result<EventType, MalformedEvent> {
         EventType::parse(&self.event_type)
     }
 
@@ -110,23 +109,23 @@ impl EventEnvelope {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, MalformedEvent> {
         serde_json::from_slice(bytes)
-            .map_err(|e| Error::MalformedEvent(format!("the value is not an event envelope: {e}")))
+            .map_err(|e| MalformedEvent(format!("the value is not an event envelope: {e}")))
     }
 
     /// The payload as the event type's struct, checking type and schema version.
-    pub fn decode<P: DeserializeOwned>(&self, expected: EventType) -> Result<P, Error> {
+    pub fn decode<P: DeserializeOwned>(&self, expected: EventType) -> Result<P, MalformedEvent> {
         let actual = self.event_type()?;
         if actual != expected {
-            return Err(Error::MalformedEvent(format!(
+            return Err(MalformedEvent(format!(
                 "expected a {} event, got {}",
                 expected.as_str(),
                 actual.as_str()
             )));
         }
         if self.schema_version != expected.schema_version() {
-            return Err(Error::MalformedEvent(format!(
+            return Err(MalformedEvent(format!(
                 "{} schema version {} is not supported (expected {})",
                 actual.as_str(),
                 self.schema_version,
@@ -134,7 +133,7 @@ impl EventEnvelope {
             )));
         }
         serde_json::from_value(self.payload.clone())
-            .map_err(|e| Error::MalformedEvent(format!("{} payload: {e}", expected.as_str())))
+            .map_err(|e| MalformedEvent(format!("{} payload: {e}", expected.as_str())))
     }
 }
 
@@ -264,7 +263,7 @@ mod tests {
     #[test]
     fn the_envelope_carries_the_contract_fields_in_camel_case() {
         let p = sample();
-        let env = EventEnvelope::payment_completed(EventId::random(), &p).unwrap();
+        let env = EventEnvelope::payment_completed(EventId::random(), &p);
         let json: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
         for field in [
             "eventId",
@@ -286,7 +285,7 @@ mod tests {
     #[test]
     fn an_envelope_round_trips_and_decodes_its_payload() {
         let p = sample();
-        let env = EventEnvelope::payment_completed(EventId::random(), &p).unwrap();
+        let env = EventEnvelope::payment_completed(EventId::random(), &p);
         let back = EventEnvelope::from_json(env.to_json().as_bytes()).unwrap();
         assert_eq!(back, env);
         let decoded: PaymentCompleted = back.decode(EventType::PaymentCompleted).unwrap();
@@ -295,7 +294,7 @@ mod tests {
 
     #[test]
     fn decoding_refuses_an_unknown_type_or_schema_version() {
-        let mut env = EventEnvelope::payment_completed(EventId::random(), &sample()).unwrap();
+        let mut env = EventEnvelope::payment_completed(EventId::random(), &sample());
         env.schema_version = 9;
         let err = env
             .decode::<PaymentCompleted>(EventType::PaymentCompleted)
@@ -312,7 +311,7 @@ mod tests {
     fn a_value_that_is_not_an_envelope_is_malformed() {
         assert!(matches!(
             EventEnvelope::from_json(b"{\"hello\":1}"),
-            Err(Error::MalformedEvent(_))
+            Err(MalformedEvent(_))
         ));
     }
 }

@@ -2,10 +2,10 @@
 //! (feature `fixtures`; never in a function's build). The adapters themselves
 //! are tested against real services in `tests/`.
 
-use crate::Error;
 use crate::ledger::{FailureLedger, LedgerFailure};
 use crate::notification::{ChannelKind, Notification};
 use crate::ports::{EventPublisher, NotificationChannel, OutboundRecord};
+use crate::{Error, InfraError};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,13 +100,13 @@ impl NotificationChannel for FakeChannel {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(failure) = self.failure.filter(|f| attempt < f.times) {
-            return Err(Error::Channel {
+            return Err(Error::from(InfraError::Channel {
                 channel: self.kind.name(),
                 retryable: failure.retryable,
                 retry_after: failure.retry_after,
                 message: "the fake channel failed as told".into(),
                 source: None,
-            });
+            }));
         }
         lock(&self.sent).push(notification.clone());
         Ok(())
@@ -140,11 +140,11 @@ impl EventPublisher for FakePublisher {
             .iter()
             .map(|r| {
                 if self.broken {
-                    return Err(Error::Publish {
+                    return Err(Error::from(InfraError::Publish {
                         event_id: r.event_id.clone(),
                         topic: r.topic.clone(),
                         source: "broker unreachable".into(),
-                    });
+                    }));
                 }
                 lock(&self.published).push(r.clone());
                 Ok(())

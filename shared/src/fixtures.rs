@@ -37,7 +37,6 @@ pub fn payment_completed_envelope(
         EventId::random(),
         &payment_completed(reservation, mail, amount),
     )
-    .expect("a sample payload serialises")
 }
 
 /// `envelope` as the relay publishes it (key = aggregate id, `event-id`

@@ -6,6 +6,7 @@
 //! and another payload is refused.
 
 use crate::Error;
+use crate::domain::Refusal;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ impl IdempotencyStatus {
         match text {
             "INPROGRESS" => Ok(IdempotencyStatus::InProgress),
             "COMPLETED" => Ok(IdempotencyStatus::Completed),
-            other => Err(Error::CorruptItem(format!(
+            other => Err(Error::corrupt(format!(
                 "unknown idempotency status {other:?}"
             ))),
         }
@@ -73,10 +74,10 @@ impl IdempotencyRecord {
     /// What a live record means to a request with `payload_hash`.
     pub fn judge(&self, payload_hash: &str) -> Result<Claim, Error> {
         if self.payload_hash != payload_hash {
-            return Err(Error::IdempotencyKeyReused);
+            return Err(Refusal::IdempotencyKeyReused.into());
         }
         match self.status {
-            IdempotencyStatus::InProgress => Err(Error::InProgress),
+            IdempotencyStatus::InProgress => Err(Refusal::InProgress.into()),
             IdempotencyStatus::Completed => Ok(Claim::Completed {
                 response: self.response.clone(),
             }),
@@ -163,7 +164,7 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         let mut records = self.lock();
         let record = records
             .get_mut(key)
-            .ok_or_else(|| Error::CorruptItem(format!("idempotency key {key} vanished")))?;
+            .ok_or_else(|| Error::corrupt(format!("idempotency key {key} vanished")))?;
         record.status = IdempotencyStatus::Completed;
         record.response = response;
         record.expires_at = expires_at;
@@ -212,7 +213,7 @@ mod tests {
         store.acquire("k", &h, t(0), t(30), t(3600)).await.unwrap();
         assert!(matches!(
             store.acquire("k", &h, t(1), t(31), t(3601)).await,
-            Err(Error::InProgress)
+            Err(Error::Refused(Refusal::InProgress))
         ));
     }
 
@@ -254,8 +255,7 @@ mod tests {
             .acquire("k", &payload_hash(b"b"), t(1), t(31), t(3601))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::IdempotencyKeyReused));
-        assert_eq!(err.http_status(), 422);
+        assert!(matches!(err, Error::Refused(Refusal::IdempotencyKeyReused)));
     }
 
     #[tokio::test]

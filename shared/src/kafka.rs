@@ -2,9 +2,9 @@
 //! record's acknowledgement, client settings from the environment, and topic
 //! provisioning.
 
-use crate::Error;
-use crate::config::{self, Secret};
+use crate::config::{self, ConfigError, Secret};
 use crate::ports::{EventPublisher, OutboundRecord};
+use crate::{Error, InfraError};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -35,15 +35,16 @@ pub enum SecurityProtocol {
 }
 
 impl SecurityProtocol {
-    pub fn parse(value: &str) -> Result<Self, Error> {
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
         match value.trim().to_ascii_uppercase().as_str() {
             "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
             "SSL" => Ok(SecurityProtocol::Ssl),
             "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
             "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
-            other => Err(Error::Config(format!(
-                "KAFKA_SECURITY_PROTOCOL {other:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
-            ))),
+            other => Err(ConfigError::invalid(
+                "KAFKA_SECURITY_PROTOCOL",
+                format!("{other:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+            )),
         }
     }
 
@@ -80,7 +81,7 @@ impl SaslCredentials {
 
     /// Credentials from the JSON of an MSK SCRAM secret. The error never quotes
     /// the secret.
-    pub fn from_secret_json(mechanism: &str, secret: &Secret) -> Result<Self, Error> {
+    pub fn from_secret_json(mechanism: &str, secret: &Secret) -> Result<Self, ConfigError> {
         #[derive(serde::Deserialize)]
         struct Stored {
             username: String,
@@ -88,23 +89,30 @@ impl SaslCredentials {
         }
         let mechanism = mechanism.trim().to_ascii_uppercase();
         if !Self::MECHANISMS.contains(&mechanism.as_str()) {
-            return Err(Error::Config(format!(
-                "KAFKA_SASL_MECHANISM {mechanism:?} is not one of {}",
-                Self::MECHANISMS.join(", ")
-            )));
+            return Err(ConfigError::invalid(
+                "KAFKA_SASL_MECHANISM",
+                format!(
+                    "{mechanism:?} is not one of {}",
+                    Self::MECHANISMS.join(", ")
+                ),
+            ));
         }
         let stored: Stored = serde_json::from_str(secret.expose()).map_err(|e| {
-            Error::Config(format!(
-                "{KAFKA_SASL_CREDENTIALS} must be JSON {{\"username\": ..., \"password\": ...}} \
-                 (error at line {} column {})",
-                e.line(),
-                e.column()
-            ))
+            ConfigError::invalid(
+                KAFKA_SASL_CREDENTIALS,
+                format!(
+                    "it must be JSON {{\"username\": ..., \"password\": ...}} \
+                     (error at line {} column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
         })?;
         if stored.username.is_empty() || stored.password.is_empty() {
-            return Err(Error::Config(format!(
-                "{KAFKA_SASL_CREDENTIALS} has an empty username or password"
-            )));
+            return Err(ConfigError::invalid(
+                KAFKA_SASL_CREDENTIALS,
+                "it has an empty username or password",
+            ));
         }
         Ok(SaslCredentials {
             mechanism,
@@ -153,21 +161,27 @@ impl KafkaSettings {
         mut self,
         protocol: SecurityProtocol,
         sasl: Option<SaslCredentials>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConfigError> {
         match (protocol.uses_sasl(), &sasl) {
             (true, None) => {
-                return Err(Error::Config(format!(
-                    "KAFKA_SECURITY_PROTOCOL {} needs {KAFKA_SASL_CREDENTIALS} \
-                     (or {KAFKA_SASL_CREDENTIALS}_SECRET_ID, {KAFKA_SASL_CREDENTIALS}_PARAMETER)",
-                    protocol.as_str()
-                )));
+                return Err(ConfigError::Missing {
+                    var: KAFKA_SASL_CREDENTIALS.to_owned(),
+                    alternatives: format!(
+                        " for KAFKA_SECURITY_PROTOCOL {} (or {KAFKA_SASL_CREDENTIALS}_SECRET_ID, \
+                         {KAFKA_SASL_CREDENTIALS}_PARAMETER)",
+                        protocol.as_str()
+                    ),
+                });
             }
             (false, Some(_)) => {
-                return Err(Error::Config(format!(
-                    "SASL credentials are set but KAFKA_SECURITY_PROTOCOL is {}: \
-                     use SASL_SSL (or SASL_PLAINTEXT)",
-                    protocol.as_str()
-                )));
+                return Err(ConfigError::invalid(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    format!(
+                        "SASL credentials are set but the protocol is {}: \
+                         use SASL_SSL (or SASL_PLAINTEXT)",
+                        protocol.as_str()
+                    ),
+                ));
             }
             _ => {}
         }
@@ -192,7 +206,7 @@ impl KafkaSettings {
     /// `KAFKA_SASL_MECHANISM` (SCRAM-SHA-512), the secret `KAFKA_SASL_CREDENTIALS`
     /// (read only when the protocol uses SASL), `KAFKA_SSL_CA_LOCATION` and
     /// `KAFKA_PROPERTIES`.
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         let bootstrap_servers = config::or_default("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
         let protocol =
             SecurityProtocol::parse(&config::or_default("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))?;
@@ -212,7 +226,10 @@ impl KafkaSettings {
                 pair.split_once('=')
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                     .ok_or_else(|| {
-                        Error::Config(format!("KAFKA_PROPERTIES entry {pair:?} is not key=value"))
+                        ConfigError::invalid(
+                            "KAFKA_PROPERTIES",
+                            format!("the entry {pair:?} is not key=value"),
+                        )
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -264,7 +281,7 @@ impl Default for ProducerSettings {
 }
 
 impl ProducerSettings {
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         let d = ProducerSettings::default();
         Ok(ProducerSettings {
             message_timeout: Duration::from_millis(config::parsed(
@@ -294,7 +311,7 @@ impl std::fmt::Debug for KafkaPublisher {
 }
 
 impl KafkaPublisher {
-    pub fn new(kafka: &KafkaSettings, settings: &ProducerSettings) -> Result<Self, Error> {
+    pub fn new(kafka: &KafkaSettings, settings: &ProducerSettings) -> Result<Self, ConfigError> {
         let producer = kafka
             .client_config()
             .set("enable.idempotence", "true")
@@ -309,7 +326,7 @@ impl KafkaPublisher {
             )
             .set("linger.ms", settings.linger.as_millis().to_string())
             .create()
-            .map_err(|e| Error::Config(format!("cannot create the Kafka producer: {e}")))?;
+            .map_err(|e| ConfigError::setup("create the Kafka producer", e))?;
         Ok(KafkaPublisher { producer })
     }
 
@@ -318,11 +335,11 @@ impl KafkaPublisher {
     }
 
     fn publish_error(record: &OutboundRecord, e: KafkaError) -> Error {
-        Error::Publish {
+        Error::from(InfraError::Publish {
             event_id: record.event_id.clone(),
             topic: record.topic.clone(),
             source: Box::new(e),
-        }
+        })
     }
 }
 
@@ -414,7 +431,7 @@ pub async fn create_topics(
     let admin: AdminClient<DefaultClientContext> = kafka
         .client_config()
         .create()
-        .map_err(|e| Error::Config(format!("cannot create the Kafka admin client: {e}")))?;
+        .map_err(|e| ConfigError::setup("create the Kafka admin client", e))?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -423,14 +440,15 @@ pub async fn create_topics(
     let results = admin
         .create_topics(new_topics.iter(), &options)
         .await
-        .map_err(|e| Error::Config(format!("cannot create topics: {e}")))?;
+        .map_err(|e| kafka_failure("CreateTopics", e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(Error::Config(format!(
-                    "cannot create topic {topic}: {code}"
-                )));
+                return Err(kafka_failure(
+                    "CreateTopics",
+                    format!("cannot create topic {topic}: {code}"),
+                ));
             }
         }
     }
@@ -438,11 +456,25 @@ pub async fn create_topics(
 }
 
 /// Waits until every queued record was delivered or failed.
-pub fn flush(publisher: &KafkaPublisher, timeout: Duration) -> Result<(), Error> {
+pub fn flush(publisher: &KafkaPublisher, timeout: Duration) -> Result<(), InfraError> {
     publisher
         .producer
         .flush(timeout)
-        .map_err(|e| Error::Config(format!("flushing the producer: {e}")))
+        .map_err(|e| InfraError::Kafka {
+            operation: "flush",
+            source: e.into(),
+        })
+}
+
+fn kafka_failure(
+    operation: &'static str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    InfraError::Kafka {
+        operation,
+        source: source.into(),
+    }
+    .into()
 }
 
 #[cfg(test)]

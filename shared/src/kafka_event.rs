@@ -41,7 +41,7 @@ impl DecodedRecord {
 fn decode_base64(what: &str, text: &str) -> Result<Vec<u8>, Error> {
     STANDARD
         .decode(text)
-        .map_err(|e| Error::MalformedEvent(format!("the record's {what} is not base64: {e}")))
+        .map_err(|e| Error::malformed(format!("the record's {what} is not base64: {e}")))
 }
 
 fn headers_of(record: &KafkaRecord) -> Vec<(String, Vec<u8>)> {
@@ -336,10 +336,7 @@ mod tests {
     fn a_value_that_is_not_base64_is_malformed() {
         let mut record = KafkaRecord::default();
         record.value = Some("%%%".into());
-        assert!(matches!(
-            decode_record(&record),
-            Err(Error::MalformedEvent(_))
-        ));
+        assert!(matches!(decode_record(&record), Err(Error::Malformed(_))));
     }
 
     #[test]

@@ -30,9 +30,7 @@ impl LedgerStatus {
             "PENDING" => Ok(LedgerStatus::Pending),
             "PROCESSED" => Ok(LedgerStatus::Processed),
             "FAILED" => Ok(LedgerStatus::Failed),
-            other => Err(Error::CorruptItem(format!(
-                "unknown ledger status {other:?}"
-            ))),
+            other => Err(Error::corrupt(format!("unknown ledger status {other:?}"))),
         }
     }
 }

@@ -36,7 +36,7 @@ pub mod kafka;
 #[cfg(feature = "secrets")]
 pub mod secrets;
 
-pub use error::Error;
+pub use error::{Error, InfraError, MalformedEvent};
 
 /// An error and all its causes on one line, for logs: `a: b: c`.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -1,7 +1,7 @@
 //! The customer's notification, in Korean as the original system sent it.
 
 use crate::Error;
-use crate::config;
+use crate::config::{self, ConfigError};
 use crate::domain::EventId;
 use crate::events::{EventEnvelope, EventType, PaymentCompleted, SeatHoldExpired};
 use chrono::{DateTime, FixedOffset, Utc};
@@ -67,7 +67,7 @@ impl ChannelRoutes {
         }
     }
 
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Ok(ChannelRoutes {
             payment_completed: Self::parse_list(
                 Self::PAYMENT_COMPLETED_VAR,
@@ -81,22 +81,24 @@ impl ChannelRoutes {
     }
 
     /// `telegram,discord` into its channels, each once, in the order given.
-    pub fn parse_list(variable: &str, text: &str) -> Result<Vec<ChannelKind>, Error> {
+    pub fn parse_list(variable: &str, text: &str) -> Result<Vec<ChannelKind>, ConfigError> {
         let mut channels = Vec::new();
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let kind = ChannelKind::parse(name).ok_or_else(|| {
-                Error::Config(format!(
-                    "{variable}: unknown channel {name:?}; use telegram, discord or telegram,discord"
-                ))
+                ConfigError::invalid(
+                    variable,
+                    format!("unknown channel {name:?}; use telegram, discord or telegram,discord"),
+                )
             })?;
             if !channels.contains(&kind) {
                 channels.push(kind);
             }
         }
         if channels.is_empty() {
-            return Err(Error::Config(format!(
-                "{variable} names no channel; use telegram, discord or telegram,discord"
-            )));
+            return Err(ConfigError::invalid(
+                variable,
+                "it names no channel; use telegram, discord or telegram,discord",
+            ));
         }
         Ok(channels)
     }
@@ -274,7 +276,7 @@ mod seat_hold_expired_tests {
             hold_expired_at: "2026-11-21T05:35:00Z".parse().unwrap(),
             released_at: "2026-11-21T05:35:20Z".parse().unwrap(),
         };
-        let envelope = EventEnvelope::seat_hold_expired(EventId::random(), &event).unwrap();
+        let envelope = EventEnvelope::seat_hold_expired(EventId::random(), &event);
         let message = for_event(&envelope).unwrap();
         assert_eq!(
             message.text,

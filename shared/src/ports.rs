@@ -1,8 +1,8 @@
 //! The ports the functions depend on: small `Send + Sync` traits, with the real
 //! adapters behind cargo features and in-memory ones for unit tests.
 
-use crate::Error;
 use crate::notification::{ChannelKind, Notification};
+use crate::{Error, InfraError};
 use std::future::Future;
 
 pub use crate::clock::Clock;
@@ -57,11 +57,11 @@ pub trait EventPublisher: Send + Sync {
         async move {
             let results = self.publish_all(std::slice::from_ref(&record)).await;
             results.into_iter().next().unwrap_or_else(|| {
-                Err(Error::Publish {
+                Err(Error::from(InfraError::Publish {
                     event_id: record.event_id.clone(),
                     topic: record.topic.clone(),
                     source: "the publisher answered no result for the record".into(),
-                })
+                }))
             })
         }
     }

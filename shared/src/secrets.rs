@@ -5,8 +5,7 @@
 //! (a SecureString's name). The values never pass through the environment or
 //! the template, and never reach a log.
 
-use crate::Error;
-use crate::config::{self, Secret, SecretSource};
+use crate::config::{self, ConfigError, Secret, SecretSource};
 use std::collections::HashMap;
 
 /// Reads secrets from Secrets Manager and SSM.
@@ -25,7 +24,7 @@ impl SecretStore {
     }
 
     /// The string of Secrets Manager secret `id` (a name or an ARN).
-    pub async fn secret(&self, id: &str) -> Result<Secret, Error> {
+    pub async fn secret(&self, id: &str) -> Result<Secret, ConfigError> {
         let out = self
             .secrets_manager
             .get_secret_value()
@@ -33,19 +32,21 @@ impl SecretStore {
             .send()
             .await
             .map_err(|e| {
-                Error::Config(format!(
-                    "cannot read secret {id} from Secrets Manager: {}",
-                    crate::error_chain(&e)
-                ))
+                ConfigError::setup(
+                    format!("read secret {id} from Secrets Manager"),
+                    crate::error_chain(&e),
+                )
             })?;
         out.secret_string()
             .filter(|s| !s.is_empty())
             .map(Secret::new)
-            .ok_or_else(|| Error::Config(format!("secret {id} has no string value")))
+            .ok_or_else(|| {
+                ConfigError::setup(format!("read secret {id}"), "it has no string value")
+            })
     }
 
     /// The decrypted value of SSM parameter `name`.
-    pub async fn parameter(&self, name: &str) -> Result<Secret, Error> {
+    pub async fn parameter(&self, name: &str) -> Result<Secret, ConfigError> {
         let out = self
             .parameters
             .get_parameter()
@@ -54,21 +55,21 @@ impl SecretStore {
             .send()
             .await
             .map_err(|e| {
-                Error::Config(format!(
-                    "cannot read parameter {name} from SSM: {}",
-                    crate::error_chain(&e)
-                ))
+                ConfigError::setup(
+                    format!("read parameter {name} from SSM"),
+                    crate::error_chain(&e),
+                )
             })?;
         out.parameter()
             .and_then(|p| p.value())
             .filter(|v| !v.is_empty())
             .map(Secret::new)
-            .ok_or_else(|| Error::Config(format!("parameter {name} has no value")))
+            .ok_or_else(|| ConfigError::setup(format!("read parameter {name}"), "it has no value"))
     }
 
     /// The secrets of `names` that come from Secrets Manager or SSM, fetched
     /// now; those set as values, or not set at all, are left to `config::secret`.
-    pub async fn fetch(&self, names: &[&str]) -> Result<HashMap<String, Secret>, Error> {
+    pub async fn fetch(&self, names: &[&str]) -> Result<HashMap<String, Secret>, ConfigError> {
         self.fetch_in(names, |var| std::env::var(var).ok()).await
     }
 
@@ -77,7 +78,7 @@ impl SecretStore {
         &self,
         names: &[&str],
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<HashMap<String, Secret>, Error> {
+    ) -> Result<HashMap<String, Secret>, ConfigError> {
         let mut fetched = HashMap::new();
         for name in names {
             let value = match config::secret_source_in(name, &lookup)? {
@@ -104,7 +105,7 @@ pub const LOCAL_SECRET_NAMES: [(&str, &str); 3] = [
 impl SecretStore {
     /// Creates secret `id` with `value`, or gives an existing one that value:
     /// for local stacks only (safe to run twice).
-    pub async fn put_secret(&self, id: &str, value: &Secret) -> Result<(), Error> {
+    pub async fn put_secret(&self, id: &str, value: &Secret) -> Result<(), ConfigError> {
         let created = self
             .secrets_manager
             .create_secret()
@@ -126,16 +127,13 @@ impl SecretStore {
                     .await
                     .map(|_| ())
                     .map_err(|e| {
-                        Error::Config(format!(
-                            "cannot update secret {id}: {}",
-                            crate::error_chain(&e)
-                        ))
+                        ConfigError::setup(format!("update secret {id}"), crate::error_chain(&e))
                     })
             }
-            Err(e) => Err(Error::Config(format!(
-                "cannot create secret {id}: {}",
-                crate::error_chain(&e)
-            ))),
+            Err(e) => Err(ConfigError::setup(
+                format!("create secret {id}"),
+                crate::error_chain(&e),
+            )),
         }
     }
 }
@@ -143,7 +141,7 @@ impl SecretStore {
 /// Fetches the secrets of `names` and makes `config::secret` answer them: call
 /// once in `main`, after loading the AWS configuration and before reading the
 /// function's configuration.
-pub async fn preload(aws: &aws_config::SdkConfig, names: &[&str]) -> Result<(), Error> {
+pub async fn preload(aws: &aws_config::SdkConfig, names: &[&str]) -> Result<(), ConfigError> {
     let fetched = SecretStore::new(aws).fetch(names).await?;
     config::preload_secrets(fetched)
 }
@@ -151,7 +149,7 @@ pub async fn preload(aws: &aws_config::SdkConfig, names: &[&str]) -> Result<(), 
 /// `preload` for a function that talks to AWS only for its secrets: loads the
 /// AWS configuration (and its clients) only when one of `names` comes from
 /// Secrets Manager or SSM, so a local or secret-less start stays lean.
-pub async fn preload_if_remote(names: &[&str]) -> Result<(), Error> {
+pub async fn preload_if_remote(names: &[&str]) -> Result<(), ConfigError> {
     let mut remote = false;
     for name in names {
         remote |= matches!(

@@ -91,7 +91,7 @@ impl TestPipeline {
         let sink = DeadLetterSink::new(publisher, ledger, self.topics.clone());
         let markers: Vec<EventEnvelope> =
             reservations.iter().map(|r| self.marker_event(r)).collect();
-        let cause = shared::Error::InProgress;
+        let cause = shared::Error::from(shared::domain::Refusal::InProgress);
         for marker in &markers {
             let original = shared::fixtures::record_of(marker, &self.topics.payment_completed, 0);
             let letter =

@@ -46,11 +46,11 @@ async fn webhook_server() -> (MockServer, DiscordChannel) {
 fn failure(error: shared::Error) -> (bool, Option<StdDuration>, String) {
     let text = shared::error_chain(&error);
     match error {
-        shared::Error::Channel {
+        shared::Error::Infra(shared::InfraError::Channel {
             retryable,
             retry_after,
             ..
-        } => (retryable, retry_after, text),
+        }) => (retryable, retry_after, text),
         other => panic!("not a channel error: {other:?}"),
     }
 }
@@ -173,10 +173,10 @@ async fn sends_at_once(channel: &Channel, n: usize) -> usize {
     let sends = (0..n).map(|i| async move {
         match channel.send(&message(&format!("message {i}"))).await {
             Ok(()) => 0,
-            Err(shared::Error::Channel {
+            Err(shared::Error::Infra(shared::InfraError::Channel {
                 retry_after: Some(_),
                 ..
-            }) => 1,
+            })) => 1,
             Err(other) => panic!("{}", shared::error_chain(&other)),
         }
     });

@@ -274,7 +274,7 @@ async fn the_notifier_and_dlq_retry_racing_on_one_event_send_it_once() {
         results.iter().flatten().all(|failure| matches!(
             failure,
             Failure {
-                error: shared::Error::InProgress,
+                error: shared::Error::Refused(shared::domain::Refusal::InProgress),
                 ..
             }
         )),

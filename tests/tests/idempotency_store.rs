@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use e2e_tests::{aws, provision};
 use futures::future::join_all;
 use shared::Error;
+use shared::domain::Refusal;
 use shared::dynamodb::DynamoIdempotencyStore;
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
 
@@ -49,7 +50,7 @@ async fn an_in_progress_lock_is_refused_until_its_deadline_then_taken_over() {
     s.acquire("k", &h, t(0), t(30), t(3_600)).await.unwrap();
     assert!(matches!(
         s.acquire("k", &h, t(29), t(59), t(3_629)).await,
-        Err(Error::InProgress)
+        Err(Error::Refused(Refusal::InProgress))
     ));
     assert_eq!(
         s.acquire("k", &h, t(30), t(60), t(3_630)).await.unwrap(),
@@ -67,7 +68,7 @@ async fn the_same_key_with_another_payload_is_refused() {
     assert!(matches!(
         s.acquire("k", &payload_hash(b"b"), t(1), t(31), t(3_601))
             .await,
-        Err(Error::IdempotencyKeyReused)
+        Err(Error::Refused(Refusal::IdempotencyKeyReused))
     ));
 }
 
@@ -82,9 +83,10 @@ async fn of_concurrent_duplicates_exactly_one_acquires() {
         .count();
     assert_eq!(acquired, 1, "{results:?}");
     assert!(
-        results
-            .iter()
-            .all(|r| matches!(r, Ok(Claim::Acquired) | Err(Error::InProgress))),
+        results.iter().all(|r| matches!(
+            r,
+            Ok(Claim::Acquired) | Err(Error::Refused(Refusal::InProgress))
+        )),
         "{results:?}"
     );
 }

@@ -41,7 +41,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("dlq-retry is misconfigured")]
-    Config(#[source] shared::Error),
+    Config(#[source] shared::config::ConfigError),
     #[error("reading the dead-letter topic failed")]
     Kafka(#[source] rdkafka::error::KafkaError),
     #[error("writing the outcome of a dead letter failed; its offset was not committed")]
@@ -94,7 +94,7 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::config::ConfigError> {
         let default = Settings::default();
         Ok(Settings {
             group_id: vars.or_default("DLQ_RETRY_GROUP_ID", &default.group_id),
@@ -118,7 +118,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
-        let read = || -> Result<Config, shared::Error> {
+        let read = || -> Result<Config, shared::config::ConfigError> {
             Ok(Config {
                 delivery: DeliveryConfig::from_env()?,
                 settings: Settings::from_vars(&Vars::process())?,

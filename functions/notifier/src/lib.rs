@@ -46,7 +46,7 @@ pub use shared::delivery::DEFAULT_CONCURRENCY;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the notifier is misconfigured")]
-    Config(#[source] shared::Error),
+    Config(#[source] shared::config::ConfigError),
 }
 
 /// The first retry's delay unless `RETRY_DELAY_SECONDS` says otherwise.
@@ -72,7 +72,7 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::config::ConfigError> {
         Ok(Settings {
             retry_delay: vars.seconds("RETRY_DELAY_SECONDS", DEFAULT_RETRY_DELAY)?,
             concurrency: shared::delivery::concurrency(vars)?,
@@ -89,7 +89,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
-        let read = || -> Result<Config, shared::Error> {
+        let read = || -> Result<Config, shared::config::ConfigError> {
             Ok(Config {
                 delivery: DeliveryConfig::from_env()?,
                 settings: Settings::from_vars(&Vars::process())?,

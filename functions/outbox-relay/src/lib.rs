@@ -19,7 +19,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the outbox relay is misconfigured")]
-    Config(#[source] shared::Error),
+    Config(#[source] shared::config::ConfigError),
 }
 
 #[derive(Clone, Debug)]
@@ -89,9 +89,7 @@ impl<P: EventPublisher> Relay<P> {
         let sequence_number = change.sequence_number.unwrap_or(record.event_id);
         let record = serde_dynamo::from_item::<_, OutboxItem>(change.new_image)
             .map_err(|e| {
-                shared::Error::MalformedEvent(format!(
-                    "the stream image is not an outbox item: {e}"
-                ))
+                shared::Error::malformed(format!("the stream image is not an outbox item: {e}"))
             })
             .and_then(|item| item.to_record(&self.topics));
         Some(Pending {
@@ -171,11 +169,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, r)| {
                     if self.fail_at.contains(&i) {
-                        Err(shared::Error::Publish {
+                        Err(shared::Error::from(shared::InfraError::Publish {
                             event_id: r.event_id.clone(),
                             topic: r.topic.clone(),
                             source: "broker down".into(),
-                        })
+                        }))
                     } else {
                         published.push(r.clone());
                         Ok(())

@@ -7,11 +7,11 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
-use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
+use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES};
 use shared::auth::{Admission, JwtKey};
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, Vars};
-use shared::domain::{EventId, PaymentId, PaymentReceipt, ReservationId, pay};
+use shared::domain::{EventId, PaymentId, PaymentReceipt, Refusal, ReservationId, pay};
 use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
 use shared::spans;
@@ -22,7 +22,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the payment function is misconfigured")]
-    Config(#[source] shared::Error),
+    Config(#[source] shared::config::ConfigError),
 }
 
 /// The longest `Idempotency-Key` accepted.
@@ -57,7 +57,7 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::config::ConfigError> {
         let default = Settings::default();
         Ok(Settings {
             idempotency_ttl: vars.seconds("IDEMPOTENCY_TTL_SECONDS", default.idempotency_ttl)?,
@@ -75,7 +75,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
-        let read = || -> Result<Config, shared::Error> {
+        let read = || -> Result<Config, shared::config::ConfigError> {
             Ok(Config {
                 tables: TableNames::from_env(),
                 jwt_secret: config::secret(JWT_SECRET)?,
@@ -102,7 +102,7 @@ pub struct PaymentApi {
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 128 visible ASCII characters.
-fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<Option<&str>, shared::Error> {
+fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<Option<&str>, Refusal> {
     match api::header(request, "idempotency-key") {
         None => Ok(None),
         Some(key)
@@ -112,7 +112,7 @@ fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<Option<&str>, sh
         {
             Ok(Some(key))
         }
-        Some(_) => Err(shared::Error::invalid(
+        Some(_) => Err(Refusal::invalid(
             "Idempotency-Key",
             format!("use 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
         )),
@@ -160,7 +160,7 @@ impl PaymentApi {
         &self,
         request: &ApiGatewayV2httpRequest,
         deadline: Option<DateTime<Utc>>,
-    ) -> Result<ApiGatewayV2httpResponse, shared::Error> {
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let now = self.clock.now();
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
         let body: PaymentRequest = api::json_body(request, self.max_body_bytes)?;
@@ -185,7 +185,7 @@ impl PaymentApi {
                 let receipt: serde_json::Value = response
                     .as_deref()
                     .and_then(|r| serde_json::from_str(r).ok())
-                    .ok_or_else(|| shared::Error::CorruptItem(format!("{key} has no response")))?;
+                    .ok_or_else(|| shared::Error::corrupt(format!("{key} has no response")))?;
                 tracing::info!("payment replayed from its idempotency record");
                 return Ok(api::json_response(200, &receipt));
             }
@@ -206,7 +206,7 @@ impl PaymentApi {
                 if let Err(release) = self.idempotency.release(&key).await {
                     tracing::error!(error = %shared::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
                 }
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -220,7 +220,7 @@ impl PaymentApi {
             self.repository
                 .reservation(reservation_id)
                 .await?
-                .ok_or(shared::Error::NotFound {
+                .ok_or(Refusal::NotFound {
                     kind: "reservation",
                     id: reservation_id.to_string(),
                 })?;

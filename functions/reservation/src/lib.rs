@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
-use shared::api::{self, DEFAULT_MAX_BODY_BYTES};
+use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES};
 use shared::auth::JwtKey;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, Vars};
@@ -20,7 +20,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the reservation function is misconfigured")]
-    Config(#[source] shared::Error),
+    Config(#[source] shared::config::ConfigError),
 }
 
 pub use shared::auth::JWT_SECRET;
@@ -47,10 +47,10 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::config::ConfigError> {
         let default = Settings::default();
         Ok(Settings {
-            hold_for: vars.seconds("HOLD_SECONDS", default.hold_for)?,
+            hold_for: vars.positive_seconds("HOLD_SECONDS", default.hold_for)?,
             max_body_bytes: vars.parsed("MAX_BODY_BYTES", default.max_body_bytes)?,
         })
     }
@@ -67,7 +67,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
-        let read = || -> Result<Config, shared::Error> {
+        let read = || -> Result<Config, shared::config::ConfigError> {
             Ok(Config {
                 tables: TableNames::from_env(),
                 jwt_secret: config::secret(JWT_SECRET)?,
@@ -178,19 +178,19 @@ impl ReservationApi {
     async fn hold(
         &self,
         request: &ApiGatewayV2httpRequest,
-    ) -> Result<ApiGatewayV2httpResponse, shared::Error> {
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let now = self.clock.now();
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
         let body: HoldRequest = api::json_body(request, self.max_body_bytes)?;
         let seat_id = SeatId::parse(&body.seat_id)?;
-        let seat = self
-            .repository
-            .seat(seat_id)
-            .await?
-            .ok_or(shared::Error::NotFound {
-                kind: "seat",
-                id: seat_id.to_string(),
-            })?;
+        let seat =
+            self.repository
+                .seat(seat_id)
+                .await?
+                .ok_or(shared::domain::Refusal::NotFound {
+                    kind: "seat",
+                    id: seat_id.to_string(),
+                })?;
         let (reservation, held) = Reservation::hold(
             ReservationId::random(),
             admission.user_id,
@@ -217,7 +217,7 @@ impl ReservationApi {
         &self,
         request: &ApiGatewayV2httpRequest,
         id: &str,
-    ) -> Result<ApiGatewayV2httpResponse, shared::Error> {
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let admission = self
             .jwt
             .verify(api::bearer_token(request)?, self.clock.now())?;
@@ -227,7 +227,7 @@ impl ReservationApi {
             self.repository
                 .reservation(id)
                 .await?
-                .ok_or(shared::Error::NotFound {
+                .ok_or(shared::domain::Refusal::NotFound {
                     kind: "reservation",
                     id: id.to_string(),
                 })?;

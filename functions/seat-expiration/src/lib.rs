@@ -24,7 +24,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("seat-expiration is misconfigured")]
-    Config(#[source] shared::Error),
+    Config(#[source] shared::config::ConfigError),
     #[error("listing the expired holds failed")]
     List(#[source] shared::Error),
 }
@@ -59,7 +59,7 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn from_vars(vars: &Vars) -> Result<Self, shared::Error> {
+    pub fn from_vars(vars: &Vars) -> Result<Self, shared::config::ConfigError> {
         let default = Settings::default();
         Ok(Settings {
             page_size: vars.parsed("EXPIRATION_PAGE_SIZE", default.page_size)?,
@@ -78,7 +78,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
-        let read = || -> Result<Config, shared::Error> {
+        let read = || -> Result<Config, shared::config::ConfigError> {
             Ok(Config {
                 tables: TableNames::from_env(),
                 settings: Settings::from_vars(&Vars::process())?,

@@ -4,11 +4,15 @@
 
 use super::{http_client, refused, unanswered};
 use crate::Error;
+use crate::config::ConfigError;
 use crate::notification::{ChannelKind, Notification};
 use crate::ports::NotificationChannel;
 use reqwest::Url;
 use serde::Deserialize;
 use std::time::Duration;
+
+/// The variable (a secret) that holds the webhook URL, named in errors.
+const WEBHOOK_URL: &str = "DISCORD_WEBHOOK_URL";
 
 /// Discord refuses a `content` longer than this many characters.
 pub const MAX_CONTENT_CHARS: usize = 2000;
@@ -39,13 +43,14 @@ struct ErrorAnswer {
 }
 
 impl DiscordChannel {
-    pub fn new(webhook_url: &str, timeout: Duration) -> Result<Self, Error> {
+    pub fn new(webhook_url: &str, timeout: Duration) -> Result<Self, ConfigError> {
         // The error never repeats the URL: it holds the webhook's token.
         let mut execute_url = Url::parse(webhook_url.trim())
-            .map_err(|e| Error::Config(format!("the Discord webhook URL is not a URL ({e})")))?;
+            .map_err(|e| ConfigError::invalid(WEBHOOK_URL, format!("it is not a URL ({e})")))?;
         if !matches!(execute_url.scheme(), "https" | "http") {
-            return Err(Error::Config(
-                "the Discord webhook URL must be https (http only for a local sandbox)".into(),
+            return Err(ConfigError::invalid(
+                WEBHOOK_URL,
+                "it must be https (http only for a local sandbox)",
             ));
         }
         // Without `wait=true` Discord answers 204 before the message exists;

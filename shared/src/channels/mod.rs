@@ -10,21 +10,21 @@ pub use discord::{DiscordChannel, MAX_CONTENT_CHARS as DISCORD_MAX_CONTENT_CHARS
 pub use pacer::SendPacer;
 pub use telegram::{DEFAULT_API_BASE_URL as TELEGRAM_API_BASE_URL, TelegramChannel};
 
-use crate::Error;
-use crate::config::{self, Secret};
+use crate::config::{self, ConfigError, Secret};
 use crate::notification::{ChannelKind, ChannelRoutes, Notification};
 use crate::ports::NotificationChannel;
+use crate::{Error, InfraError};
 use std::time::Duration;
 
 /// The variables that stand for the channels' secrets (see `config::secret`).
 pub const CHANNEL_SECRETS: [&str; 2] = ["TELEGRAM_BOT_TOKEN", "DISCORD_WEBHOOK_URL"];
 
 /// `<NAME>`, a send rate per second, when set.
-fn send_rate(name: &str) -> Result<Option<f64>, Error> {
+fn send_rate(name: &str) -> Result<Option<f64>, ConfigError> {
     config::optional(name)
         .map(|v| {
             v.parse()
-                .map_err(|_| Error::Config(format!("{name}={v:?} is not a number")))
+                .map_err(|_| ConfigError::invalid(name, format!("{v:?} is not a number")))
         })
         .transpose()
 }
@@ -43,7 +43,7 @@ pub struct TelegramSettings {
 }
 
 impl TelegramSettings {
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Ok(TelegramSettings {
             api_base_url: config::or_default("TELEGRAM_API_BASE_URL", TELEGRAM_API_BASE_URL),
             bot_token: config::secret("TELEGRAM_BOT_TOKEN")?,
@@ -53,7 +53,7 @@ impl TelegramSettings {
         })
     }
 
-    pub fn channel(&self) -> Result<TelegramChannel, Error> {
+    pub fn channel(&self) -> Result<TelegramChannel, ConfigError> {
         TelegramChannel::new(
             &self.api_base_url,
             self.bot_token.expose(),
@@ -74,7 +74,7 @@ pub struct DiscordSettings {
 }
 
 impl DiscordSettings {
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Ok(DiscordSettings {
             webhook_url: config::secret("DISCORD_WEBHOOK_URL")?,
             timeout: Duration::from_millis(config::parsed("DISCORD_TIMEOUT_MS", 5_000u64)?),
@@ -82,7 +82,7 @@ impl DiscordSettings {
         })
     }
 
-    pub fn channel(&self) -> Result<DiscordChannel, Error> {
+    pub fn channel(&self) -> Result<DiscordChannel, ConfigError> {
         DiscordChannel::new(self.webhook_url.expose(), self.timeout)
     }
 }
@@ -98,7 +98,7 @@ pub struct ChannelSettings {
 impl ChannelSettings {
     /// The routes, and the settings of the channels they use (required then,
     /// not read otherwise: a Telegram-only deployment needs no Discord webhook).
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         let routes = ChannelRoutes::from_env()?;
         Ok(ChannelSettings {
             telegram: routes
@@ -115,7 +115,7 @@ impl ChannelSettings {
 
     /// One client per configured channel; an error when a route names a
     /// channel without settings.
-    pub fn channels(&self) -> Result<Vec<Channel>, Error> {
+    pub fn channels(&self) -> Result<Vec<Channel>, ConfigError> {
         let mut channels = Vec::new();
         if let Some(telegram) = &self.telegram {
             channels.push(Channel::paced(
@@ -131,10 +131,10 @@ impl ChannelSettings {
         }
         for kind in ChannelKind::ALL {
             if self.routes.uses(kind) && !channels.iter().any(|c| c.kind() == kind) {
-                return Err(Error::Config(format!(
-                    "notifications are routed to {} but it has no settings",
-                    kind.name()
-                )));
+                return Err(ConfigError::setup(
+                    format!("route notifications to {}", kind.name()),
+                    "the channel has no settings",
+                ));
             }
         }
         Ok(channels)
@@ -156,7 +156,10 @@ pub enum ChannelClient {
 
 impl Channel {
     /// `client`, sending at most `max_sends_per_second` when given.
-    pub fn paced(client: ChannelClient, max_sends_per_second: Option<f64>) -> Result<Self, Error> {
+    pub fn paced(
+        client: ChannelClient,
+        max_sends_per_second: Option<f64>,
+    ) -> Result<Self, ConfigError> {
         let kind = client.kind();
         let pacer = max_sends_per_second
             .map(|rate| {
@@ -195,12 +198,12 @@ impl NotificationChannel for Channel {
 
 /// An HTTP client that gives up after `timeout` (connecting after 3 s at most),
 /// so a hanging channel fails the send instead of the invocation.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
+fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(3)))
         .build()
-        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+        .map_err(|e| ConfigError::setup("build the HTTP client", e))
 }
 
 fn failure(
@@ -210,14 +213,14 @@ fn failure(
     message: String,
     source: Option<reqwest::Error>,
 ) -> Error {
-    Error::Channel {
+    Error::from(InfraError::Channel {
         channel: kind.name(),
         retryable,
         retry_after,
         message,
         // The URL holds the secret (bot token, webhook token): never kept.
         source: source.map(|e| Box::new(e.without_url()) as _),
-    }
+    })
 }
 
 /// A request that got no answer: always worth retrying.

@@ -3,7 +3,7 @@
 //! instead of collecting 429s. The limit holds per process, that is per Lambda
 //! instance: the function's concurrency times the rate is the bound overall.
 
-use crate::Error;
+use crate::config::ConfigError;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +25,16 @@ impl std::fmt::Debug for SendPacer {
 impl SendPacer {
     /// At most `per_second` sends a second (fractions allowed: 0.5 is one every
     /// two seconds), `what` naming the setting in the error.
-    pub fn new(what: &str, per_second: f64) -> Result<Self, Error> {
+    pub fn new(what: &str, per_second: f64) -> Result<Self, ConfigError> {
         let period = (per_second.is_finite() && per_second > 0.0)
             .then(|| Duration::try_from_secs_f64(1.0 / per_second).ok())
             .flatten()
             .and_then(Quota::with_period)
             .ok_or_else(|| {
-                Error::Config(format!(
-                    "{what} must be a number of sends per second above 0 (got {per_second})"
-                ))
+                ConfigError::invalid(
+                    what,
+                    format!("{per_second} is not a number of sends per second above 0"),
+                )
             })?;
         Ok(SendPacer {
             per_second,

@@ -2,6 +2,7 @@
 
 use super::{http_client, refused, unanswered};
 use crate::Error;
+use crate::config::ConfigError;
 use crate::notification::{ChannelKind, Notification};
 use crate::ports::NotificationChannel;
 use serde::Deserialize;
@@ -44,9 +45,9 @@ impl TelegramChannel {
         bot_token: &str,
         chat_id: &str,
         timeout: Duration,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConfigError> {
         if bot_token.trim().is_empty() {
-            return Err(Error::Config("the Telegram bot token is empty".into()));
+            return Err(ConfigError::invalid("TELEGRAM_BOT_TOKEN", "it is empty"));
         }
         Ok(TelegramChannel {
             client: http_client(timeout)?,

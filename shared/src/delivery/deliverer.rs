@@ -3,6 +3,7 @@
 use super::letter::Letter;
 use crate::Error;
 use crate::clock::Clock;
+use crate::config::ConfigError;
 use crate::idempotency::{Claim, IdempotencyStore};
 use crate::kafka_event::DecodedRecord;
 use crate::notification::{ChannelKind, ChannelRoutes, Notification};
@@ -127,10 +128,11 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
         for kind in wanted {
             let outcome = match self.channels.iter().find(|c| c.kind() == kind) {
                 Some(channel) => self.send_once(channel, letter, deadline).await,
-                None => Err(Error::Config(format!(
-                    "the notification channel {} is not configured here",
-                    kind.name()
-                ))),
+                None => Err(ConfigError::setup(
+                    format!("send on {}", kind.name()),
+                    "the channel is not configured in this function",
+                )
+                .into()),
             };
             if let Ok(outcome) = &outcome {
                 tracing::info!(channel = kind.name(), ?outcome, "notification handled");

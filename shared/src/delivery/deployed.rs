@@ -2,9 +2,9 @@
 //! keys and the ledger in DynamoDB, dead letters on Kafka.
 
 use super::{DeadLetterSink, Deliverer, LambdaSink};
-use crate::Error;
 use crate::channels::{Channel, ChannelSettings};
 use crate::clock::Clock;
+use crate::config::ConfigError;
 use crate::config::{TableNames, TopicNames, Vars};
 use crate::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use crate::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
@@ -37,7 +37,7 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Ok(DeliveryConfig {
             tables: TableNames::from_env(),
             channels: ChannelSettings::from_env()?,
@@ -53,7 +53,7 @@ impl DeliveryConfig {
         &self,
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
-    ) -> Result<LambdaDeliverer, Error> {
+    ) -> Result<LambdaDeliverer, ConfigError> {
         Ok(Deliverer::new(
             self.channels.channels()?,
             self.channels.routes.clone(),
@@ -64,7 +64,7 @@ impl DeliveryConfig {
     }
 
     /// A producer for the dead letters, and the ledger.
-    pub fn sink(&self, client: aws_sdk_dynamodb::Client) -> Result<LambdaSink, Error> {
+    pub fn sink(&self, client: aws_sdk_dynamodb::Client) -> Result<LambdaSink, ConfigError> {
         Ok(DeadLetterSink::new(
             KafkaPublisher::new(&self.kafka, &self.producer)?,
             DynamoFailureLedger::new(client, self.tables.failed_messages.clone()),
@@ -74,15 +74,16 @@ impl DeliveryConfig {
 }
 
 /// `IDEMPOTENCY_TTL_SECONDS`: how long a sent event is remembered.
-pub fn idempotency_ttl(vars: &Vars) -> Result<Duration, Error> {
+pub fn idempotency_ttl(vars: &Vars) -> Result<Duration, ConfigError> {
     vars.seconds("IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL)
 }
 
 /// `NOTIFY_CONCURRENCY`: reservations handled at once, at least 1.
-pub fn concurrency(vars: &Vars) -> Result<usize, Error> {
+pub fn concurrency(vars: &Vars) -> Result<usize, ConfigError> {
     match vars.parsed("NOTIFY_CONCURRENCY", DEFAULT_CONCURRENCY)? {
-        0 => Err(Error::Config(
-            "NOTIFY_CONCURRENCY must be at least 1".into(),
+        0 => Err(ConfigError::invalid(
+            "NOTIFY_CONCURRENCY",
+            "it must be at least 1",
         )),
         n => Ok(n),
     }

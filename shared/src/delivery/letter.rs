@@ -28,9 +28,9 @@ impl Letter {
         let value = record
             .value
             .as_deref()
-            .ok_or_else(|| Error::MalformedEvent("the record has no value".into()))?;
+            .ok_or_else(|| Error::malformed("the record has no value"))?;
         if value.len() > MAX_RECORD_BYTES {
-            return Err(Error::MalformedEvent(format!(
+            return Err(Error::malformed(format!(
                 "the record is {} bytes; the limit is {MAX_RECORD_BYTES}",
                 value.len()
             )));
@@ -39,7 +39,7 @@ impl Letter {
         if let Some(header) = record.header(HEADER_EVENT_ID)
             && header != envelope.event_id.to_string()
         {
-            return Err(Error::MalformedEvent(format!(
+            return Err(Error::malformed(format!(
                 "the event-id header {header} does not match the envelope's {}",
                 envelope.event_id
             )));
@@ -56,6 +56,7 @@ impl Letter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MalformedEvent;
     use crate::domain::ReservationId;
 
     fn record() -> DecodedRecord {
@@ -66,7 +67,7 @@ mod tests {
 
     fn reason(record: &DecodedRecord) -> String {
         match Letter::parse(record) {
-            Err(Error::MalformedEvent(reason)) => reason,
+            Err(Error::Malformed(MalformedEvent(reason))) => reason,
             other => panic!("expected a malformed event, got {other:?}"),
         }
     }

@@ -137,6 +137,7 @@ fn channel_name(channel: Option<ChannelKind>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::InfraError;
     use crate::dead_letter::{NOTIFICATION_CHANNEL, RETRY_COUNT};
     use crate::domain::ReservationId;
     use crate::fakes::{FakeLedger, FakePublisher};
@@ -157,19 +158,19 @@ mod tests {
     }
 
     fn channel_down() -> Error {
-        Error::Channel {
+        Error::from(InfraError::Channel {
             channel: "discord",
             retryable: true,
             retry_after: None,
             message: "HTTP 502".into(),
             source: None,
-        }
+        })
     }
 
     #[test]
     fn what_may_succeed_later_is_retried_and_the_rest_parked() {
         assert_eq!(Disposition::of(&channel_down()), Disposition::Retry);
-        let refused = Error::MalformedEvent("not json".into());
+        let refused = Error::malformed("not json");
         assert_eq!(Disposition::of(&refused), Disposition::Park);
     }
 

@@ -1,4 +1,4 @@
-use crate::Error;
+use super::Refusal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
@@ -22,10 +22,10 @@ macro_rules! id_type {
             }
 
             /// Parses the text form, naming the field in the error.
-            pub fn parse(text: &str) -> Result<Self, Error> {
+            pub fn parse(text: &str) -> Result<Self, Refusal> {
                 Uuid::parse_str(text.trim())
                     .map(Self)
-                    .map_err(|_| Error::invalid($field, format!("{text:?} is not a UUID")))
+                    .map_err(|_| Refusal::invalid($field, format!("{text:?} is not a UUID")))
             }
 
             pub fn as_uuid(&self) -> Uuid {
@@ -40,8 +40,8 @@ macro_rules! id_type {
         }
 
         impl std::str::FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self, Error> {
+            type Err = Refusal;
+            fn from_str(s: &str) -> Result<Self, Refusal> {
                 Self::parse(s)
             }
         }
@@ -69,6 +69,6 @@ mod tests {
             err.to_string(),
             "seatId is invalid: \"seat-1\" is not a UUID"
         );
-        assert_eq!(err.http_status(), 400);
+        assert_eq!(err.code(), "INVALID_INPUT");
     }
 }

@@ -4,6 +4,7 @@
 mod ids;
 mod money;
 mod payment;
+mod refusal;
 mod reservation;
 mod seat;
 mod token;
@@ -12,6 +13,7 @@ mod user;
 pub use ids::{ConcertId, EventId, PaymentId, ReservationId, SeatId, TokenId, UserId};
 pub use money::Money;
 pub use payment::{Checkout, PaymentOutcome, PaymentReceipt, pay};
+pub use refusal::Refusal;
 pub use reservation::{Reservation, ReservationStatus};
 pub use seat::{Seat, SeatStatus};
 pub use token::{QueueToken, TokenStatus};

@@ -1,4 +1,4 @@
-use crate::Error;
+use super::Refusal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -10,9 +10,9 @@ pub struct Money(i64);
 impl Money {
     pub const ZERO: Money = Money(0);
 
-    pub fn krw(amount: i64) -> Result<Self, Error> {
+    pub fn krw(amount: i64) -> Result<Self, Refusal> {
         if amount < 0 {
-            return Err(Error::invalid("amount", format!("{amount} is negative")));
+            return Err(Refusal::invalid("amount", format!("{amount} is negative")));
         }
         Ok(Money(amount))
     }
@@ -42,8 +42,8 @@ impl Money {
 }
 
 impl TryFrom<i64> for Money {
-    type Error = Error;
-    fn try_from(value: i64) -> Result<Self, Error> {
+    type Error = Refusal;
+    fn try_from(value: i64) -> Result<Self, Refusal> {
         Money::krw(value)
     }
 }

@@ -1,7 +1,7 @@
+use super::Refusal;
 use super::{
     Concert, Money, PaymentId, QueueToken, Reservation, ReservationId, Seat, SeatId, User, UserId,
 };
-use crate::Error;
 use crate::domain::EventId;
 use crate::events::{EventEnvelope, PaymentCompleted};
 use chrono::{DateTime, Utc};
@@ -50,7 +50,7 @@ pub fn pay(
     payment_id: PaymentId,
     event_id: EventId,
     now: DateTime<Utc>,
-) -> Result<PaymentOutcome, Error> {
+) -> Result<PaymentOutcome, Refusal> {
     let reservation = checkout.reservation.confirm(caller, payment_id, now)?;
     let token = checkout.token.finish(caller, now)?;
     let seat = checkout.seat.sell(reservation.id, now)?;
@@ -62,7 +62,7 @@ pub fn pay(
         &checkout.concert,
         now,
     );
-    let event = EventEnvelope::payment_completed(event_id, &payload)?;
+    let event = EventEnvelope::payment_completed(event_id, &payload);
     let receipt = PaymentReceipt {
         payment_id,
         reservation_id: reservation.id,
@@ -134,7 +134,7 @@ mod tests {
         }
     }
 
-    fn pay_now(c: &Checkout, now: DateTime<Utc>) -> Result<PaymentOutcome, Error> {
+    fn pay_now(c: &Checkout, now: DateTime<Utc>) -> Result<PaymentOutcome, Refusal> {
         pay(c, c.user.id, PaymentId::random(), EventId::random(), now)
     }
 
@@ -159,20 +159,20 @@ mod tests {
     #[test]
     fn a_payment_without_enough_balance_is_refused() {
         let err = pay_now(&checkout(49_999), at(10)).unwrap_err();
-        assert!(matches!(err, Error::InsufficientBalance { .. }));
+        assert!(matches!(err, Refusal::InsufficientBalance { .. }));
     }
 
     #[test]
     fn a_payment_after_the_hold_expired_is_refused() {
         let err = pay_now(&checkout(80_000), at(300)).unwrap_err();
-        assert!(matches!(err, Error::HoldExpired { .. }));
+        assert!(matches!(err, Refusal::HoldExpired { .. }));
     }
 
     #[test]
     fn a_payment_with_a_used_token_is_refused() {
         let mut c = checkout(80_000);
         c.token.status = TokenStatus::Done;
-        assert!(matches!(pay_now(&c, at(10)), Err(Error::TokenUsed)));
+        assert!(matches!(pay_now(&c, at(10)), Err(Refusal::TokenUsed)));
     }
 
     #[test]
@@ -180,7 +180,7 @@ mod tests {
         let c = checkout(80_000);
         let other = UserId::random();
         let err = pay(&c, other, PaymentId::random(), EventId::random(), at(10)).unwrap_err();
-        assert!(matches!(err, Error::NotOwner));
+        assert!(matches!(err, Refusal::NotOwner));
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
         };
         assert!(matches!(
             pay_now(&again, at(11)),
-            Err(Error::AlreadyPaid(_))
+            Err(Refusal::AlreadyPaid(_))
         ));
     }
 }

@@ -1,5 +1,5 @@
+use super::Refusal;
 use super::{ConcertId, Money, PaymentId, ReservationId, Seat, SeatId, UserId};
-use crate::Error;
 use chrono::{DateTime, Duration, Utc};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,9 +50,9 @@ impl Reservation {
         seat: &Seat,
         now: DateTime<Utc>,
         hold_for: Duration,
-    ) -> Result<(Reservation, Seat), Error> {
+    ) -> Result<(Reservation, Seat), Refusal> {
         if hold_for <= Duration::zero() {
-            return Err(Error::Config("the hold time must be positive".into()));
+            return Err(Refusal::invalid("hold time", "it must be positive"));
         }
         let held = seat.hold(id, now, hold_for)?;
         let reservation = Reservation {
@@ -69,11 +69,11 @@ impl Reservation {
         Ok((reservation, held))
     }
 
-    pub fn ensure_owner(&self, caller: UserId) -> Result<(), Error> {
+    pub fn ensure_owner(&self, caller: UserId) -> Result<(), Refusal> {
         if self.user_id == caller {
             Ok(())
         } else {
-            Err(Error::NotOwner)
+            Err(Refusal::NotOwner)
         }
     }
 
@@ -83,15 +83,17 @@ impl Reservation {
         caller: UserId,
         payment_id: PaymentId,
         now: DateTime<Utc>,
-    ) -> Result<Reservation, Error> {
+    ) -> Result<Reservation, Refusal> {
         self.ensure_owner(caller)?;
         match self.status {
-            ReservationStatus::Confirmed { .. } => Err(Error::AlreadyPaid(self.id)),
-            ReservationStatus::Expired => Err(Error::ReservationExpired(self.id)),
-            ReservationStatus::Pending if now >= self.hold_expires_at => Err(Error::HoldExpired {
-                reservation: self.id,
-                expired_at: self.hold_expires_at,
-            }),
+            ReservationStatus::Confirmed { .. } => Err(Refusal::AlreadyPaid(self.id)),
+            ReservationStatus::Expired => Err(Refusal::ReservationExpired(self.id)),
+            ReservationStatus::Pending if now >= self.hold_expires_at => {
+                Err(Refusal::HoldExpired {
+                    reservation: self.id,
+                    expired_at: self.hold_expires_at,
+                })
+            }
             ReservationStatus::Pending => Ok(Reservation {
                 status: ReservationStatus::Confirmed {
                     payment_id,
@@ -103,18 +105,18 @@ impl Reservation {
     }
 
     /// Expires a PENDING reservation whose hold has run out.
-    pub fn expire(&self, now: DateTime<Utc>) -> Result<Reservation, Error> {
+    pub fn expire(&self, now: DateTime<Utc>) -> Result<Reservation, Refusal> {
         match self.status {
             ReservationStatus::Pending if now >= self.hold_expires_at => Ok(Reservation {
                 status: ReservationStatus::Expired,
                 ..self.clone()
             }),
-            ReservationStatus::Pending => Err(Error::Conflict(format!(
+            ReservationStatus::Pending => Err(Refusal::Conflict(format!(
                 "reservation {} (its hold runs until {})",
                 self.id, self.hold_expires_at
             ))),
-            ReservationStatus::Confirmed { .. } => Err(Error::AlreadyPaid(self.id)),
-            ReservationStatus::Expired => Err(Error::ReservationExpired(self.id)),
+            ReservationStatus::Confirmed { .. } => Err(Refusal::AlreadyPaid(self.id)),
+            ReservationStatus::Expired => Err(Refusal::ReservationExpired(self.id)),
         }
     }
 }
@@ -179,7 +181,7 @@ mod tests {
             Duration::zero(),
         )
         .unwrap_err();
-        assert!(matches!(err, Error::Config(_)));
+        assert!(matches!(err, Refusal::InvalidInput { .. }));
     }
 
     #[test]
@@ -201,8 +203,8 @@ mod tests {
         let err = pending(UserId::random())
             .confirm(UserId::random(), PaymentId::random(), at(1))
             .unwrap_err();
-        assert!(matches!(err, Error::NotOwner));
-        assert_eq!(err.http_status(), 403);
+        assert!(matches!(err, Refusal::NotOwner));
+        assert_eq!(err.code(), "FORBIDDEN");
     }
 
     #[test]
@@ -211,7 +213,7 @@ mod tests {
         let err = pending(owner)
             .confirm(owner, PaymentId::random(), at(300))
             .unwrap_err();
-        assert!(matches!(err, Error::HoldExpired { .. }), "{err}");
+        assert!(matches!(err, Refusal::HoldExpired { .. }), "{err}");
     }
 
     #[test]
@@ -223,7 +225,7 @@ mod tests {
         let err = confirmed
             .confirm(owner, PaymentId::random(), at(2))
             .unwrap_err();
-        assert!(matches!(err, Error::AlreadyPaid(_)));
+        assert!(matches!(err, Refusal::AlreadyPaid(_)));
     }
 
     #[test]
@@ -234,15 +236,15 @@ mod tests {
         let err = expired
             .confirm(owner, PaymentId::random(), at(301))
             .unwrap_err();
-        assert!(matches!(err, Error::ReservationExpired(_)));
+        assert!(matches!(err, Refusal::ReservationExpired(_)));
     }
 
     #[test]
     fn a_reservation_does_not_expire_before_its_hold_ends_nor_after_payment() {
         let owner = UserId::random();
         let r = pending(owner);
-        assert!(matches!(r.expire(at(299)), Err(Error::Conflict(_))));
+        assert!(matches!(r.expire(at(299)), Err(Refusal::Conflict(_))));
         let paid = r.confirm(owner, PaymentId::random(), at(1)).unwrap();
-        assert!(matches!(paid.expire(at(400)), Err(Error::AlreadyPaid(_))));
+        assert!(matches!(paid.expire(at(400)), Err(Refusal::AlreadyPaid(_))));
     }
 }

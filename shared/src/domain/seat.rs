@@ -1,5 +1,5 @@
+use super::Refusal;
 use super::{ConcertId, Money, ReservationId, SeatId};
-use crate::Error;
 use chrono::{DateTime, Duration, Utc};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl Seat {
         reservation: ReservationId,
         now: DateTime<Utc>,
         hold_for: Duration,
-    ) -> Result<Seat, Error> {
+    ) -> Result<Seat, Refusal> {
         match self.status {
             SeatStatus::Available => Ok(Seat {
                 status: SeatStatus::Held {
@@ -59,19 +59,19 @@ impl Seat {
                 },
                 ..self.clone()
             }),
-            _ => Err(Error::SeatTaken(self.id)),
+            _ => Err(Refusal::SeatTaken(self.id)),
         }
     }
 
     /// Sells a seat held by `reservation` whose hold has not expired at `now`.
-    pub fn sell(&self, reservation: ReservationId, now: DateTime<Utc>) -> Result<Seat, Error> {
+    pub fn sell(&self, reservation: ReservationId, now: DateTime<Utc>) -> Result<Seat, Refusal> {
         match &self.status {
             SeatStatus::Held {
                 reservation: holder,
                 expires_at,
             } if *holder == reservation => {
                 if now >= *expires_at {
-                    return Err(Error::HoldExpired {
+                    return Err(Refusal::HoldExpired {
                         reservation,
                         expired_at: *expires_at,
                     });
@@ -82,11 +82,11 @@ impl Seat {
                 })
             }
             SeatStatus::Sold { reservation: buyer } if *buyer == reservation => {
-                Err(Error::AlreadyPaid(reservation))
+                Err(Refusal::AlreadyPaid(reservation))
             }
             // Held by another reservation, sold to another, or released: this
             // reservation's hold is gone.
-            _ => Err(Error::HoldExpired {
+            _ => Err(Refusal::HoldExpired {
                 reservation,
                 expired_at: now,
             }),
@@ -101,7 +101,7 @@ impl Seat {
         &self,
         reservation: ReservationId,
         now: DateTime<Utc>,
-    ) -> Result<Seat, Error> {
+    ) -> Result<Seat, Refusal> {
         match &self.status {
             SeatStatus::Held {
                 reservation: holder,
@@ -110,7 +110,7 @@ impl Seat {
                 status: SeatStatus::Available,
                 ..self.clone()
             }),
-            _ => Err(Error::Conflict(format!(
+            _ => Err(Refusal::Conflict(format!(
                 "seat {} is no longer held by reservation {reservation} with an expired hold",
                 self.id
             ))),
@@ -170,8 +170,8 @@ mod tests {
             let err = seat(status)
                 .hold(r, at(0), Duration::minutes(5))
                 .unwrap_err();
-            assert!(matches!(err, Error::SeatTaken(_)), "{err}");
-            assert_eq!(err.http_status(), 409);
+            assert!(matches!(err, Refusal::SeatTaken(_)), "{err}");
+            assert_eq!(err.code(), "SEAT_TAKEN");
         }
     }
 
@@ -196,7 +196,7 @@ mod tests {
         });
         for now in [at(10), at(11)] {
             let err = held.sell(r, now).unwrap_err();
-            assert!(matches!(err, Error::HoldExpired { .. }), "{err}");
+            assert!(matches!(err, Refusal::HoldExpired { .. }), "{err}");
         }
     }
 
@@ -208,7 +208,7 @@ mod tests {
         })
         .sell(ReservationId::random(), at(0))
         .unwrap_err();
-        assert!(matches!(err, Error::HoldExpired { .. }), "{err}");
+        assert!(matches!(err, Refusal::HoldExpired { .. }), "{err}");
     }
 
     #[test]
@@ -217,7 +217,7 @@ mod tests {
         let err = seat(SeatStatus::Sold { reservation: r })
             .sell(r, at(0))
             .unwrap_err();
-        assert!(matches!(err, Error::AlreadyPaid(_)), "{err}");
+        assert!(matches!(err, Refusal::AlreadyPaid(_)), "{err}");
     }
 
     #[test]
@@ -248,6 +248,6 @@ mod tests {
         let err = seat(SeatStatus::Available)
             .sell(ReservationId::random(), at(0))
             .unwrap_err();
-        assert!(matches!(err, Error::HoldExpired { .. }), "{err}");
+        assert!(matches!(err, Refusal::HoldExpired { .. }), "{err}");
     }
 }

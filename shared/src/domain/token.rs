@@ -1,5 +1,5 @@
+use super::Refusal;
 use super::{TokenId, UserId};
-use crate::Error;
 use chrono::{DateTime, Utc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,14 +18,13 @@ impl TokenStatus {
         }
     }
 
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    /// The status a stored name stands for; `None` for a name no status has.
+    pub fn parse(text: &str) -> Option<Self> {
         match text {
-            "ACTIVE" => Ok(TokenStatus::Active),
-            "DONE" => Ok(TokenStatus::Done),
-            "EXPIRED" => Ok(TokenStatus::Expired),
-            other => Err(Error::CorruptItem(format!(
-                "unknown token status {other:?}"
-            ))),
+            "ACTIVE" => Some(TokenStatus::Active),
+            "DONE" => Some(TokenStatus::Done),
+            "EXPIRED" => Some(TokenStatus::Expired),
+            _ => None,
         }
     }
 }
@@ -42,20 +41,22 @@ pub struct QueueToken {
 
 impl QueueToken {
     /// An ACTIVE, unexpired token of `caller`.
-    pub fn ensure_usable(&self, caller: UserId, now: DateTime<Utc>) -> Result<(), Error> {
+    pub fn ensure_usable(&self, caller: UserId, now: DateTime<Utc>) -> Result<(), Refusal> {
         if self.user_id != caller {
-            return Err(Error::InvalidToken("it was issued to another user".into()));
+            return Err(Refusal::InvalidToken(
+                "it was issued to another user".into(),
+            ));
         }
         match self.status {
-            TokenStatus::Done => Err(Error::TokenUsed),
-            TokenStatus::Expired => Err(Error::TokenExpired),
-            TokenStatus::Active if now >= self.expires_at => Err(Error::TokenExpired),
+            TokenStatus::Done => Err(Refusal::TokenUsed),
+            TokenStatus::Expired => Err(Refusal::TokenExpired),
+            TokenStatus::Active if now >= self.expires_at => Err(Refusal::TokenExpired),
             TokenStatus::Active => Ok(()),
         }
     }
 
     /// The payment finishes the token: it cannot admit another payment.
-    pub fn finish(&self, caller: UserId, now: DateTime<Utc>) -> Result<QueueToken, Error> {
+    pub fn finish(&self, caller: UserId, now: DateTime<Utc>) -> Result<QueueToken, Refusal> {
         self.ensure_usable(caller, now)?;
         Ok(QueueToken {
             status: TokenStatus::Done,
@@ -94,20 +95,20 @@ mod tests {
     fn a_finished_token_is_refused_as_used() {
         let t = token(TokenStatus::Done);
         let err = t.finish(t.user_id, at(0)).unwrap_err();
-        assert!(matches!(err, Error::TokenUsed));
-        assert_eq!(err.http_status(), 409);
+        assert!(matches!(err, Refusal::TokenUsed));
+        assert_eq!(err.code(), "TOKEN_USED");
     }
 
     #[test]
     fn an_expired_token_is_refused_with_401() {
         let t = token(TokenStatus::Active);
         let err = t.ensure_usable(t.user_id, at(600)).unwrap_err();
-        assert!(matches!(err, Error::TokenExpired));
-        assert_eq!(err.http_status(), 401);
+        assert!(matches!(err, Refusal::TokenExpired));
+        assert_eq!(err.code(), "TOKEN_EXPIRED");
         let t = token(TokenStatus::Expired);
         assert!(matches!(
             t.ensure_usable(t.user_id, at(0)),
-            Err(Error::TokenExpired)
+            Err(Refusal::TokenExpired)
         ));
     }
 
@@ -116,7 +117,7 @@ mod tests {
         let t = token(TokenStatus::Active);
         assert!(matches!(
             t.ensure_usable(UserId::random(), at(0)),
-            Err(Error::InvalidToken(_))
+            Err(Refusal::InvalidToken(_))
         ));
     }
 
@@ -125,6 +126,6 @@ mod tests {
         for s in [TokenStatus::Active, TokenStatus::Done, TokenStatus::Expired] {
             assert_eq!(TokenStatus::parse(s.name()).unwrap(), s);
         }
-        assert!(TokenStatus::parse("LOST").is_err());
+        assert!(TokenStatus::parse("LOST").is_none());
     }
 }

@@ -1,5 +1,5 @@
+use super::Refusal;
 use super::{ConcertId, Money, UserId};
-use crate::Error;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -11,8 +11,8 @@ use std::fmt;
 pub struct Mail(String);
 
 impl TryFrom<String> for Mail {
-    type Error = Error;
-    fn try_from(value: String) -> Result<Self, Error> {
+    type Error = Refusal;
+    fn try_from(value: String) -> Result<Self, Refusal> {
         Mail::parse(&value)
     }
 }
@@ -24,13 +24,13 @@ impl From<Mail> for String {
 }
 
 impl Mail {
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    pub fn parse(text: &str) -> Result<Self, Refusal> {
         let text = text.trim();
         match text.split_once('@') {
             Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
                 Ok(Mail(text.to_owned()))
             }
-            _ => Err(Error::invalid(
+            _ => Err(Refusal::invalid(
                 "mail",
                 "expected an address like name@example.com",
             )),
@@ -74,11 +74,11 @@ pub struct User {
 
 impl User {
     /// The user after paying `price`, or `InsufficientBalance`.
-    pub fn debit(&self, price: Money) -> Result<User, Error> {
+    pub fn debit(&self, price: Money) -> Result<User, Refusal> {
         let balance = self
             .balance
             .checked_sub(price)
-            .ok_or(Error::InsufficientBalance {
+            .ok_or(Refusal::InsufficientBalance {
                 price,
                 balance: self.balance,
             })?;
@@ -123,8 +123,8 @@ mod tests {
     #[test]
     fn debit_above_the_balance_is_refused_with_both_amounts() {
         let err = user(10).debit(Money::krw(11).unwrap()).unwrap_err();
-        assert!(matches!(err, Error::InsufficientBalance { .. }));
-        assert_eq!(err.http_status(), 402);
+        assert!(matches!(err, Refusal::InsufficientBalance { .. }));
+        assert_eq!(err.code(), "INSUFFICIENT_BALANCE");
         assert!(err.to_string().contains("11 KRW"), "{err}");
     }
 

@@ -2,6 +2,7 @@ use super::items::{Item, Reader, n, s};
 use super::sdk_error;
 use crate::Error;
 use crate::clock::to_millis;
+use crate::domain::Refusal;
 use crate::idempotency::{Claim, IdempotencyRecord, IdempotencyStatus, IdempotencyStore};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -47,7 +48,7 @@ fn record_from(item: &Item) -> Result<IdempotencyRecord, Error> {
         status: IdempotencyStatus::parse(r.str("status")?)?,
         payload_hash: r.str("payloadHash")?.to_owned(),
         expires_at: DateTime::from_timestamp(r.i64("expiresAt")?, 0)
-            .ok_or_else(|| Error::CorruptItem("idempotency expiresAt out of range".into()))?,
+            .ok_or_else(|| Error::corrupt("idempotency expiresAt out of range"))?,
         in_progress_until: r.opt_time("inProgressUntil")?,
         response: r.opt_str("response").map(str::to_owned),
     })
@@ -97,7 +98,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                     let existing = match e.item() {
                         Some(item) => record_from(item)?,
                         // Old servers do not return the item: read it.
-                        None => self.get(key).await?.ok_or(Error::InProgress)?,
+                        None => self.get(key).await?.ok_or(Refusal::InProgress)?,
                     };
                     existing.judge(payload_hash)
                 }

@@ -92,7 +92,7 @@ impl<'a> Reader<'a> {
     }
 
     fn missing(&self, name: &str) -> Error {
-        Error::CorruptItem(format!("{} item has no valid {name}", self.what))
+        Error::corrupt(format!("{} item has no valid {name}", self.what))
     }
 
     pub fn str(&self, name: &str) -> Result<&'a str, Error> {
@@ -212,13 +212,13 @@ pub fn seat_from(item: &Item) -> Result<Seat, Error> {
         SeatStatus::SOLD => SeatStatus::Sold {
             reservation: r.id("soldTo")?,
         },
-        other => return Err(Error::CorruptItem(format!("unknown seat status {other:?}"))),
+        other => return Err(Error::corrupt(format!("unknown seat status {other:?}"))),
     };
     Ok(Seat {
         id: r.id("seatId")?,
         concert_id: r.id("concertId")?,
         number: u32::try_from(r.i64("seatNumber")?)
-            .map_err(|_| Error::CorruptItem("seat number out of range".into()))?,
+            .map_err(|_| Error::corrupt("seat number out of range"))?,
         price: r.money("price")?,
         status,
     })
@@ -295,7 +295,7 @@ pub fn reservation_from(item: &Item) -> Result<Reservation, Error> {
         },
         ReservationStatus::EXPIRED => ReservationStatus::Expired,
         other => {
-            return Err(Error::CorruptItem(format!(
+            return Err(Error::corrupt(format!(
                 "unknown reservation status {other:?}"
             )));
         }
@@ -305,7 +305,7 @@ pub fn reservation_from(item: &Item) -> Result<Reservation, Error> {
         user_id: r.id("userId")?,
         seat_id: r.id("seatId")?,
         seat_number: u32::try_from(r.i64("seatNumber")?)
-            .map_err(|_| Error::CorruptItem("seat number out of range".into()))?,
+            .map_err(|_| Error::corrupt("seat number out of range"))?,
         concert_id: r.id("concertId")?,
         amount: r.money("amount")?,
         status,
@@ -329,7 +329,11 @@ pub fn token_from(item: &Item) -> Result<QueueToken, Error> {
     Ok(QueueToken {
         id: r.id("tokenId")?,
         user_id: r.id("userId")?,
-        status: TokenStatus::parse(r.str("status")?)?,
+        status: {
+            let status = r.str("status")?;
+            TokenStatus::parse(status)
+                .ok_or_else(|| Error::corrupt(format!("unknown token status {status:?}")))?
+        },
         expires_at: r.time("expiresAt")?,
     })
 }

@@ -117,7 +117,7 @@ fn entry_from(item: &Item) -> Result<LedgerEntry, Error> {
         event_type: r.opt_str("eventType").map(str::to_owned),
         status: LedgerStatus::parse(r.str("status")?)?,
         attempts: u32::try_from(r.i64("attempts")?)
-            .map_err(|_| Error::CorruptItem("ledger attempts out of range".into()))?,
+            .map_err(|_| Error::corrupt("ledger attempts out of range"))?,
         first_failed_at: r.time("firstFailedAt")?,
         last_failed_at: r.time("lastFailedAt")?,
         error_kind: r.str("errorKind")?.to_owned(),

@@ -104,7 +104,10 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), Error> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(Error::Config(format!("table {name} did not become ACTIVE")))
+    Err(Error::storage(
+        "DescribeTable",
+        format!("table {name} did not become ACTIVE"),
+    ))
 }
 
 /// Creates the tables (safe to run twice): the ticketing table, the outbox table

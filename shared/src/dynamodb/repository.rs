@@ -9,6 +9,7 @@ use crate::Error;
 use crate::clock::to_millis;
 use crate::config::TableNames;
 use crate::domain::PaymentOutcome;
+use crate::domain::Refusal;
 use crate::domain::{
     Checkout, Concert, ConcertId, EventId, PaymentId, PaymentReceipt, QueueToken, Reservation,
     ReservationId, ReservationStatus, Seat, SeatId, TokenId, User, UserId, pay,
@@ -55,7 +56,7 @@ impl PaymentSlots {
     /// The checkout with each item whose condition failed as it was then.
     fn seen(&self, checkout: &Checkout, cancelled: &Cancelled) -> Result<Checkout, Error> {
         let reservation = &checkout.reservation;
-        let missing = |kind: &'static str, id: String| Error::NotFound { kind, id };
+        let missing = |kind: &'static str, id: String| Refusal::NotFound { kind, id };
         let mut seen = checkout.clone();
         if let Some(old) = cancelled.failed(self.reservation) {
             seen.reservation = old
@@ -67,7 +68,7 @@ impl PaymentSlots {
             seen.token = old
                 .map(token_from)
                 .transpose()?
-                .ok_or_else(|| Error::InvalidToken("the queue token is unknown".into()))?;
+                .ok_or_else(|| Refusal::InvalidToken("the queue token is unknown".into()))?;
         }
         if let Some(old) = cancelled.failed(self.seat) {
             seen.seat = old
@@ -187,10 +188,11 @@ impl TicketingRepository {
         event_id: EventId,
     ) -> Result<Release, Error> {
         let Some(reservation) = self.reservation(hold.reservation_id).await? else {
-            return Err(Error::NotFound {
+            return Err(Refusal::NotFound {
                 kind: "reservation",
                 id: hold.reservation_id.to_string(),
-            });
+            }
+            .into());
         };
         if reservation.expire(now).is_err() {
             return Ok(Release::Skipped);
@@ -198,19 +200,19 @@ impl TicketingRepository {
         let user = self
             .user(reservation.user_id)
             .await?
-            .ok_or(Error::NotFound {
+            .ok_or(Refusal::NotFound {
                 kind: "user",
                 id: reservation.user_id.to_string(),
             })?;
         let concert = self
             .concert(reservation.concert_id)
             .await?
-            .ok_or(Error::NotFound {
+            .ok_or(Refusal::NotFound {
                 kind: "concert",
                 id: reservation.concert_id.to_string(),
             })?;
         let payload = SeatHoldExpired::new(&reservation, &user.mail, &concert, now);
-        let event = EventEnvelope::seat_hold_expired(event_id, &payload)?;
+        let event = EventEnvelope::seat_hold_expired(event_id, &payload);
         let table = &self.tables.ticketing;
         let mut tx = Transaction::default();
         tx.update(writes::release_seat(
@@ -240,7 +242,7 @@ impl TicketingRepository {
         let text = Reader::new(&item, "payment").str("receipt")?;
         serde_json::from_str(text)
             .map(Some)
-            .map_err(|e| Error::CorruptItem(format!("payment {id} receipt: {e}")))
+            .map_err(|e| Error::corrupt(format!("payment {id} receipt: {e}")))
     }
 
     /// Writes a PENDING reservation and the seat HELD for it, only if the seat is
@@ -253,7 +255,7 @@ impl TicketingRepository {
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         let crate::domain::SeatStatus::Held { expires_at, .. } = held.status else {
-            return Err(Error::Conflict(format!("seat {} is not held", held.id)));
+            return Err(Refusal::Conflict(format!("seat {} is not held", held.id)).into());
         };
         let table = &self.tables.ticketing;
         let mut tx = Transaction::default();
@@ -284,17 +286,17 @@ impl TicketingRepository {
             let token = old
                 .map(token_from)
                 .transpose()?
-                .ok_or_else(|| Error::InvalidToken("the queue token is unknown".into()))?;
+                .ok_or_else(|| Refusal::InvalidToken("the queue token is unknown".into()))?;
             token.ensure_usable(reservation.user_id, now)?;
         }
         if let Some(old) = cancelled.failed(seat_held) {
-            let seat = old.map(seat_from).transpose()?.ok_or(Error::NotFound {
+            let seat = old.map(seat_from).transpose()?.ok_or(Refusal::NotFound {
                 kind: "seat",
                 id: held.id.to_string(),
             })?;
             seat.hold(reservation.id, now, expires_at - now)?;
         }
-        Err(Error::Conflict(format!("seat {}", held.id)))
+        Err(Refusal::Conflict(format!("seat {}", held.id)).into())
     }
 
     /// Reads, in one round trip, what a payment of `reservation` needs.
@@ -339,7 +341,7 @@ impl TicketingRepository {
             .collect();
         let found = |key: Item| by_pk.get(items::pk_of(&key)?);
         let pick = |key: Item, kind: &'static str, id: String| {
-            found(key).ok_or(Error::NotFound { kind, id })
+            found(key).ok_or(Refusal::NotFound { kind, id })
         };
         let user = user_from(pick(
             user_key(reservation.user_id),
@@ -353,7 +355,7 @@ impl TicketingRepository {
         )?)?;
         let token = match found(token_key(token_id)) {
             Some(item) => token_from(item)?,
-            None => return Err(Error::InvalidToken("the queue token is unknown".into())),
+            None => return Err(Refusal::InvalidToken("the queue token is unknown".into()).into()),
         };
         let concert = concert_from(pick(
             concert_key(reservation.concert_id),
@@ -389,7 +391,7 @@ impl TicketingRepository {
             Err(Refused::Cancelled(c)) => c,
         };
         if cancelled.conflict() {
-            return Err(Error::Conflict(format!("reservation {}", reservation.id)));
+            return Err(Refusal::Conflict(format!("reservation {}", reservation.id)).into());
         }
         // Re-judge with the items as they were when the transaction ran, so the
         // caller hears the same reason the domain gives.
@@ -401,7 +403,7 @@ impl TicketingRepository {
             outcome.event.event_id,
             now,
         )?;
-        Err(Error::Conflict(format!("reservation {}", reservation.id)))
+        Err(Refusal::Conflict(format!("reservation {}", reservation.id)).into())
     }
 
     /// The payment's seven writes, and the slots of those the domain re-judges.
