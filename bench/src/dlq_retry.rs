@@ -8,7 +8,6 @@ use crate::Error;
 use crate::report::{Figure, Report, Samples};
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
-use e2e_tests::DirectNotifier;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use shared::clock::SystemClock;
@@ -19,6 +18,7 @@ use shared::notification::{ChannelKind, ChannelRoutes};
 use shared::ports::EventPublisher;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
+use testkit::DirectNotifier;
 
 pub struct DlqRetryBench {
     pub runs: usize,
@@ -30,10 +30,10 @@ pub struct DlqRetryBench {
 /// topic's partition 0 ended before them.
 async fn due_letters(direct: &DirectNotifier, n: usize) -> Result<i64, Error> {
     let topic = &direct.topics.payment_completed_dlq;
-    let kafka = e2e_tests::kafka();
+    let kafka = testkit::kafka();
     let probe: StreamConsumer = kafka
         .client_config()
-        .set("group.id", e2e_tests::unique("bench-probe"))
+        .set("group.id", testkit::unique("bench-probe"))
         .create()
         .map_err(|e| Error::Measure(format!("a consumer: {e}")))?;
     let (_, start) = probe
@@ -77,9 +77,9 @@ async fn due_letters(direct: &DirectNotifier, n: usize) -> Result<i64, Error> {
 
 /// Reads `n` records of partition 0 from `start`; records a second.
 async fn read_alone(topic: &str, start: i64, n: usize) -> Result<f64, Error> {
-    let consumer: StreamConsumer = e2e_tests::kafka()
+    let consumer: StreamConsumer = testkit::kafka()
         .client_config()
-        .set("group.id", e2e_tests::unique("bench-read"))
+        .set("group.id", testkit::unique("bench-read"))
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| Error::Measure(format!("a consumer: {e}")))?;
@@ -120,7 +120,7 @@ impl Setup {
                 delivery: direct.config.delivery.clone(),
                 settings: dlq_retry::Settings {
                     concurrency,
-                    group_id: e2e_tests::unique("bench-dlq-retry"),
+                    group_id: testkit::unique("bench-dlq-retry"),
                     max_retries: 10,
                     default_run_time: Duration::hours(1),
                     ..Default::default()

@@ -5,8 +5,6 @@
 
 use crate::Error;
 use crate::report::{Figure, Report, Samples};
-use e2e_tests::functions::{FUNCTIONS, lambda_env};
-use e2e_tests::samples::{payment_of, sample, seed_the_sample_world};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::runtime_api::{Outcome, RuntimeApi};
 use serde_json::Value;
@@ -15,6 +13,8 @@ use shared::dynamodb::TicketingRepository;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::functions::{FUNCTIONS, lambda_env};
+use testkit::samples::{payment_of, sample, seed_the_sample_world};
 
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -96,36 +96,7 @@ impl InitBench {
             .await?;
         let hold = sample("reservation-hold.json");
         seed_the_sample_world(repo, &hold).await;
-        let events = [
-            hold,
-            payment_of("00000000-0000-4000-8000-000000000000"),
-            sample("outbox-stream.json"),
-            sample("kafka-self-managed.json"),
-            sample("schedule.json"),
-            sample("schedule.json"),
-        ];
-        let mut subjects: Vec<Subject> = FUNCTIONS
-            .iter()
-            .zip(events)
-            .map(|((logical_id, binary), event)| Subject {
-                name: (*binary).to_owned(),
-                path: self.bootstrap_dir.join(logical_id).join("bootstrap"),
-                event,
-            })
-            .collect();
-        subjects.push(Subject {
-            name: "hello-world".into(),
-            path: self.hello.clone(),
-            event: serde_json::json!({"hello": "world"}),
-        });
-        for s in &subjects {
-            if !s.path.exists() {
-                return Err(Error::Measure(format!(
-                    "{:?} is missing: `make bench` builds it (scripts/bench.sh)",
-                    s.path
-                )));
-            }
-        }
+        let subjects = self.subjects(hold)?;
         let env = |api: &str, name: &str| {
             let mut env = lambda_env(api, name, tables, topics);
             for var in ["JWT_SECRET", "TELEGRAM_BOT_TOKEN"] {
@@ -156,19 +127,54 @@ impl InitBench {
             }
             eprintln!("init: round {}/{} done", round + 1, self.runs);
         }
-        let hello = subjects.len() - 1;
-        for (i, s) in subjects.iter().enumerate().take(hello) {
+        let (hello, functions) = subjects.split_last().expect("hello-world is a subject");
+        for (i, s) in functions.iter().enumerate() {
             report.add(
                 Figure::of("init", &format!("{} init", s.name), "ms", &init[i])
-                    .against("hello-world init", &init[hello]),
+                    .against(&format!("{} init", hello.name), &init[functions.len()]),
             );
         }
-        for (i, s) in subjects.iter().enumerate().take(hello) {
+        for (i, s) in functions.iter().enumerate() {
             report.add(
                 Figure::of("init", &format!("{} peak RSS", s.name), "MiB", &rss[i])
-                    .against("hello-world peak RSS", &rss[hello]),
+                    .against(&format!("{} peak RSS", hello.name), &rss[functions.len()]),
             );
         }
         Ok(())
+    }
+
+    /// The six functions' release bootstraps, each with a sample event it
+    /// answers, then hello-world last (the baseline); an error names a missing
+    /// binary.
+    fn subjects(&self, hold: serde_json::Value) -> Result<Vec<Subject>, Error> {
+        let events = [
+            hold,
+            payment_of("00000000-0000-4000-8000-000000000000"),
+            sample("outbox-stream.json"),
+            sample("kafka-self-managed.json"),
+            sample("schedule.json"),
+            sample("schedule.json"),
+        ];
+        let mut subjects: Vec<Subject> = FUNCTIONS
+            .iter()
+            .zip(events)
+            .map(|((logical_id, binary), event)| Subject {
+                name: (*binary).to_owned(),
+                path: self.bootstrap_dir.join(logical_id).join("bootstrap"),
+                event,
+            })
+            .collect();
+        subjects.push(Subject {
+            name: "hello-world".into(),
+            path: self.hello.clone(),
+            event: serde_json::json!({"hello": "world"}),
+        });
+        match subjects.iter().find(|s| !s.path.exists()) {
+            Some(missing) => Err(Error::Measure(format!(
+                "{:?} is missing: `make bench` builds it (scripts/bench.sh)",
+                missing.path
+            ))),
+            None => Ok(subjects),
+        }
     }
 }

@@ -108,8 +108,8 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let mut report = Report::create(cli.out.clone()).map_err(Error::Results)?;
-    let aws = e2e_tests::aws().await;
-    let (tables, topics) = e2e_tests::provision(&aws, 3).await;
+    let aws = testkit::aws().await;
+    let (tables, topics) = testkit::provision(&aws, 3).await;
     let repo = TicketingRepository::new(aws_sdk_dynamodb::Client::new(&aws), tables.clone());
     for bench in &cli.only {
         match bench.as_str() {
@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     rss_records: cli.relay_rss_records,
                     bootstrap: cli.bootstrap_dir.join("OutboxRelayFunction/bootstrap"),
                 }
-                .run(&mut report, &e2e_tests::kafka(), &tables, &topics)
+                .run(&mut report, &testkit::kafka(), &tables, &topics)
                 .await?
             }
             "notifier" => {

@@ -11,7 +11,6 @@
 use crate::Error;
 use crate::report::{Figure, Report, Samples};
 use aws_lambda_events::kafka::KafkaEvent;
-use e2e_tests::DirectNotifier;
 use lambda_runtime::LambdaEvent;
 use local_runner::notification_sandbox::{FailurePlan, NotificationSandbox};
 use notifier::LambdaNotifier;
@@ -21,6 +20,7 @@ use shared::kafka_event::encode_record;
 use shared::notification::ChannelRoutes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::DirectNotifier;
 
 const PARTITIONS: i64 = 3;
 
@@ -79,6 +79,36 @@ async fn handle(
     ))
 }
 
+/// The notifiers compared, all on the same tables and sandbox.
+struct Notifiers {
+    /// As deployed: `NOTIFY_CONCURRENCY` keys at once.
+    concurrent: LambdaNotifier,
+    /// `NOTIFY_CONCURRENCY=1`.
+    one_at_a_time: LambdaNotifier,
+    /// As deployed, with `TELEGRAM_MAX_SENDS_PER_SECOND` at the sandbox's limit.
+    paced: LambdaNotifier,
+}
+
+impl Notifiers {
+    fn build(direct: &DirectNotifier, per_second: f64) -> Result<Self, Error> {
+        let build = |edit: &dyn Fn(&mut notifier::Config)| -> Result<LambdaNotifier, Error> {
+            let mut config = direct.config.clone();
+            edit(&mut config);
+            LambdaNotifier::from_config(&config, direct.dynamodb.clone(), Arc::new(SystemClock))
+                .map_err(|e| Error::Measure(shared::error_chain(&e)))
+        };
+        Ok(Notifiers {
+            concurrent: build(&|_| {})?,
+            one_at_a_time: build(&|c| c.settings.concurrency = 1)?,
+            paced: build(&|c| {
+                if let Some(telegram) = c.delivery.channels.telegram.as_mut() {
+                    telegram.max_sends_per_second = Some(per_second);
+                }
+            })?,
+        })
+    }
+}
+
 impl NotifierBench {
     pub async fn run(&self, report: &mut Report) -> Result<(), Error> {
         let direct = DirectNotifier::start_routed(
@@ -87,36 +117,32 @@ impl NotifierBench {
             Duration::from_secs(5),
         )
         .await;
-        let topic = direct.topics.payment_completed.clone();
-        let build = |edit: &dyn Fn(&mut notifier::Config)| -> Result<LambdaNotifier, Error> {
-            let mut config = direct.config.clone();
-            edit(&mut config);
-            LambdaNotifier::from_config(&config, direct.dynamodb.clone(), Arc::new(SystemClock))
-                .map_err(|e| Error::Measure(shared::error_chain(&e)))
-        };
-        let concurrent = build(&|_| {})?;
-        let one_at_a_time = build(&|c| c.settings.concurrency = 1)?;
-        let per_second = self.rate_limit as f64;
-        let paced = build(&|c| {
-            if let Some(telegram) = c.delivery.channels.telegram.as_mut() {
-                telegram.max_sends_per_second = Some(per_second);
-            }
-        })?;
-
+        let notifiers = Notifiers::build(&direct, self.rate_limit as f64)?;
         direct.sandbox.fail_next(FailurePlan {
             delay_ms: Some(self.latency.as_millis() as u64),
             ..FailurePlan::fail(u32::MAX, 200)
         });
-        let handle = |notifier, records| handle(notifier, &direct.sandbox, &topic, records);
-        // Connections and clients warm, as after a cold start.
-        handle(&concurrent, 10).await?;
-        handle(&one_at_a_time, 10).await?;
+        self.throughput(report, &direct, &notifiers).await?;
+        self.rate_limited(report, &direct, &notifiers).await
+    }
 
+    /// Records a second, `NOTIFY_CONCURRENCY` keys at once against one at a time.
+    async fn throughput(
+        &self,
+        report: &mut Report,
+        direct: &DirectNotifier,
+        notifiers: &Notifiers,
+    ) -> Result<(), Error> {
+        let topic = &direct.topics.payment_completed;
+        let handle = |notifier, records| handle(notifier, &direct.sandbox, topic, records);
+        // Connections and clients warm, as after a cold start.
+        handle(&notifiers.concurrent, 10).await?;
+        handle(&notifiers.one_at_a_time, 10).await?;
         let mut fast = Samples::default();
         let mut slow = Samples::default();
         for round in 0..self.runs {
-            fast.push(handle(&concurrent, self.records).await?.0);
-            slow.push(handle(&one_at_a_time, self.records).await?.0);
+            fast.push(handle(&notifiers.concurrent, self.records).await?.0);
+            slow.push(handle(&notifiers.one_at_a_time, self.records).await?.0);
             eprintln!("notifier: round {}/{} done", round + 1, self.runs);
         }
         let latency_ms = self.latency.as_millis();
@@ -133,27 +159,34 @@ impl NotifierBench {
             )
             .against("one record at a time", &slow),
         );
+        Ok(())
+    }
 
+    /// Against a sandbox that refuses what goes over the rate limit: messages
+    /// delivered a second and 429s, with the send-rate limit and without.
+    async fn rate_limited(
+        &self,
+        report: &mut Report,
+        direct: &DirectNotifier,
+        notifiers: &Notifiers,
+    ) -> Result<(), Error> {
+        let topic = &direct.topics.payment_completed;
+        let handle = |notifier, records| handle(notifier, &direct.sandbox, topic, records);
         direct.sandbox.limit_rate(Some(self.rate_limit));
-        let mut limited_rate = Samples::default();
-        let mut limited_429 = Samples::default();
-        let mut unlimited_rate = Samples::default();
-        let mut unlimited_429 = Samples::default();
-        for round in 0..self.runs.min(3) {
+        let (mut limited_rate, mut limited_429) = (Samples::default(), Samples::default());
+        let (mut unlimited_rate, mut unlimited_429) = (Samples::default(), Samples::default());
+        let rounds = self.runs.min(3);
+        for round in 0..rounds {
             // Each run starts with an empty window at the sandbox.
             tokio::time::sleep(Duration::from_millis(1_100)).await;
-            let (_, rate, refused) = handle(&paced, self.records).await?;
+            let (_, rate, refused) = handle(&notifiers.paced, self.records).await?;
             limited_rate.push(rate);
             limited_429.push(refused as f64);
             tokio::time::sleep(Duration::from_millis(1_100)).await;
-            let (_, rate, refused) = handle(&concurrent, self.records).await?;
+            let (_, rate, refused) = handle(&notifiers.concurrent, self.records).await?;
             unlimited_rate.push(rate);
             unlimited_429.push(refused as f64);
-            eprintln!(
-                "notifier rate limit: round {}/{} done",
-                round + 1,
-                self.runs.min(3)
-            );
+            eprintln!("notifier rate limit: round {}/{rounds} done", round + 1);
         }
         direct.sandbox.limit_rate(None);
         let metric = |what: &str| {

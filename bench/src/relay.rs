@@ -8,7 +8,6 @@ use crate::Error;
 use crate::init::start_and_invoke;
 use crate::report::{Figure, Report, Samples};
 use aws_lambda_events::dynamodb::Event;
-use e2e_tests::functions::lambda_env;
 use local_runner::runtime_api::Outcome;
 use outbox_relay::Relay;
 use rdkafka::producer::FutureProducer;
@@ -19,6 +18,7 @@ use shared::outbox::OutboxItem;
 use shared::ports::{EventPublisher, OutboundRecord};
 use std::path::PathBuf;
 use std::time::Instant;
+use testkit::functions::lambda_env;
 
 /// Baseline B's publisher: each record sent, then waited for, before the next.
 struct OneByOne(KafkaPublisher);
@@ -58,7 +58,7 @@ fn outbound(event: &Event, topics: &TopicNames) -> Result<Vec<OutboundRecord>, E
         .map(|r| {
             serde_dynamo::from_item::<_, OutboxItem>(r.change.new_image.clone())
                 .map_err(|e| Error::Measure(format!("a sample outbox item: {e}")))
-                .and_then(|item| item.to_record(topics).map_err(Error::from))
+                .map(|item| item.to_record(topics))
         })
         .collect()
 }

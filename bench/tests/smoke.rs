@@ -2,11 +2,11 @@
 //! benchmark once with small batches against the local stack and writes one JSON
 //! object per figure, each beside its baseline. (Timings are not judged here.)
 
-use e2e_tests::functions::FUNCTIONS;
-use e2e_tests::samples::root;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
+use testkit::functions::FUNCTIONS;
+use testkit::samples::root;
 
 fn cargo_build(packages: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -32,7 +32,7 @@ fn bootstrap_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let binaries = cargo_build(&FUNCTIONS.map(|(_, binary)| binary));
-    let dir = std::env::temp_dir().join(e2e_tests::unique("bench-bootstraps"));
+    let dir = std::env::temp_dir().join(testkit::unique("bench-bootstraps"));
     for (logical_id, binary) in FUNCTIONS {
         std::fs::create_dir_all(dir.join(logical_id)).unwrap();
         std::os::unix::fs::symlink(
@@ -55,7 +55,7 @@ fn hello() -> PathBuf {
 #[test]
 fn every_benchmark_writes_figures_beside_their_baselines() {
     let out = std::env::temp_dir()
-        .join(e2e_tests::unique("bench"))
+        .join(testkit::unique("bench"))
         .join("results.jsonl");
     let run = Command::new(env!("CARGO_BIN_EXE_bench"))
         .current_dir(root())

@@ -169,6 +169,40 @@ pub async fn run(
     function: Invoker,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
+    let consumer = subscribe(&kafka, &topics, &settings)?;
+    tracing::info!(topics = ?topics, group = %settings.group_id, "consuming");
+    let mut faulty = FaultyInvoker::new(function, &settings.faults);
+    while !*shutdown.borrow() {
+        let batch = next_batch(&consumer, &settings, &mut shutdown).await;
+        if batch.is_empty() {
+            continue;
+        }
+        let payload = serde_json::to_value(lambda_event(&batch, &kafka.bootstrap_servers))?;
+        let ranges = ranges(&batch);
+        let retry_soon = match faulty.invoke(payload, batch.len()).await {
+            Ok(answer) => commit(&consumer, &ranges, answer)?,
+            Err(e) => {
+                tracing::warn!(error = %shared::error_chain(&e), records = batch.len(), "notifier invocation failed; the batch is delivered again");
+                for ((topic, partition), (first, _)) in &ranges {
+                    seek(&consumer, topic, *partition, *first);
+                }
+                true
+            }
+        };
+        if retry_soon {
+            sleep_or_stop(&mut shutdown, settings.retry_backoff).await;
+        }
+    }
+    Ok(())
+}
+
+/// A consumer of `topics` in the settings' group that commits only what the
+/// function answered for.
+fn subscribe(
+    kafka: &KafkaSettings,
+    topics: &[String],
+    settings: &KafkaSourceSettings,
+) -> Result<StreamConsumer, Error> {
     let consumer: StreamConsumer = kafka
         .client_config()
         .set("group.id", &settings.group_id)
@@ -189,91 +223,88 @@ pub async fn run(
         .map_err(Error::Kafka)?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(Error::Kafka)?;
-    tracing::info!(topics = ?topics, group = %settings.group_id, "consuming");
+    Ok(consumer)
+}
 
-    let mut kill = settings.faults.kill_once_after;
-    while !*shutdown.borrow() {
-        let batch = next_batch(&consumer, &settings, &mut shutdown).await;
-        if batch.is_empty() {
-            continue;
-        }
-        let event = lambda_event(&batch, &kafka.bootstrap_servers);
-        let payload = serde_json::to_value(&event)?;
-        let ranges = ranges(&batch);
-        let mut answer = match kill {
-            Some(after) => match tokio::time::timeout(after, function(payload.clone())).await {
-                Ok(answer) => answer,
-                Err(_) => {
-                    kill = None;
-                    settings
-                        .faults
-                        .injected
-                        .killed
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        records = batch.len(),
-                        "fault: the invocation is killed mid-batch"
-                    );
-                    Err(Error::Invocation {
-                        function: "notifier".into(),
-                        message: "killed mid-batch (an injected fault)".into(),
-                    })
-                }
-            },
-            None => function(payload.clone()).await,
+/// Commits what a successful invocation answered for: each partition listed in
+/// a partial-batch answer resumes at its lowest failed offset, the others after
+/// the batch. Answers whether a partition is retried (so the source backs off).
+fn commit(
+    consumer: &StreamConsumer,
+    ranges: &BTreeMap<(String, i32), (i64, i64)>,
+    answer: serde_json::Value,
+) -> Result<bool, Error> {
+    let resume = serde_json::from_value::<KafkaBatchResponse>(answer)
+        .unwrap_or_default()
+        .resume_points();
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), (_, last)) in ranges {
+        let next = match resume.get(&format!("{topic}-{partition}")) {
+            Some(failed) => {
+                seek(consumer, topic, *partition, *failed);
+                *failed
+            }
+            None => last + 1,
         };
-        if settings.faults.duplicate && answer.is_ok() {
-            tracing::info!(records = batch.len(), "fault: the batch is delivered twice");
-            settings
-                .faults
+        offsets
+            .add_partition_offset(topic, *partition, Offset::Offset(next))
+            .map_err(Error::Kafka)?;
+    }
+    if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+        // Not committed means delivered again: at least once.
+        tracing::warn!(error = %e, "offset commit failed; the batch may be delivered again");
+    }
+    Ok(!resume.is_empty())
+}
+
+/// The function behind the faults the settings ask for (`make soak`): the first
+/// invocation still running after `kill_once_after` is dropped mid-batch, and
+/// with `duplicate` each batch that succeeded is delivered a second time.
+struct FaultyInvoker<'a> {
+    function: Invoker,
+    faults: &'a DeliveryFaults,
+    kill: Option<Duration>,
+}
+
+impl<'a> FaultyInvoker<'a> {
+    fn new(function: Invoker, faults: &'a DeliveryFaults) -> Self {
+        FaultyInvoker {
+            function,
+            faults,
+            kill: faults.kill_once_after,
+        }
+    }
+
+    async fn invoke(
+        &mut self,
+        payload: serde_json::Value,
+        records: usize,
+    ) -> Result<serde_json::Value, Error> {
+        let answer = match self.kill {
+            Some(after) => {
+                match tokio::time::timeout(after, (self.function)(payload.clone())).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        self.kill = None;
+                        self.faults.injected.killed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(records, "fault: the invocation is killed mid-batch");
+                        Err(Error::Invocation {
+                            function: "notifier".into(),
+                            message: "killed mid-batch (an injected fault)".into(),
+                        })
+                    }
+                }
+            }
+            None => (self.function)(payload.clone()).await,
+        };
+        if self.faults.duplicate && answer.is_ok() {
+            tracing::info!(records, "fault: the batch is delivered twice");
+            self.faults
                 .injected
                 .duplicated
                 .fetch_add(1, Ordering::Relaxed);
-            answer = function(payload).await;
+            return (self.function)(payload).await;
         }
-        match answer {
-            Ok(answer) => {
-                // A partial-batch answer: each listed partition resumes at its
-                // lowest failed offset; the others are done.
-                let resume = serde_json::from_value::<KafkaBatchResponse>(answer)
-                    .unwrap_or_default()
-                    .resume_points();
-                let mut offsets = TopicPartitionList::new();
-                for ((topic, partition), (_, last)) in &ranges {
-                    let next = match resume.get(&format!("{topic}-{partition}")) {
-                        Some(failed) => {
-                            seek(&consumer, topic, *partition, *failed);
-                            *failed
-                        }
-                        None => last + 1,
-                    };
-                    offsets
-                        .add_partition_offset(topic, *partition, Offset::Offset(next))
-                        .map_err(Error::Kafka)?;
-                }
-                if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
-                    // Not committed means delivered again: at least once.
-                    tracing::warn!(error = %e, "offset commit failed; the batch may be delivered again");
-                }
-                if !resume.is_empty() {
-                    sleep_or_stop(&mut shutdown, settings.retry_backoff).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %shared::error_chain(&e), records = batch.len(), "notifier invocation failed; the batch is delivered again");
-                for ((topic, partition), (first, _)) in &ranges {
-                    if let Err(e) = consumer.seek(
-                        topic,
-                        *partition,
-                        Offset::Offset(*first),
-                        Duration::from_secs(5),
-                    ) {
-                        tracing::error!(error = %e, topic = %topic, partition, "seek back failed");
-                    }
-                }
-                sleep_or_stop(&mut shutdown, settings.retry_backoff).await;
-            }
-        }
+        answer
     }
-    Ok(())
 }

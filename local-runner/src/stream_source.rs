@@ -70,7 +70,8 @@ pub fn lambda_record(record: &Record, stream_arn: &str, region: &str) -> Option<
     Some(event)
 }
 
-/// Polls `table`'s stream and invokes `function` until `shutdown` turns true.
+/// Polls the stream of `table` and invokes `function` with each batch until
+/// `shutdown` turns true.
 pub async fn run(
     dynamodb: aws_sdk_dynamodb::Client,
     streams: StreamsClient,
@@ -79,63 +80,16 @@ pub async fn run(
     function: Invoker,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let stream_arn = dynamodb
-        .describe_table()
-        .table_name(&table)
-        .send()
-        .await
-        .map_err(|e| Error::Streams {
-            operation: "DescribeTable",
-            message: DisplayErrorContext(e).to_string(),
-        })?
-        .table()
-        .and_then(|t| t.latest_stream_arn())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Streams {
-            operation: "DescribeTable",
-            message: format!("table {table} has no stream"),
-        })?;
-    let shard_id = streams
-        .describe_stream()
-        .stream_arn(&stream_arn)
-        .send()
-        .await
-        .map_err(streams_error("DescribeStream"))?
-        .stream_description()
-        .and_then(|d| d.shards().first())
-        .and_then(|s| s.shard_id())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Streams {
-            operation: "DescribeStream",
-            message: format!("the stream of {table} has no shard"),
-        })?;
-    tracing::info!(table = %table, stream = %stream_arn, "polling the outbox stream");
-
-    let iterator_at = |kind: ShardIteratorType, sequence: Option<String>| {
-        let streams = streams.clone();
-        let stream_arn = stream_arn.clone();
-        let shard_id = shard_id.clone();
-        async move {
-            streams
-                .get_shard_iterator()
-                .stream_arn(stream_arn)
-                .shard_id(shard_id)
-                .shard_iterator_type(kind)
-                .set_sequence_number(sequence)
-                .send()
-                .await
-                .map_err(streams_error("GetShardIterator"))
-                .map(|o| o.shard_iterator().map(str::to_owned))
-        }
-    };
-
-    let mut iterator = iterator_at(ShardIteratorType::TrimHorizon, None).await?;
+    let shard = Shard::of_table(&dynamodb, streams, &table).await?;
+    tracing::info!(table = %table, stream = %shard.stream_arn, "polling the outbox stream");
+    let mut iterator = shard.iterator(ShardIteratorType::TrimHorizon, None).await?;
     while !*shutdown.borrow() {
         let Some(current) = iterator.clone() else {
             tracing::warn!("the shard is closed; stopping the stream source");
             return Ok(());
         };
-        let out = match streams
+        let out = match shard
+            .streams
             .get_records()
             .shard_iterator(&current)
             .limit(settings.batch_size)
@@ -152,33 +106,110 @@ pub async fn run(
         let records: Vec<EventRecord> = out
             .records()
             .iter()
-            .filter_map(|r| lambda_record(r, &stream_arn, &settings.region))
+            .filter_map(|r| lambda_record(r, &shard.stream_arn, &settings.region))
             .collect();
+        let next = out.next_shard_iterator().map(str::to_owned);
         if records.is_empty() {
-            iterator = out.next_shard_iterator().map(str::to_owned);
+            iterator = next;
             sleep_or_stop(&mut shutdown, settings.poll_interval).await;
             continue;
         }
-        let first = records[0].change.sequence_number.clone();
-        let mut event = Event::default();
-        event.records = records;
-        let payload = serde_json::to_value(&event)?;
-        let resume_from = match function(payload).await {
-            Ok(answer) => lowest_failure(&answer),
-            Err(e) => {
-                tracing::warn!(error = %shared::error_chain(&e), "relay invocation failed; the whole batch is re-delivered");
-                first
-            }
-        };
-        iterator = match resume_from {
-            None => out.next_shard_iterator().map(str::to_owned),
+        iterator = match invoke(&function, records).await? {
+            None => next,
             Some(sequence) => {
                 sleep_or_stop(&mut shutdown, settings.retry_backoff).await;
-                iterator_at(ShardIteratorType::AtSequenceNumber, Some(sequence)).await?
+                shard
+                    .iterator(ShardIteratorType::AtSequenceNumber, Some(sequence))
+                    .await?
             }
         };
     }
     Ok(())
+}
+
+/// Invokes `function` with one batch; answers the sequence number to deliver
+/// again from (the lowest failed one, or the batch's first when the invocation
+/// failed), or `None` when the whole batch is done.
+async fn invoke(function: &Invoker, records: Vec<EventRecord>) -> Result<Option<String>, Error> {
+    let first = records[0].change.sequence_number.clone();
+    let mut event = Event::default();
+    event.records = records;
+    match function(serde_json::to_value(&event)?).await {
+        Ok(answer) => Ok(lowest_failure(&answer)),
+        Err(e) => {
+            tracing::warn!(error = %shared::error_chain(&e), "relay invocation failed; the whole batch is re-delivered");
+            Ok(first)
+        }
+    }
+}
+
+/// The one shard of a table's stream (moto's streams have one).
+struct Shard {
+    streams: StreamsClient,
+    stream_arn: String,
+    shard_id: String,
+}
+
+impl Shard {
+    async fn of_table(
+        dynamodb: &aws_sdk_dynamodb::Client,
+        streams: StreamsClient,
+        table: &str,
+    ) -> Result<Self, Error> {
+        let stream_arn = dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| Error::Streams {
+                operation: "DescribeTable",
+                message: DisplayErrorContext(e).to_string(),
+            })?
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Streams {
+                operation: "DescribeTable",
+                message: format!("table {table} has no stream"),
+            })?;
+        let shard_id = streams
+            .describe_stream()
+            .stream_arn(&stream_arn)
+            .send()
+            .await
+            .map_err(streams_error("DescribeStream"))?
+            .stream_description()
+            .and_then(|d| d.shards().first())
+            .and_then(|s| s.shard_id())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Streams {
+                operation: "DescribeStream",
+                message: format!("the stream of {table} has no shard"),
+            })?;
+        Ok(Shard {
+            streams,
+            stream_arn,
+            shard_id,
+        })
+    }
+
+    /// An iterator of the shard at `kind` (and `sequence`, for AT_SEQUENCE_NUMBER).
+    async fn iterator(
+        &self,
+        kind: ShardIteratorType,
+        sequence: Option<String>,
+    ) -> Result<Option<String>, Error> {
+        self.streams
+            .get_shard_iterator()
+            .stream_arn(&self.stream_arn)
+            .shard_id(&self.shard_id)
+            .shard_iterator_type(kind)
+            .set_sequence_number(sequence)
+            .send()
+            .await
+            .map_err(streams_error("GetShardIterator"))
+            .map(|o| o.shard_iterator().map(str::to_owned))
+    }
 }
 
 /// The lowest sequence number in a `batchItemFailures` answer.

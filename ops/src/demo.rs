@@ -14,6 +14,7 @@ use shared::domain::{Money, UserId};
 use shared::dynamodb::{DynamoFailureLedger, TicketingRepository};
 use shared::kafka::KafkaSettings;
 use shared::ledger::LedgerStatus;
+use shared::notification::ChannelKind;
 use shared::seed::{SeedRequest, Seeded, SeededUser, generate};
 use std::collections::HashSet;
 use std::time::Duration as StdDuration;
@@ -150,7 +151,7 @@ impl Demo<'_> {
         &self,
         ledger: &DynamoFailureLedger,
         event_id: &str,
-        channel: &str,
+        channel: ChannelKind,
         status: LedgerStatus,
     ) -> Result<bool, Error> {
         let deadline = tokio::time::Instant::now() + StdDuration::from_secs(90);
@@ -159,8 +160,9 @@ impl Demo<'_> {
                 && entry.status == status
             {
                 println!(
-                    "ledger {} on {channel}: {} after {} failed attempt(s), last error: {}",
+                    "ledger {} on {}: {} after {} failed attempt(s), last error: {}",
                     entry.event_id,
+                    channel.name(),
                     entry.status.name(),
                     entry.attempts,
                     entry.last_error
@@ -310,8 +312,55 @@ async fn read_keys(topic: &str, keys: &[String]) -> Result<bool, Error> {
     Ok(waiting.is_empty())
 }
 
+/// The fans of the scenario: five who can pay (A, C, D, E, F) and one who cannot (B).
+struct Cast {
+    rich: Seeded,
+    poor: Seeded,
+}
+
+impl Cast {
+    fn fan(&self, index: usize) -> &SeededUser {
+        &self.rich.users[index]
+    }
+
+    fn short_of_money(&self) -> &SeededUser {
+        &self.poor.users[0]
+    }
+
+    fn seat(&self, index: usize) -> &shared::domain::Seat {
+        &self.rich.seats[index]
+    }
+}
+
+/// How the scenario ended: each check it makes, and the notifications counted.
+#[derive(Default)]
+struct Verdicts {
+    relayed: bool,
+    notified: bool,
+    not_charged_twice: bool,
+    refused_for_balance: bool,
+    retried_after_outage: bool,
+    parked: bool,
+    hold_expiry: bool,
+}
+
+impl Verdicts {
+    fn all_hold(&self) -> bool {
+        self.relayed
+            && self.notified
+            && self.not_charged_twice
+            && self.refused_for_balance
+            && self.retried_after_outage
+            && self.parked
+            && self.hold_expiry
+    }
+}
+
+/// How long a duplicate notification is given to show up before the count.
+const DUPLICATE_GRACE: StdDuration = StdDuration::from_secs(3);
+
 /// Runs the scenario; answers whether every confirmed payment was notified
-/// exactly once.
+/// exactly once and every step did what it shows.
 pub async fn run(
     repo: &TicketingRepository,
     key: &JwtKey,
@@ -327,209 +376,25 @@ pub async fn run(
         sandbox: sandbox.trim_end_matches('/'),
         repo,
     };
-
-    step(
-        "1. seed: a concert with 6 seats at 150,000원, five fans with 200,000원, one with 10,000원",
-    );
-    let now = chrono::Utc::now();
-    let request = |users, balance| -> Result<SeedRequest, Error> {
-        Ok(SeedRequest {
-            seats: 6,
-            users,
-            balance: Money::krw(balance)?,
-            price: Money::krw(150_000)?,
-            title: "아이유 콘서트 2026".into(),
-            starts_at: crate::concert_start(now),
-            token_ttl: Duration::hours(2),
-            mail_prefix: "fan".into(),
-        })
-    };
-    let rich: Seeded = generate(&request(5, 200_000)?, key, now)?;
-    let poor = generate(&request(1, 10_000)?, key, now)?;
-    repo.seed(&rich.data()).await?;
-    repo.seed(&poor.data()).await?;
-    let (a, c, b) = (&rich.users[0], &rich.users[1], &poor.users[0]);
-    let (d, e, f) = (&rich.users[2], &rich.users[3], &rich.users[4]);
-    println!(
-        "concert {} ({}); fans {}, {}, {}",
-        rich.concert.id, rich.concert.title, a.user.mail, c.user.mail, b.user.mail
-    );
-
-    step("2. two fans hold a seat and pay");
-    let paid = [
-        demo.hold_and_pay("fan A", a, &rich.seats[0]).await?,
-        demo.hold_and_pay("fan C", c, &rich.seats[1]).await?,
-    ];
-    let mails: Vec<String> = vec![a.user.mail.as_str().into(), c.user.mail.as_str().into()];
-
-    step("3. the outbox items, written in the payments' transactions");
-    for reservation in &paid {
-        println!(
-            "outbox PaymentCompleted {} for reservation {reservation}",
-            demo.event_id(reservation).await?
-        );
-    }
-
-    step("4. the relay published them to Kafka (read back with a consumer)");
-    let topics = TopicNames::from_env();
-    read_keys(&topics.payment_completed, &paid).await?;
-
-    step("5. the notifier sent the Telegram messages (the sandbox's record)");
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
-    loop {
-        let counts = demo.delivered(&mails).await?;
-        if counts.iter().all(|n| *n >= 1) || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(StdDuration::from_millis(250)).await;
-    }
-    for message in demo.sandbox_messages(Some("telegram")).await? {
-        let text = message["text"].as_str().unwrap_or_default();
-        if mails.iter().any(|m| text.contains(m.as_str())) {
-            println!(
-                "telegram to chat {}:\n  {}",
-                message["chatId"],
-                text.replace('\n', "\n  ")
-            );
-        }
-    }
-
-    step("6. fan A pays the same reservation again: the first receipt, no second charge");
-    let before = demo.balance(a.user.id).await?;
-    let (status, again) = demo.pay(a, &paid[0]).await?;
-    let after = demo.balance(a.user.id).await?;
-    println!("fan A pays again -> {status} {again}");
-    println!(
-        "balance before {} and after {}: {}",
-        Money::krw(before)?.to_won_string(),
-        Money::krw(after)?.to_won_string(),
-        if before == after {
-            "not charged twice"
-        } else {
-            "CHARGED TWICE"
-        }
-    );
-
-    step("7. fan B holds a seat but has only 10,000원");
-    let (status, held) = demo.hold(b, &rich.seats[2]).await?;
-    println!("fan B holds seat 3 -> {status} {held}");
-    let reservation = held["reservationId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let (status, refused) = demo.pay(b, &reservation).await?;
-    println!("fan B pays -> {status} {refused}");
-    println!(
-        "fan B's balance is still {}",
-        Money::krw(demo.balance(b.user.id).await?)?.to_won_string()
-    );
-
     let ledger =
         DynamoFailureLedger::new(repo.client().clone(), repo.tables().failed_messages.clone());
+    let cast = demo.seed(key).await?;
+    let mut verdicts = Verdicts::default();
+    let (paid, mut mails) = demo.two_fans_pay(&cast, &mut verdicts).await?;
+    verdicts.not_charged_twice = demo.pay_again(&cast, &paid[0]).await?;
+    verdicts.refused_for_balance = demo.pay_without_balance(&cast).await?;
+    verdicts.retried_after_outage = demo.telegram_outage(&cast, &ledger).await?;
+    mails.push(cast.fan(2).user.mail.as_str().into());
+    verdicts.parked = demo.blocked_bot(&cast, &ledger).await?;
+    verdicts.hold_expiry = demo.hold_expires(&cast, &ledger).await?;
 
-    step("8. Telegram goes down: fan D still pays at once; the message waits in the DLQ");
-    demo.sandbox_failures(json!({"count": 1_000_000, "status": 502}))
-        .await?;
-    let started = std::time::Instant::now();
-    let reservation_d = demo.hold_and_pay("fan D", d, &rich.seats[3]).await?;
-    println!(
-        "the hold and the payment took {} ms together: neither waits on Telegram",
-        started.elapsed().as_millis()
-    );
-    let event_d = demo.event_id(&reservation_d).await?;
-    let pending = demo
-        .ledger_reaches(&ledger, &event_d, "telegram", LedgerStatus::Pending)
-        .await?;
-    println!("Telegram is back; dlq-retry delivers it on its next run");
-    demo.sandbox_failures(json!({"count": 0})).await?;
-    let processed = demo
-        .ledger_reaches(&ledger, &event_d, "telegram", LedgerStatus::Processed)
-        .await?;
-    let mut mails = mails;
-    mails.push(d.user.mail.as_str().into());
-
-    step("9. the bot is blocked for the chat (HTTP 403): fan E's notification fails for good");
-    demo.sandbox_failures(json!({"count": 1, "status": 403}))
-        .await?;
-    let reservation_e = demo.hold_and_pay("fan E", e, &rich.seats[4]).await?;
-    let event_e = demo.event_id(&reservation_e).await?;
-    let parked = demo
-        .ledger_reaches(&ledger, &event_e, "telegram", LedgerStatus::Failed)
-        .await?;
-    println!(
-        "it is on {} for an operator: `ops failed show {event_e}`, `ops failed redrive {event_e}`",
-        TopicNames::from_env().payment_completed_failed
-    );
-
-    step(
-        "10. fan F holds seat 6 and never pays: the hold expires, the seat is released, \
-         and fan F is told on Telegram and on Discord",
-    );
-    // Fan B's unpaid hold of step 7 expires first; its notices must not take
-    // the Discord failure planned for fan F's.
-    let expired_title = "[좌석 선점 만료]";
-    println!("fan B's unpaid hold of step 7 expires first:");
-    demo.message_for("discord", b.user.mail.as_str(), expired_title)
-        .await?;
-    // Discord fails the first time: Telegram is told at once, Discord by a retry,
-    // and neither twice.
-    demo.sandbox_failures(json!({"count": 1, "status": 503, "channel": "discord"}))
-        .await?;
-    let (status_f, held_f) = demo.hold(f, &rich.seats[5]).await?;
-    println!("fan F holds seat 6 -> {status_f} {held_f}");
-    let reservation_f = held_f["reservationId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let released = demo.seat_released(rich.seats[5].id).await?;
-    let announced = read_keys(
-        &topics.seat_hold_expired,
-        std::slice::from_ref(&reservation_f),
-    )
-    .await?;
-    let mail_f = f.user.mail.as_str();
-    let told = demo.message_for("telegram", mail_f, expired_title).await?;
-    let event_f = demo.event_id(&reservation_f).await?;
-    println!("Discord answered 503: its message waits in the DLQ; Telegram's is not sent again");
-    let retried = demo
-        .ledger_reaches(&ledger, &event_f, "discord", LedgerStatus::Processed)
-        .await?;
-    let told_discord = demo.message_for("discord", mail_f, expired_title).await?;
-    let once_each = demo
-        .messages_for("telegram", mail_f, expired_title)
-        .await?
-        .len()
-        == 1
-        && demo
-            .messages_for("discord", mail_f, expired_title)
-            .await?
-            .len()
-            == 1;
-    println!(
-        "fan F was told {} on each channel",
-        if once_each { "once" } else { "NOT once" }
-    );
-    let (status_b, held_b) = demo.hold(b, &rich.seats[5]).await?;
-    println!("fan B holds the released seat 6 -> {status_b} {held_b}");
-    let expiry_ok =
-        released && announced && told && retried && told_discord && once_each && status_b == 201;
-
-    // Give a duplicate every chance to arrive before counting.
-    tokio::time::sleep(StdDuration::from_secs(3)).await;
+    tokio::time::sleep(DUPLICATE_GRACE).await;
     let counts = demo.delivered(&mails).await?;
     let delivered = counts.iter().filter(|n| **n == 1).count();
     let duplicated = counts.iter().filter(|n| **n > 1).count();
-    let failed_permanently = usize::from(parked);
+    let failed_permanently = usize::from(verdicts.parked);
     let confirmed = mails.len() + 1;
     let lost = confirmed - delivered - duplicated - failed_permanently;
-    let ok = lost == 0
-        && duplicated == 0
-        && before == after
-        && status == 402
-        && pending
-        && processed
-        && parked
-        && expiry_ok;
     if duplicated > 0 {
         println!("\n{duplicated} payments were notified more than once");
     }
@@ -537,5 +402,265 @@ pub async fn run(
         "\ndemo: {confirmed} payments confirmed, {delivered} notifications delivered, \
          {failed_permanently} failed permanently, {lost} lost"
     );
-    Ok(ok)
+    Ok(lost == 0 && duplicated == 0 && verdicts.all_hold())
 }
+
+impl Demo<'_> {
+    async fn seed(&self, key: &JwtKey) -> Result<Cast, Error> {
+        step(
+            "1. seed: a concert with 6 seats at 150,000원, five fans with 200,000원, one with 10,000원",
+        );
+        let now = chrono::Utc::now();
+        let request = |users, balance| -> Result<SeedRequest, Error> {
+            Ok(SeedRequest {
+                seats: 6,
+                users,
+                balance: Money::krw(balance)?,
+                price: Money::krw(150_000)?,
+                title: "아이유 콘서트 2026".into(),
+                starts_at: crate::concert_start(now),
+                token_ttl: Duration::hours(2),
+                mail_prefix: "fan".into(),
+            })
+        };
+        let cast = Cast {
+            rich: generate(&request(5, 200_000)?, key, now)?,
+            poor: generate(&request(1, 10_000)?, key, now)?,
+        };
+        self.repo.seed(&cast.rich.data()).await?;
+        self.repo.seed(&cast.poor.data()).await?;
+        println!(
+            "concert {} ({}); fans {}, {}, {}",
+            cast.rich.concert.id,
+            cast.rich.concert.title,
+            cast.fan(0).user.mail,
+            cast.fan(1).user.mail,
+            cast.short_of_money().user.mail
+        );
+        Ok(cast)
+    }
+
+    /// Steps 2 to 5: fans A and C pay; their outbox items, Kafka records and
+    /// Telegram messages. Answers the reservations and the mails notified.
+    async fn two_fans_pay(
+        &self,
+        cast: &Cast,
+        verdicts: &mut Verdicts,
+    ) -> Result<([String; 2], Vec<String>), Error> {
+        step("2. two fans hold a seat and pay");
+        let paid = [
+            self.hold_and_pay("fan A", cast.fan(0), cast.seat(0))
+                .await?,
+            self.hold_and_pay("fan C", cast.fan(1), cast.seat(1))
+                .await?,
+        ];
+        let mails: Vec<String> = (0..2)
+            .map(|i| cast.fan(i).user.mail.as_str().into())
+            .collect();
+
+        step("3. the outbox items, written in the payments' transactions");
+        for reservation in &paid {
+            println!(
+                "outbox PaymentCompleted {} for reservation {reservation}",
+                self.event_id(reservation).await?
+            );
+        }
+
+        step("4. the relay published them to Kafka (read back with a consumer)");
+        verdicts.relayed = read_keys(&TopicNames::from_env().payment_completed, &paid).await?;
+
+        step("5. the notifier sent the Telegram messages (the sandbox's record)");
+        verdicts.notified = self.each_told(&mails).await?;
+        for message in self.sandbox_messages(Some("telegram")).await? {
+            let text = message["text"].as_str().unwrap_or_default();
+            if mails.iter().any(|m| text.contains(m.as_str())) {
+                println!(
+                    "telegram to chat {}:\n  {}",
+                    message["chatId"],
+                    text.replace('\n', "\n  ")
+                );
+            }
+        }
+        Ok((paid, mails))
+    }
+
+    /// Waits until the sandbox has a message for each of `mails` (or 60 s).
+    async fn each_told(&self, mails: &[String]) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
+        loop {
+            let counts = self.delivered(mails).await?;
+            if counts.iter().all(|n| *n >= 1) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                println!("NOT every fan was told within 60 s: {counts:?}");
+                return Ok(false);
+            }
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+    }
+
+    async fn pay_again(&self, cast: &Cast, reservation: &str) -> Result<bool, Error> {
+        step("6. fan A pays the same reservation again: the first receipt, no second charge");
+        let a = cast.fan(0);
+        let before = self.balance(a.user.id).await?;
+        let (status, again) = self.pay(a, reservation).await?;
+        let after = self.balance(a.user.id).await?;
+        println!("fan A pays again -> {status} {again}");
+        println!(
+            "balance before {} and after {}: {}",
+            Money::krw(before)?.to_won_string(),
+            Money::krw(after)?.to_won_string(),
+            if before == after {
+                "not charged twice"
+            } else {
+                "CHARGED TWICE"
+            }
+        );
+        Ok(before == after && status == 200)
+    }
+
+    async fn pay_without_balance(&self, cast: &Cast) -> Result<bool, Error> {
+        step("7. fan B holds a seat but has only 10,000원");
+        let b = cast.short_of_money();
+        let (status, held) = self.hold(b, cast.seat(2)).await?;
+        println!("fan B holds seat 3 -> {status} {held}");
+        let reservation = held["reservationId"].as_str().unwrap_or_default();
+        let (status, refused) = self.pay(b, reservation).await?;
+        println!("fan B pays -> {status} {refused}");
+        println!(
+            "fan B's balance is still {}",
+            Money::krw(self.balance(b.user.id).await?)?.to_won_string()
+        );
+        Ok(status == 402)
+    }
+
+    async fn telegram_outage(
+        &self,
+        cast: &Cast,
+        ledger: &DynamoFailureLedger,
+    ) -> Result<bool, Error> {
+        step("8. Telegram goes down: fan D still pays at once; the message waits in the DLQ");
+        self.sandbox_failures(json!({"count": 1_000_000, "status": 502}))
+            .await?;
+        let started = std::time::Instant::now();
+        let reservation = self
+            .hold_and_pay("fan D", cast.fan(2), cast.seat(3))
+            .await?;
+        println!(
+            "the hold and the payment took {} ms together: neither waits on Telegram",
+            started.elapsed().as_millis()
+        );
+        let event = self.event_id(&reservation).await?;
+        let pending = self
+            .ledger_reaches(ledger, &event, ChannelKind::Telegram, LedgerStatus::Pending)
+            .await?;
+        println!("Telegram is back; dlq-retry delivers it on its next run");
+        self.sandbox_failures(json!({"count": 0})).await?;
+        let processed = self
+            .ledger_reaches(
+                ledger,
+                &event,
+                ChannelKind::Telegram,
+                LedgerStatus::Processed,
+            )
+            .await?;
+        Ok(pending && processed)
+    }
+
+    async fn blocked_bot(&self, cast: &Cast, ledger: &DynamoFailureLedger) -> Result<bool, Error> {
+        step("9. the bot is blocked for the chat (HTTP 403): fan E's notification fails for good");
+        self.sandbox_failures(json!({"count": 1, "status": 403}))
+            .await?;
+        let reservation = self
+            .hold_and_pay("fan E", cast.fan(3), cast.seat(4))
+            .await?;
+        let event = self.event_id(&reservation).await?;
+        let parked = self
+            .ledger_reaches(ledger, &event, ChannelKind::Telegram, LedgerStatus::Failed)
+            .await?;
+        println!(
+            "it is on {} for an operator: `ops failed show {event}`, `ops failed redrive {event}`",
+            TopicNames::from_env().payment_completed_failed
+        );
+        Ok(parked)
+    }
+
+    async fn hold_expires(&self, cast: &Cast, ledger: &DynamoFailureLedger) -> Result<bool, Error> {
+        step(
+            "10. fan F holds seat 6 and never pays: the hold expires, the seat is released, \
+             and fan F is told on Telegram and on Discord",
+        );
+        // Fan B's unpaid hold of step 7 expires first; its notices must not take
+        // the Discord failure planned for fan F's.
+        let b = cast.short_of_money();
+        println!("fan B's unpaid hold of step 7 expires first:");
+        self.message_for("discord", b.user.mail.as_str(), EXPIRED_TITLE)
+            .await?;
+        // Discord fails the first time: Telegram is told at once, Discord by a retry,
+        // and neither twice.
+        self.sandbox_failures(json!({"count": 1, "status": 503, "channel": "discord"}))
+            .await?;
+        let (status, held) = self.hold(cast.fan(4), cast.seat(5)).await?;
+        println!("fan F holds seat 6 -> {status} {held}");
+        let reservation = held["reservationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let released = self.seat_released(cast.seat(5).id).await?;
+        let announced = read_keys(
+            &TopicNames::from_env().seat_hold_expired,
+            std::slice::from_ref(&reservation),
+        )
+        .await?;
+        let told = self
+            .told_of_expiry(cast.fan(4), &reservation, ledger)
+            .await?;
+        let (status_b, held_b) = self.hold(b, cast.seat(5)).await?;
+        println!("fan B holds the released seat 6 -> {status_b} {held_b}");
+        Ok(released && announced && told && status_b == 201)
+    }
+
+    /// Fan F is told of the expiry once on Telegram, and once on Discord after
+    /// its retry.
+    async fn told_of_expiry(
+        &self,
+        fan: &SeededUser,
+        reservation: &str,
+        ledger: &DynamoFailureLedger,
+    ) -> Result<bool, Error> {
+        let mail = fan.user.mail.as_str();
+        let telegram = self.message_for("telegram", mail, EXPIRED_TITLE).await?;
+        let event = self.event_id(reservation).await?;
+        println!(
+            "Discord answered 503: its message waits in the DLQ; Telegram's is not sent again"
+        );
+        let retried = self
+            .ledger_reaches(
+                ledger,
+                &event,
+                ChannelKind::Discord,
+                LedgerStatus::Processed,
+            )
+            .await?;
+        let discord = self.message_for("discord", mail, EXPIRED_TITLE).await?;
+        let once_each = self
+            .messages_for("telegram", mail, EXPIRED_TITLE)
+            .await?
+            .len()
+            == 1
+            && self
+                .messages_for("discord", mail, EXPIRED_TITLE)
+                .await?
+                .len()
+                == 1;
+        println!(
+            "fan F was told {} on each channel",
+            if once_each { "once" } else { "NOT once" }
+        );
+        Ok(telegram && retried && discord && once_each)
+    }
+}
+
+/// The title of the notice of an expired hold.
+const EXPIRED_TITLE: &str = "[좌석 선점 만료]";

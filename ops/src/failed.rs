@@ -19,13 +19,14 @@ use shared::delivery::DeadLetterSink;
 use shared::dynamodb::DynamoFailureLedger;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, decoded_message};
 use shared::ledger::{LedgerEntry, LedgerStatus};
+use shared::notification::ChannelKind;
 use std::collections::HashMap;
 use std::time::Duration;
 
 fn entry_json(e: &LedgerEntry) -> serde_json::Value {
     json!({
         "eventId": e.event_id,
-        "channel": e.channel,
+        "channel": e.channel.map(ChannelKind::name),
         "eventType": e.event_type,
         "status": e.status.name(),
         "attempts": e.attempts,
@@ -49,7 +50,7 @@ pub async fn list(ledger: &DynamoFailureLedger, status: Option<&str>) -> Result<
         println!(
             "{:<38} {:<9} {:<9} {:>8}  {:<24}  {}",
             e.event_id,
-            e.channel.as_deref().unwrap_or("-"),
+            e.channel.map_or("-", ChannelKind::name),
             e.status.name(),
             e.attempts,
             e.last_failed_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -74,7 +75,7 @@ pub async fn show(ledger: &DynamoFailureLedger, event_id: &str) -> Result<(), Er
 
 /// A ledger row's address: the event and the channel that failed (`None`: the
 /// record failed before any channel).
-type RowKey = (String, Option<String>);
+type RowKey = (String, Option<ChannelKind>);
 
 /// The newest dead letter of each event and channel on `topics`, read up to
 /// their current ends.
@@ -119,8 +120,7 @@ async fn dead_letters(
         };
         remaining -= 1;
         if let Ok(letter) = DeadLetter::from_dlq_record(&decoded_message(&message.detach())) {
-            let channel = letter.channel.map(|c| c.name().to_owned());
-            letters.insert((letter.event_id(), channel), letter);
+            letters.insert((letter.event_id(), letter.channel), letter);
         }
     }
     Ok(letters)
@@ -129,7 +129,7 @@ async fn dead_letters(
 pub async fn redrive(
     ledger: &DynamoFailureLedger,
     event_id: Option<&str>,
-    channel: Option<&str>,
+    channel: Option<ChannelKind>,
     all_failed: bool,
 ) -> Result<(), Error> {
     let rows = rows_to_redrive(ledger, event_id, channel, all_failed).await?;
@@ -151,11 +151,11 @@ pub async fn redrive(
     let sink = DeadLetterSink::new(publisher, ledger.clone(), topics);
     let mut missing = Vec::new();
     for row in &rows {
-        let name = match &row.channel {
-            Some(channel) => format!("{} on {channel}", row.event_id),
+        let name = match row.channel {
+            Some(channel) => format!("{} on {}", row.event_id, channel.name()),
             None => row.event_id.clone(),
         };
-        let Some(letter) = letters.get(&(row.event_id.clone(), row.channel.clone())) else {
+        let Some(letter) = letters.get(&(row.event_id.clone(), row.channel)) else {
             missing.push(format!("{name} (no dead letter on the topics)"));
             continue;
         };
@@ -179,7 +179,7 @@ pub async fn redrive(
 async fn rows_to_redrive(
     ledger: &DynamoFailureLedger,
     event_id: Option<&str>,
-    channel: Option<&str>,
+    channel: Option<ChannelKind>,
     all_failed: bool,
 ) -> Result<Vec<LedgerEntry>, Error> {
     match (event_id, all_failed) {
@@ -188,10 +188,12 @@ async fn rows_to_redrive(
                 .for_event(id)
                 .await?
                 .into_iter()
-                .filter(|e| channel.is_none() || e.channel.as_deref() == channel)
+                .filter(|e| channel.is_none() || e.channel == channel)
                 .collect();
             if rows.is_empty() {
-                let on = channel.map(|c| format!(" on {c}")).unwrap_or_default();
+                let on = channel
+                    .map(|c| format!(" on {}", c.name()))
+                    .unwrap_or_default();
                 return Err(Error::Message(format!("no ledger row for event {id}{on}")));
             }
             Ok(rows

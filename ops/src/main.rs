@@ -18,6 +18,7 @@ use shared::config::{TableNames, TopicNames};
 use shared::domain::Money;
 use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KAFKA_SECRETS, KafkaSettings, create_topics};
+use shared::notification::ChannelKind;
 use shared::seed::{SeedRequest, generate};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,12 +120,18 @@ enum FailedCommand {
     Redrive {
         event_id: Option<String>,
         /// Only the row of this channel (telegram, discord) of the event.
-        #[arg(long, requires = "event_id")]
-        channel: Option<String>,
+        #[arg(long, requires = "event_id", value_parser = channel_kind)]
+        channel: Option<ChannelKind>,
         /// Every FAILED row.
         #[arg(long)]
         all_failed: bool,
     },
+}
+
+/// A channel's name on the command line.
+fn channel_kind(name: &str) -> Result<ChannelKind, String> {
+    ChannelKind::parse(name)
+        .ok_or_else(|| format!("{name:?} is not a channel: use telegram or discord"))
 }
 
 #[tokio::main]
@@ -141,6 +148,35 @@ async fn main() {
     }
 }
 
+/// Creates the tables and topics, and stores the local secrets where the
+/// template's defaults and env.local.json look for them.
+async fn provision(
+    aws: &aws_config::SdkConfig,
+    client: &aws_sdk_dynamodb::Client,
+    tables: &TableNames,
+    partitions: i32,
+) -> Result<(), Error> {
+    create_tables(client, tables).await?;
+    let topics = TopicNames::from_env();
+    create_topics(&KafkaSettings::from_env()?, &topics.all(), partitions).await?;
+    let store = shared::secrets::SecretStore::new(aws);
+    let mut secrets = Vec::new();
+    for (variable, id) in shared::secrets::LOCAL_SECRET_NAMES {
+        if let Ok(value) = shared::config::required(variable) {
+            store
+                .put_secret(id, &shared::config::Secret::new(value))
+                .await?;
+            secrets.push(id);
+        }
+    }
+    println!(
+        "{}",
+        json!({"tables": [tables.ticketing, tables.outbox, tables.idempotency],
+               "topics": topics.all(), "secrets": secrets})
+    );
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     let aws = aws_config::load_from_env().await;
     // The queue tokens' key and Kafka's SASL credentials, when Secrets Manager
@@ -150,28 +186,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let client = aws_sdk_dynamodb::Client::new(&aws);
     let tables = TableNames::from_env();
     match cli.command {
-        Command::Provision { partitions } => {
-            create_tables(&client, &tables).await?;
-            let topics = TopicNames::from_env();
-            create_topics(&KafkaSettings::from_env()?, &topics.all(), partitions).await?;
-            // The local secrets, where the template's defaults and env.local.json
-            // look for them.
-            let store = shared::secrets::SecretStore::new(&aws);
-            let mut secrets = Vec::new();
-            for (variable, id) in shared::secrets::LOCAL_SECRET_NAMES {
-                if let Ok(value) = shared::config::required(variable) {
-                    store
-                        .put_secret(id, &shared::config::Secret::new(value))
-                        .await?;
-                    secrets.push(id);
-                }
-            }
-            println!(
-                "{}",
-                json!({"tables": [tables.ticketing, tables.outbox, tables.idempotency],
-                       "topics": topics.all(), "secrets": secrets})
-            );
-        }
+        Command::Provision { partitions } => provision(&aws, &client, &tables, partitions).await?,
         Command::Seed {
             seats,
             users,
@@ -180,23 +195,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
             title,
             token_minutes,
         } => {
-            let repo = TicketingRepository::new(client, tables);
             let now = Utc::now();
-            let seeded = generate(
-                &SeedRequest {
-                    seats,
-                    users,
-                    balance: Money::krw(balance)?,
-                    price: Money::krw(price)?,
-                    title,
-                    starts_at: concert_start(now),
-                    token_ttl: Duration::minutes(token_minutes),
-                    mail_prefix: "user".into(),
-                },
-                &jwt_key()?,
-                now,
-            )?;
-            repo.seed(&seeded.data()).await?;
+            let request = SeedRequest {
+                seats,
+                users,
+                balance: Money::krw(balance)?,
+                price: Money::krw(price)?,
+                title,
+                starts_at: concert_start(now),
+                token_ttl: Duration::minutes(token_minutes),
+                mail_prefix: "user".into(),
+            };
+            let seeded = generate(&request, &jwt_key()?, now)?;
+            TicketingRepository::new(client, tables)
+                .seed(&seeded.data())
+                .await?;
             println!("{}", seeded.to_json());
         }
         Command::Failed { command } => {
@@ -208,10 +221,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     event_id,
                     channel,
                     all_failed,
-                } => {
-                    failed::redrive(&ledger, event_id.as_deref(), channel.as_deref(), all_failed)
-                        .await?
-                }
+                } => failed::redrive(&ledger, event_id.as_deref(), channel, all_failed).await?,
             }
         }
         Command::Demo { api, sandbox } => {

@@ -103,7 +103,7 @@ async fn failed_on(
     let mut original = shared::fixtures::record_of(envelope, &env.topics.payment_completed, 12);
     original.headers.push((
         HEADER_EVENT_TYPE.into(),
-        envelope.event_type.clone().into_bytes(),
+        envelope.event_type.as_str().as_bytes().to_vec(),
     ));
     let error = shared::Error::from(shared::InfraError::Channel {
         channel: channel.name(),
@@ -199,7 +199,7 @@ async fn redrive_puts_the_dead_letter_back_on_the_dlq_with_retry_count_0_and_the
     assert!(text(&out.stdout).contains("re-drove"));
     let entry = env
         .ledger
-        .get(&event_id, Some("telegram"))
+        .get(&event_id, Some(ChannelKind::Telegram))
         .await
         .unwrap()
         .unwrap();
@@ -239,7 +239,7 @@ async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
     )
     .await;
     env.ledger
-        .mark_processed(&event_id, Some("telegram"), Utc::now())
+        .mark_processed(&event_id, Some(ChannelKind::Telegram), Utc::now())
         .await
         .unwrap();
     failed_on(&env, &envelope, ChannelKind::Discord, LedgerStatus::Failed).await;
@@ -286,7 +286,7 @@ async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
     );
     let telegram = env
         .ledger
-        .get(&event_id, Some("telegram"))
+        .get(&event_id, Some(ChannelKind::Telegram))
         .await
         .unwrap()
         .unwrap();

@@ -1,6 +1,6 @@
 //! In-memory stand-ins for the ports, for unit tests of the functions' logic
 //! (feature `fixtures`; never in a function's build). The adapters themselves
-//! are tested against real services in `tests/`.
+//! are tested against real services in `testkit/tests/`.
 
 use crate::ledger::{FailureLedger, LedgerFailure};
 use crate::notification::{ChannelKind, Notification};
@@ -158,8 +158,8 @@ impl EventPublisher for FakePublisher {
 #[derive(Debug, Default)]
 pub struct FakeLedger {
     failures: Mutex<Vec<LedgerFailure>>,
-    processed: Mutex<Vec<(String, Option<String>)>>,
-    redriven: Mutex<Vec<(String, Option<String>)>>,
+    processed: Mutex<Vec<(String, Option<ChannelKind>)>>,
+    redriven: Mutex<Vec<(String, Option<ChannelKind>)>>,
 }
 
 impl FakeLedger {
@@ -167,11 +167,11 @@ impl FakeLedger {
         lock(&self.failures).clone()
     }
 
-    pub fn processed(&self) -> Vec<(String, Option<String>)> {
+    pub fn processed(&self) -> Vec<(String, Option<ChannelKind>)> {
         lock(&self.processed).clone()
     }
 
-    pub fn redriven(&self) -> Vec<(String, Option<String>)> {
+    pub fn redriven(&self) -> Vec<(String, Option<ChannelKind>)> {
         lock(&self.redriven).clone()
     }
 }
@@ -185,38 +185,58 @@ impl FailureLedger for FakeLedger {
     async fn mark_processed(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
         _: DateTime<Utc>,
     ) -> Result<(), Error> {
-        lock(&self.processed).push((event_id.to_owned(), channel.map(str::to_owned)));
+        lock(&self.processed).push((event_id.to_owned(), channel));
         Ok(())
     }
 
     async fn mark_redriven(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
         _: DateTime<Utc>,
     ) -> Result<(), Error> {
-        lock(&self.redriven).push((event_id.to_owned(), channel.map(str::to_owned)));
+        lock(&self.redriven).push((event_id.to_owned(), channel));
         Ok(())
     }
 }
 
-/// The log lines written on this thread while it is held, as the local
-/// runner prints them: each with the fields of the spans it was written in.
-/// For tests that check which ids a line of some work carries.
+/// The log lines of some work, as the local runner prints them: each with the
+/// fields of the spans it was written in. For tests that check which ids a line
+/// of some work carries.
+///
+/// One process-wide subscriber writes every line, to the buffer of the thread
+/// that wrote it (`start`) or to the process's (`global`). Swapping scoped
+/// subscribers per test instead races with tracing's callsite interest cache:
+/// a span first hit by a test without one could stay disabled for the test
+/// that captures.
 #[derive(Clone, Debug, Default)]
 pub struct CapturedLogs {
     buffer: Arc<Mutex<Vec<u8>>>,
 }
 
-/// Where the captured subscriber writes.
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+type Buffer = Arc<Mutex<Vec<u8>>>;
 
-impl std::io::Write for CaptureWriter {
+thread_local! {
+    static THREAD_BUFFER: std::cell::RefCell<Option<Buffer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Where lines of threads without their own buffer go, once `global` was called.
+static PROCESS_BUFFER: Mutex<Option<Buffer>> = Mutex::new(None);
+
+/// Writes a line to the buffer its thread or the process captures into, if any.
+struct RoutedWriter;
+
+impl std::io::Write for RoutedWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(bytes);
+        let buffer = THREAD_BUFFER
+            .with(|b| b.borrow().clone())
+            .or_else(|| lock(&PROCESS_BUFFER).clone());
+        if let Some(buffer) = buffer {
+            lock(&buffer).extend_from_slice(bytes);
+        }
         Ok(bytes.len())
     }
 
@@ -225,33 +245,48 @@ impl std::io::Write for CaptureWriter {
     }
 }
 
-impl CapturedLogs {
-    /// Captures this thread's logs until the guard is dropped (a
-    /// `#[tokio::test]` runs on one thread).
-    pub fn start() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
-        let logs = CapturedLogs::default();
-        let guard = tracing::subscriber::set_default(logs.subscriber());
-        (logs, guard)
-    }
-
-    /// Captures the logs of every thread for the rest of the process (an
-    /// end-to-end test's pipeline runs on many). Panics when a subscriber is
-    /// already set: call it first.
-    pub fn global() -> CapturedLogs {
-        let logs = CapturedLogs::default();
-        tracing::subscriber::set_global_default(logs.subscriber())
-            .expect("no log subscriber is set yet");
-        logs
-    }
-
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
-        let buffer = self.buffer.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || CaptureWriter(buffer.clone()))
+/// Installs the routing subscriber once per process. Panics when another
+/// subscriber was set first: nothing could be captured.
+fn install_router() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| RoutedWriter)
             .with_ansi(false)
             .without_time()
             .with_max_level(tracing::Level::INFO)
-            .finish()
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other log subscriber is set in a test that captures logs");
+    });
+}
+
+/// Captures this thread's lines until dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        THREAD_BUFFER.with(|b| b.borrow_mut().take());
+    }
+}
+
+impl CapturedLogs {
+    /// Captures this thread's lines until the guard is dropped (a
+    /// `#[tokio::test]` runs on one thread).
+    pub fn start() -> (CapturedLogs, CaptureGuard) {
+        install_router();
+        let logs = CapturedLogs::default();
+        THREAD_BUFFER.with(|b| *b.borrow_mut() = Some(logs.buffer.clone()));
+        (logs, CaptureGuard(()))
+    }
+
+    /// Captures the lines of every thread without its own capture, for the
+    /// rest of the process (an end-to-end test's pipeline runs on many).
+    pub fn global() -> CapturedLogs {
+        install_router();
+        let logs = CapturedLogs::default();
+        *lock(&PROCESS_BUFFER) = Some(logs.buffer.clone());
+        logs
     }
 
     pub fn lines(&self) -> Vec<String> {

@@ -3,6 +3,7 @@
 //! queries. The dead-letter topic is what dlq-retry consumes.
 
 use crate::Error;
+use crate::notification::ChannelKind;
 use chrono::{DateTime, Utc};
 use std::future::Future;
 
@@ -40,7 +41,7 @@ impl LedgerStatus {
 pub struct LedgerFailure {
     pub event_id: String,
     /// The channel that failed; `None` for a record that failed before any.
-    pub channel: Option<String>,
+    pub channel: Option<ChannelKind>,
     pub event_type: Option<String>,
     pub status: LedgerStatus,
     pub error_kind: String,
@@ -55,7 +56,7 @@ pub struct LedgerFailure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub event_id: String,
-    pub channel: Option<String>,
+    pub channel: Option<ChannelKind>,
     pub event_type: Option<String>,
     pub status: LedgerStatus,
     pub attempts: u32,
@@ -79,7 +80,7 @@ pub trait FailureLedger: Send + Sync {
     fn mark_processed(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
@@ -87,7 +88,7 @@ pub trait FailureLedger: Send + Sync {
     fn mark_redriven(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -173,7 +173,7 @@ pub fn seat_hold_expired_text(event: &SeatHoldExpired) -> String {
 
 /// The customer's message for an event of the types the notifier handles.
 pub fn for_event(envelope: &EventEnvelope) -> Result<Notification, Error> {
-    let event_type = envelope.event_type()?;
+    let event_type = envelope.event_type;
     let text = match event_type {
         EventType::PaymentCompleted => {
             payment_completed_text(&envelope.decode(EventType::PaymentCompleted)?)

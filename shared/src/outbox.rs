@@ -2,7 +2,6 @@
 //! stream to the relay, published as one Kafka record. This struct is the contract
 //! between the writer and the relay.
 
-use crate::Error;
 use crate::config::TopicNames;
 use crate::events::{EventEnvelope, EventType, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use crate::ports::OutboundRecord;
@@ -18,7 +17,7 @@ pub struct OutboxItem {
     /// The partition key: the event id.
     pub pk: String,
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub aggregate_type: String,
     pub aggregate_id: String,
     /// The Kafka record's value, exactly as it will be published.
@@ -34,7 +33,7 @@ impl OutboxItem {
         OutboxItem {
             pk: event.event_id.to_string(),
             event_id: event.event_id.to_string(),
-            event_type: event.event_type.clone(),
+            event_type: event.event_type,
             aggregate_type: event.aggregate_type.clone(),
             aggregate_id: event.aggregate_id.clone(),
             envelope: event.to_json(),
@@ -44,12 +43,12 @@ impl OutboxItem {
     }
 
     /// The Kafka record: key = aggregate id, headers `event-id` and `event-type`.
-    pub fn to_record(&self, topics: &TopicNames) -> Result<OutboundRecord, Error> {
-        let topic = match EventType::parse(&self.event_type)? {
+    pub fn to_record(&self, topics: &TopicNames) -> OutboundRecord {
+        let topic = match self.event_type {
             EventType::PaymentCompleted => topics.payment_completed.clone(),
             EventType::SeatHoldExpired => topics.seat_hold_expired.clone(),
         };
-        Ok(OutboundRecord {
+        OutboundRecord {
             topic,
             key: Some(self.aggregate_id.clone().into_bytes()),
             value: Some(self.envelope.clone().into_bytes()),
@@ -60,10 +59,10 @@ impl OutboxItem {
                 ),
                 (
                     HEADER_EVENT_TYPE.to_owned(),
-                    self.event_type.clone().into_bytes(),
+                    self.event_type.as_str().as_bytes().to_vec(),
                 ),
             ],
             event_id: self.event_id.clone(),
-        })
+        }
     }
 }

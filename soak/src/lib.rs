@@ -10,7 +10,6 @@
 
 use chrono::Duration;
 use clap::Args;
-use e2e_tests::{Options, TestPipeline, consume, header, seed};
 use local_runner::kafka_source::DeliveryFaults;
 use local_runner::notification_sandbox::Chaos;
 use rand::rngs::StdRng;
@@ -26,6 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration as StdDuration, Instant};
+use testkit::{Options, TestPipeline, consume, header, seed};
 use tokio::sync::Mutex;
 
 const PRICE: i64 = 50_000;
@@ -455,7 +455,7 @@ fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
 /// Every record on `topic`.
 async fn published_records(topic: &str) -> Vec<OwnedMessage> {
     consume(
-        &e2e_tests::kafka().bootstrap_servers,
+        &testkit::kafka().bootstrap_servers,
         topic,
         usize::MAX,
         StdDuration::from_secs(10),

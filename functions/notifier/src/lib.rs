@@ -530,7 +530,7 @@ mod tests {
             Some("discord")
         );
         let rows = n.sink().ledger().failures();
-        assert_eq!(rows[0].channel.as_deref(), Some("discord"));
+        assert_eq!(rows[0].channel, Some(ChannelKind::Discord));
         assert_eq!(sent_event_ids(&n, 0).len(), 1, "telegram sent");
     }
 

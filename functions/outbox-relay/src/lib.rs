@@ -91,7 +91,7 @@ impl<P: EventPublisher> Relay<P> {
             .map_err(|e| {
                 shared::Error::malformed(format!("the stream image is not an outbox item: {e}"))
             })
-            .and_then(|item| item.to_record(&self.topics));
+            .map(|item| item.to_record(&self.topics));
         Some(Pending {
             sequence_number,
             record,

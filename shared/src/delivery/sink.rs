@@ -75,7 +75,7 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
         self.ledger
             .record_failure(&LedgerFailure {
                 event_id: event_id.clone(),
-                channel: channel_name(letter.channel),
+                channel: letter.channel,
                 event_type: letter.event_type(),
                 status,
                 error_kind: letter.error_kind.clone(),
@@ -101,9 +101,8 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
 
     /// Closes the ledger row of a letter that a retry delivered.
     pub async fn delivered(&self, letter: &DeadLetter, now: DateTime<Utc>) -> Result<(), Error> {
-        let channel = channel_name(letter.channel);
         self.ledger
-            .mark_processed(&letter.event_id(), channel.as_deref(), now)
+            .mark_processed(&letter.event_id(), letter.channel, now)
             .await
     }
 
@@ -118,9 +117,8 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
         let record = fresh.to_record(&self.topics.payment_completed_dlq);
         let event_id = record.event_id.clone();
         self.publisher.publish_one(record).await?;
-        let channel = channel_name(letter.channel);
         self.ledger
-            .mark_redriven(&event_id, channel.as_deref(), now)
+            .mark_redriven(&event_id, letter.channel, now)
             .await
     }
 
@@ -128,10 +126,6 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
     pub fn retry_topic(&self) -> &str {
         &self.topics.payment_completed_dlq
     }
-}
-
-fn channel_name(channel: Option<ChannelKind>) -> Option<String> {
-    channel.map(|c| c.name().to_owned())
 }
 
 #[cfg(test)]
@@ -186,7 +180,7 @@ mod tests {
         assert_eq!(published[0].header(NOTIFICATION_CHANNEL), Some("discord"));
         let rows = s.ledger().failures();
         assert_eq!(rows[0].status, LedgerStatus::Pending);
-        assert_eq!(rows[0].channel.as_deref(), Some("discord"));
+        assert_eq!(rows[0].channel, Some(ChannelKind::Discord));
         assert_eq!(rows[0].event_id, l.event_id());
         assert_eq!(rows[0].offset, 7);
     }
@@ -223,6 +217,6 @@ mod tests {
         assert_eq!(published[0].topic, "payment.completed.dlq");
         assert_eq!(published[0].header(RETRY_COUNT), Some("0"));
         let redriven = s.ledger().redriven();
-        assert_eq!(redriven[0].1.as_deref(), Some("discord"));
+        assert_eq!(redriven[0].1, Some(ChannelKind::Discord));
     }
 }

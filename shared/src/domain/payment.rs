@@ -27,7 +27,14 @@ pub struct PaymentReceipt {
     pub user_id: UserId,
     pub amount: Money,
     pub paid_at: DateTime<Utc>,
-    pub status: String,
+    pub status: PaymentStatus,
+}
+
+/// What a receipt reports: one exists only for a payment that went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    Confirmed,
 }
 
 /// Every item the payment changes, after the change, plus the event it publishes.
@@ -70,7 +77,7 @@ pub fn pay(
         user_id: caller,
         amount: reservation.amount,
         paid_at: now,
-        status: reservation.status.name().to_owned(),
+        status: PaymentStatus::Confirmed,
     };
     Ok(PaymentOutcome {
         user,
@@ -149,7 +156,11 @@ mod tests {
             ReservationStatus::Confirmed { .. }
         ));
         assert_eq!(out.token.status, TokenStatus::Done);
-        assert_eq!(out.receipt.status, "CONFIRMED");
+        assert_eq!(out.receipt.status, PaymentStatus::Confirmed);
+        assert_eq!(
+            serde_json::to_value(&out.receipt).unwrap()["status"],
+            "CONFIRMED"
+        );
         let payload: PaymentCompleted = out.event.decode(EventType::PaymentCompleted).unwrap();
         assert_eq!(payload.amount_krw, Money::krw(50_000).unwrap());
         assert_eq!(payload.concert.title, "Winter Live");

@@ -3,6 +3,7 @@ use super::sdk_error;
 use crate::Error;
 use crate::clock::to_millis;
 use crate::ledger::{FailureLedger, LedgerEntry, LedgerFailure, LedgerStatus};
+use crate::notification::ChannelKind;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -23,11 +24,11 @@ pub struct DynamoFailureLedger {
     table: String,
 }
 
-fn sort_key(channel: Option<&str>) -> &str {
-    channel.unwrap_or(RECORD_SK)
+fn sort_key(channel: Option<ChannelKind>) -> &'static str {
+    channel.map_or(RECORD_SK, ChannelKind::name)
 }
 
-fn row_key(event_id: &str, channel: Option<&str>) -> HashMap<String, AttributeValue> {
+fn row_key(event_id: &str, channel: Option<ChannelKind>) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_owned(), s(event_id)),
         ("sk".to_owned(), s(sort_key(channel))),
@@ -78,7 +79,7 @@ impl DynamoFailureLedger {
     pub async fn get(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
     ) -> Result<Option<LedgerEntry>, Error> {
         let out = self
             .client
@@ -113,7 +114,12 @@ fn entry_from(item: &Item) -> Result<LedgerEntry, Error> {
     let sk = r.str("sk")?;
     Ok(LedgerEntry {
         event_id: r.str("pk")?.to_owned(),
-        channel: (sk != RECORD_SK).then(|| sk.to_owned()),
+        channel: match sk {
+            RECORD_SK => None,
+            name => Some(ChannelKind::parse(name).ok_or_else(|| {
+                Error::corrupt(format!("ledger row of unknown channel {name:?}"))
+            })?),
+        },
         event_type: r.opt_str("eventType").map(str::to_owned),
         status: LedgerStatus::parse(r.str("status")?)?,
         attempts: u32::try_from(r.i64("attempts")?)
@@ -145,7 +151,7 @@ impl FailureLedger for DynamoFailureLedger {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(row_key(&failure.event_id, failure.channel.as_deref())))
+            .set_key(Some(row_key(&failure.event_id, failure.channel)))
             .update_expression(expression)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#partition", "partition")
@@ -172,7 +178,7 @@ impl FailureLedger for DynamoFailureLedger {
     async fn mark_processed(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Error> {
         let result = self
@@ -207,7 +213,7 @@ impl FailureLedger for DynamoFailureLedger {
     async fn mark_redriven(
         &self,
         event_id: &str,
-        channel: Option<&str>,
+        channel: Option<ChannelKind>,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Error> {
         self.client

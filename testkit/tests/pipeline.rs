@@ -1,10 +1,10 @@
 //! The spine end to end, on real moto, tansu and HTTP: hold, pay, outbox, stream,
 //! relay, Kafka, notifier, Telegram.
 
-use e2e_tests::{CHAT_ID, Options, TestPipeline, consume, kafka, seed};
 use rdkafka::message::{Headers, Message};
 use shared::events::{EventEnvelope, EventType, PaymentCompleted};
 use std::time::Duration;
+use testkit::{CHAT_ID, Options, TestPipeline, consume, kafka, seed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hold_and_pay_sends_exactly_one_telegram_message_with_the_payment_text() {

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use e2e_tests::{aws, unique};
+use testkit::{aws, unique};
 
 fn key(pk: &str) -> std::collections::HashMap<String, AttributeValue> {
     [

@@ -2,13 +2,13 @@
 //! wrong, and no table changed.
 
 use chrono::{Duration, Utc};
-use e2e_tests::{JWT_SECRET, Options, TestPipeline, seed};
 use serde_json::{Value, json};
 use shared::auth::{Admission, JwtKey};
 use shared::clock::{Clock, ManualClock};
 use shared::domain::{ReservationId, SeatId};
 use shared::seed::Seeded;
 use std::sync::Arc;
+use testkit::{JWT_SECRET, Options, TestPipeline, seed};
 
 async fn start() -> (TestPipeline, Seeded) {
     let p = TestPipeline::start(Options::default()).await;

@@ -3,7 +3,6 @@
 //! arrives once, in order per key. DynamoDB Streams is real (moto); the broker is
 //! librdkafka's mock cluster, which can be taken down and brought back.
 
-use e2e_tests::{aws, consume, eventually, provision, unique};
 use local_runner::http_api::Invoker;
 use local_runner::invoke::invoke;
 use local_runner::stream_source::{self, StreamSourceSettings};
@@ -18,6 +17,7 @@ use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::outbox::OutboxItem;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testkit::{aws, consume, eventually, provision, unique};
 
 fn envelope(reservation: ReservationId) -> EventEnvelope {
     shared::fixtures::payment_completed_envelope(reservation, "relay@example.com", 1_000)

@@ -1,8 +1,8 @@
 //! Concurrent requests never double-charge or double-sell.
 
-use e2e_tests::{Options, TestPipeline, seed};
 use futures::future::join_all;
 use std::time::Duration;
+use testkit::{Options, TestPipeline, seed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_payments_of_one_reservation_charge_once_and_notify_once() {

@@ -3,10 +3,10 @@
 //! the reservation id (and the event id once it exists), on the real pipeline.
 
 use chrono::Duration;
-use e2e_tests::{Options, TestPipeline, eventually, seed};
 use local_runner::notification_sandbox::FailurePlan;
 use shared::fakes::CapturedLogs;
 use std::time::Duration as StdDuration;
+use testkit::{Options, TestPipeline, eventually, seed};
 
 /// The id after `event_id=` in `line`.
 fn event_id_in(line: &str) -> &str {

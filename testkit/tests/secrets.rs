@@ -2,9 +2,9 @@
 //! moto: each source resolves, a value in the environment is left to it, and a
 //! missing secret fails with a message that names it.
 
-use e2e_tests::{aws, unique};
 use shared::config::Secret;
 use shared::secrets::SecretStore;
+use testkit::{aws, unique};
 
 fn vars(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
     let pairs: Vec<(String, String)> = pairs

@@ -4,10 +4,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use e2e_tests::{
-    Options, TestPipeline, aws, consume, eventually, header, kafka, notifier_config, provision,
-    seed,
-};
 use local_runner::invoke::invoke;
 use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
 use notifier::LambdaNotifier;
@@ -22,15 +18,20 @@ use shared::events::EventEnvelope;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::kafka_event::encode_headers;
 use shared::ledger::LedgerStatus;
+use shared::notification::ChannelKind;
 use shared::ports::{EventPublisher, OutboundRecord};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::{
+    Options, TestPipeline, aws, consume, eventually, header, kafka, notifier_config, provision,
+    seed,
+};
 
 /// The status of the ledger row of `event_id` on `channel`, once it exists.
 async fn ledger_status(
     p: &TestPipeline,
     event_id: &str,
-    channel: Option<&str>,
+    channel: Option<ChannelKind>,
     timeout: Duration,
 ) -> LedgerStatus {
     let ledger = DynamoFailureLedger::new(p.dynamodb.clone(), p.tables.failed_messages.clone());
@@ -96,11 +97,17 @@ async fn with_telegram_down_the_payment_succeeds_and_the_event_waits_in_the_dlq_
     assert!(next > chrono::Utc::now());
 
     assert_eq!(
-        ledger_status(&p, &event_id, Some("telegram"), Duration::from_secs(10)).await,
+        ledger_status(
+            &p,
+            &event_id,
+            Some(ChannelKind::Telegram),
+            Duration::from_secs(10)
+        )
+        .await,
         LedgerStatus::Pending
     );
     let entry = DynamoFailureLedger::new(p.dynamodb.clone(), p.tables.failed_messages.clone())
-        .get(&event_id, Some("telegram"))
+        .get(&event_id, Some(ChannelKind::Telegram))
         .await
         .unwrap()
         .unwrap();
@@ -225,7 +232,7 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
         DynamoFailureLedger::new(aws_sdk_dynamodb::Client::new(&aws), tables.failed_messages);
     assert!(
         ledger
-            .get(&envelope.event_id.to_string(), Some("telegram"))
+            .get(&envelope.event_id.to_string(), Some(ChannelKind::Telegram))
             .await
             .unwrap()
             .is_none()

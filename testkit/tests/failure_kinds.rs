@@ -3,12 +3,13 @@
 //! reservation (handled after it, in offset order) is still sent.
 
 use chrono::{DateTime, Duration, Utc};
-use e2e_tests::{CHAT_ID, DirectNotifier, consume, header, kafka};
 use local_runner::notification_sandbox::FailurePlan;
 use rdkafka::message::Message;
 use shared::dead_letter;
 use shared::ledger::LedgerStatus;
+use shared::notification::ChannelKind;
 use std::time::Duration as StdDuration;
+use testkit::{CHAT_ID, DirectNotifier, consume, header, kafka};
 
 struct Expected {
     permanent: bool,
@@ -78,7 +79,7 @@ async fn first_of_two_fails(plan: FailurePlan, expected: Expected, telegram_time
     );
     let entry = n
         .ledger()
-        .get(&event_id, Some("telegram"))
+        .get(&event_id, Some(ChannelKind::Telegram))
         .await
         .unwrap()
         .unwrap();

@@ -3,7 +3,6 @@
 //! deadline, and a payment racing the expiry at the deadline: exactly one wins.
 
 use chrono::{DateTime, Duration, Utc};
-use e2e_tests::{aws, provision, scan, seed};
 use futures::StreamExt;
 use seat_expiration::{Config, ExpirationReport, SeatExpiration, Settings};
 use shared::clock::{Clock, ManualClock};
@@ -15,6 +14,7 @@ use shared::dynamodb::{ExpiredHold, Release, TicketingRepository};
 use shared::seed::{Seeded, SeededUser};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use testkit::{aws, provision, scan, seed};
 
 const HOLD: Duration = Duration::minutes(5);
 
@@ -253,10 +253,10 @@ async fn a_thousand_payments_racing_the_expiry_at_the_deadline_exactly_one_wins(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_hold_is_announced_on_its_topic_the_customer_told_on_telegram_and_discord_and_the_seat_sold_again()
  {
-    use e2e_tests::{Options, TestPipeline, consume, kafka};
     use local_runner::notification_sandbox::{DISCORD, TELEGRAM};
     use rdkafka::message::Message;
     use shared::notification::{ChannelKind, ChannelRoutes};
+    use testkit::{Options, TestPipeline, consume, kafka};
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let p = TestPipeline::start(Options {
         clock: clock.clone(),

@@ -2,12 +2,12 @@
 //! expiry is judged from the stored timestamps, not TTL deletion.
 
 use chrono::{DateTime, Utc};
-use e2e_tests::{aws, provision};
 use futures::future::join_all;
 use shared::Error;
 use shared::domain::Refusal;
 use shared::dynamodb::DynamoIdempotencyStore;
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
+use testkit::{aws, provision};
 
 async fn store() -> DynamoIdempotencyStore {
     let aws = aws().await;

@@ -7,12 +7,6 @@
 //! points it at `sam build`'s output), else this workspace's debug binaries,
 //! built on first use.
 
-use e2e_tests::functions::{FUNCTIONS, lambda_env};
-use e2e_tests::samples::{payment_of, root, sample, seed_the_sample_world};
-use e2e_tests::secured_kafka::SecuredKafka;
-use e2e_tests::{
-    KillOnDrop, LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique,
-};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::runtime_api::{Outcome, RuntimeApi};
 use serde_json::Value;
@@ -23,6 +17,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
+use testkit::functions::{FUNCTIONS, lambda_env};
+use testkit::samples::{payment_of, root, sample, seed_the_sample_world};
+use testkit::secured_kafka::SecuredKafka;
+use testkit::{KillOnDrop, LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -92,7 +90,7 @@ async fn invoke(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event() {
-    e2e_tests::init_logs();
+    testkit::init_logs();
     let aws = aws().await;
     let (tables, topics) = provision(&aws, 1).await;
     let repo = TicketingRepository::new(aws_sdk_dynamodb::Client::new(&aws), tables.clone());
@@ -183,7 +181,7 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_bootstrap_signs_in_to_kafka_over_tls_with_credentials_from_secrets_manager() {
-    e2e_tests::init_logs();
+    testkit::init_logs();
     let aws = aws().await;
     let (tables, topics) = provision(&aws, 1).await;
     // As on MSK's port 9096: SASL/SCRAM-SHA-512 over TLS.

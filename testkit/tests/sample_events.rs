@@ -4,8 +4,6 @@
 //! does what it says.
 
 use chrono::Duration;
-use e2e_tests::samples::{local_env, payment_of, root, sample, seed_the_sample_world};
-use e2e_tests::{DirectNotifier, LOCAL_JWT_SECRET, aws, consume, header, kafka, provision};
 use local_runner::invoke::invoke;
 use serde_json::Value;
 use shared::clock::SystemClock;
@@ -15,6 +13,8 @@ use shared::kafka::ProducerSettings;
 use shared::secrets::SecretStore;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
+use testkit::samples::{local_env, payment_of, root, sample, seed_the_sample_world};
+use testkit::{DirectNotifier, LOCAL_JWT_SECRET, aws, consume, header, kafka, provision};
 
 const TIMEOUT: StdDuration = StdDuration::from_secs(30);
 
@@ -185,7 +185,7 @@ async fn the_schedule_sample_runs_seat_expiration_and_dlq_retry() {
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
             settings: dlq_retry::Settings {
-                group_id: e2e_tests::unique("dlq-retry"),
+                group_id: testkit::unique("dlq-retry"),
                 max_retries: 3,
                 backoff_base: Duration::seconds(1),
                 backoff_max: Duration::seconds(1),

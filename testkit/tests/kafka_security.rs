@@ -3,13 +3,13 @@
 //! trusted and only with the right credentials; otherwise the record fails (and
 //! the relay's caller keeps it), nothing is written.
 
-use e2e_tests::consume_from;
-use e2e_tests::secured_kafka::{SecuredKafka, USERNAME};
 use rdkafka::message::Message;
 use shared::config::Secret;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, SaslCredentials};
 use shared::ports::{EventPublisher, OutboundRecord};
 use std::time::Duration;
+use testkit::consume_from;
+use testkit::secured_kafka::{SecuredKafka, USERNAME};
 
 const TOPIC: &str = "payment.completed";
 const READ_FOR: Duration = Duration::from_secs(20);

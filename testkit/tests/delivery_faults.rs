@@ -3,11 +3,11 @@
 //! on their way. Each customer still gets exactly one message.
 
 use chrono::Duration;
-use e2e_tests::{Options, TestPipeline, seed};
 use local_runner::kafka_source::DeliveryFaults;
 use local_runner::notification_sandbox::FailurePlan;
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
+use testkit::{Options, TestPipeline, seed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_delivered_twice_and_an_invocation_killed_mid_batch_still_send_each_message_once() {

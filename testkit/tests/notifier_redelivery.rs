@@ -2,7 +2,6 @@
 //! Telegram sandbox over HTTP: a redelivered record is not sent twice, and a
 //! failed send is sent once when the record comes back.
 
-use e2e_tests::{aws, consume, kafka, notifier_config, provision};
 use local_runner::invoke::invoke;
 use local_runner::kafka_source::lambda_event;
 use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
@@ -16,6 +15,7 @@ use shared::outbox::OutboxItem;
 use shared::ports::EventPublisher;
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::{aws, consume, kafka, notifier_config, provision};
 
 struct Setup {
     notifier: Arc<LambdaNotifier>,
@@ -46,9 +46,7 @@ async fn setup() -> Setup {
         12_000,
     );
     let publisher = KafkaPublisher::new(&kafka(), &ProducerSettings::default()).unwrap();
-    let record = OutboxItem::new(&event, chrono::Utc::now())
-        .to_record(&topics)
-        .unwrap();
+    let record = OutboxItem::new(&event, chrono::Utc::now()).to_record(&topics);
     for result in publisher.publish_all(&[record]).await {
         result.unwrap();
     }

@@ -6,15 +6,16 @@
 
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
-use e2e_tests::{DirectNotifier, Options, TestPipeline, consume, eventually, header, kafka, seed};
 use local_runner::notification_sandbox::FailurePlan;
 use shared::clock::SystemClock;
 use shared::dead_letter;
 use shared::delivery::Failure;
 use shared::dynamodb::DynamoFailureLedger;
 use shared::ledger::{LedgerEntry, LedgerStatus};
+use shared::notification::ChannelKind;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
+use testkit::{DirectNotifier, Options, TestPipeline, consume, eventually, header, kafka, seed};
 
 fn fast_retries(max_retries: u32) -> Options {
     Options {
@@ -38,7 +39,10 @@ async fn wait_for_ledger(
 ) -> LedgerEntry {
     let what = format!("{event_id} reaching {status:?} in the ledger");
     eventually(StdDuration::from_secs(60), &what, || async {
-        let entry = ledger.get(event_id, Some("telegram")).await.unwrap();
+        let entry = ledger
+            .get(event_id, Some(ChannelKind::Telegram))
+            .await
+            .unwrap();
         entry.filter(|e| e.status == status)
     })
     .await
@@ -54,7 +58,7 @@ async fn pay_one(p: &TestPipeline) -> (String, String) {
         .pay(&fan.jwt, held["reservationId"].as_str().unwrap())
         .await;
     assert_eq!(status, 200, "{paid}");
-    let outbox = e2e_tests::scan(&p.dynamodb, &p.tables.outbox).await;
+    let outbox = testkit::scan(&p.dynamodb, &p.tables.outbox).await;
     assert_eq!(outbox.len(), 1);
     let item = &outbox[0];
     let start = item.find("\"eventId\": S(\"").unwrap() + "\"eventId\": S(\"".len();
@@ -120,7 +124,7 @@ async fn direct(retry_delay: Duration, safety_margin: Duration) -> Direct {
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
             settings: dlq_retry::Settings {
-                group_id: e2e_tests::unique("dlq-retry"),
+                group_id: testkit::unique("dlq-retry"),
                 max_retries: 10,
                 backoff_base: Duration::zero(),
                 backoff_max: Duration::zero(),
@@ -245,7 +249,7 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
     let ledger = d.n.ledger();
     assert_eq!(
         ledger
-            .get(&letter.event_id(), Some("telegram"))
+            .get(&letter.event_id(), Some(ChannelKind::Telegram))
             .await
             .unwrap()
             .unwrap()

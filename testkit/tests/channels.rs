@@ -5,7 +5,6 @@
 
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
-use e2e_tests::{DirectNotifier, consume, header, kafka};
 use local_runner::notification_sandbox::{Chaos, channel_settings};
 use local_runner::notification_sandbox::{
     DISCORD, FailurePlan, NotificationSandbox, SANDBOX_WEBHOOK_ID, TELEGRAM,
@@ -19,6 +18,7 @@ use shared::notification::{ChannelKind, ChannelRoutes, Notification};
 use shared::ports::NotificationChannel;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
+use testkit::{DirectNotifier, consume, header, kafka};
 use wiremock::matchers::{body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -282,7 +282,7 @@ async fn both_channels() -> (DirectNotifier, DlqRetry) {
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
             settings: dlq_retry::Settings {
-                group_id: e2e_tests::unique("dlq-retry"),
+                group_id: testkit::unique("dlq-retry"),
                 max_retries: 5,
                 backoff_base: Duration::zero(),
                 backoff_max: Duration::zero(),
@@ -322,11 +322,15 @@ async fn one_channel_fails(failing: &str, healthy: &str) {
     );
     let event_id = header(&dlq[0], "event-id").unwrap();
     let ledger = n.ledger();
-    let row = ledger.get(&event_id, Some(failing)).await.unwrap().unwrap();
+    let row = ledger
+        .get(&event_id, ChannelKind::parse(failing))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.status, LedgerStatus::Pending);
     assert!(
         ledger
-            .get(&event_id, Some(healthy))
+            .get(&event_id, ChannelKind::parse(healthy))
             .await
             .unwrap()
             .is_none(),
@@ -338,7 +342,11 @@ async fn one_channel_fails(failing: &str, healthy: &str) {
     assert_eq!(report.processed, 1, "{report:?}");
     assert_eq!(n.sandbox.messages_on(failing).len(), 1);
     assert_eq!(n.sandbox.messages_on(healthy).len(), 1, "not sent again");
-    let row = ledger.get(&event_id, Some(failing)).await.unwrap().unwrap();
+    let row = ledger
+        .get(&event_id, ChannelKind::parse(failing))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.status, LedgerStatus::Processed);
 
     // A late redelivery of the record sends nothing on either channel.
