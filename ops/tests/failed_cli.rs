@@ -296,6 +296,11 @@ async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
         &env,
         &["failed", "redrive", &event_id, "--channel", "slack"],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no ledger row for event"));
+    // A usage error (clap's exit code 2), before anything is read or written.
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("\"slack\" is not a channel: use telegram or discord"),
+        "{}",
+        text(&out.stderr)
+    );
 }

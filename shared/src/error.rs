@@ -4,7 +4,8 @@
 //!   answers 4xx; `shared::api` holds the mapping);
 //! - [`InfraError`]: DynamoDB, Kafka or a notification channel failed, retryable or
 //!   not as an exhaustive property;
-//! - [`MalformedEvent`]: a record or event that can never be read (a poison pill);
+//! - [`MalformedEvent`] (of `domain::events`): a record or event that can never
+//!   be read (a poison pill);
 //! - [`ConfigError`](crate::config::ConfigError): a setting cannot be used.
 //!
 //! [`Error`] is what a use case answers when more than one layer can fail (the
@@ -13,6 +14,7 @@
 
 use crate::config::ConfigError;
 use crate::domain::Refusal;
+pub use crate::domain::events::MalformedEvent;
 
 type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -107,11 +109,6 @@ impl InfraError {
         }
     }
 }
-
-/// A record or event that can never be read: retrying it fails the same way.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("event is malformed: {0}")]
-pub struct MalformedEvent(pub String);
 
 /// What a use case answers: a refusal, a failure of a service, a poison record or
 /// a setting that cannot be used.

@@ -15,7 +15,6 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod domain;
 pub mod error;
-pub mod events;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fakes;
 #[cfg(any(test, feature = "fixtures"))]
@@ -36,6 +35,7 @@ pub mod kafka;
 #[cfg(feature = "secrets")]
 pub mod secrets;
 
+pub use domain::events;
 pub use error::{Error, InfraError, MalformedEvent};
 
 /// An error and all its causes on one line, for logs: `a: b: c`.

@@ -1,6 +1,7 @@
 //! Entities and their state transitions. Every rule the DynamoDB conditions enforce
 //! is stated here first, as a function with unit tests.
 
+pub mod events;
 mod ids;
 mod money;
 mod payment;

@@ -1,9 +1,8 @@
-use super::Refusal;
+use super::events::{EventEnvelope, PaymentCompleted};
 use super::{
-    Concert, Money, PaymentId, QueueToken, Reservation, ReservationId, Seat, SeatId, User, UserId,
+    Concert, EventId, Money, PaymentId, QueueToken, Refusal, Reservation, ReservationId, Seat,
+    SeatId, User, UserId,
 };
-use crate::domain::EventId;
-use crate::events::{EventEnvelope, PaymentCompleted};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -92,8 +91,8 @@ pub fn pay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::events::EventType;
     use crate::domain::{ConcertId, Mail, ReservationStatus, SeatStatus, TokenId, TokenStatus};
-    use crate::events::EventType;
     use chrono::Duration;
 
     fn at(secs: i64) -> DateTime<Utc> {

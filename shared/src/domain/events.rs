@@ -1,11 +1,15 @@
 //! The event envelope every Kafka record carries, and the events of the domain.
 
-use crate::domain::{
+use super::{
     Concert, ConcertId, EventId, Mail, Money, PaymentId, Reservation, ReservationId, SeatId, UserId,
 };
-use crate::error::MalformedEvent;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A record or event that can never be read: retrying it fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event is malformed: {0}")]
+pub struct MalformedEvent(pub String);
 
 /// Kafka header with the event id, so a consumer can deduplicate without parsing the value.
 pub const HEADER_EVENT_ID: &str = "event-id";
