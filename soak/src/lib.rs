@@ -431,9 +431,13 @@ async fn wait_until_told(
             eprintln!("soak: {waiting} customers not told yet, {pending} ledger rows pending");
             last_report = Instant::now();
         }
-        tokio::time::sleep(StdDuration::from_secs(2)).await;
+        tokio::time::sleep(TOLD_POLL_INTERVAL).await;
     }
 }
+
+/// How often the soak looks whether every customer was told: each look reads the
+/// sandbox and scans the ledger's PENDING rows.
+const TOLD_POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 
 /// Payment messages the sandbox accepted, per customer mail.
 fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
