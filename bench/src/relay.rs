@@ -69,10 +69,10 @@ async fn relay_once<P: EventPublisher>(relay: &Relay<P>, event: &Event) -> Resul
     let started = Instant::now();
     let answer = relay.relay(event).await;
     let elapsed = started.elapsed().as_secs_f64();
-    if !answer.batch_item_failures.is_empty() {
+    if !answer.response.batch_item_failures.is_empty() {
         return Err(Error::Measure(format!(
             "the relay reported failures: {:?}",
-            answer.batch_item_failures
+            answer.response.batch_item_failures
         )));
     }
     Ok(records as f64 / elapsed)

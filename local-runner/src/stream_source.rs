@@ -238,6 +238,52 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The `Key: value` settings of the relay's stream mapping in template.yaml
+    /// (the `Outbox:` event of `OutboxRelayFunction`).
+    fn template_relay_mapping() -> std::collections::HashMap<String, String> {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+                .expect("template.yaml next to the workspace");
+        let mut in_relay = false;
+        let mut in_mapping = false;
+        let mut settings = std::collections::HashMap::new();
+        for line in template.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let text = line.trim();
+            if indent == 2 && text.ends_with(':') {
+                in_relay = text == "OutboxRelayFunction:";
+                in_mapping = false;
+            } else if in_relay && indent == 8 && text.ends_with(':') {
+                in_mapping = text == "Outbox:";
+            } else if in_mapping
+                && indent == 12
+                && let Some((key, value)) = text.split_once(": ")
+            {
+                settings.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        settings
+    }
+
+    #[test]
+    fn the_stream_source_retries_as_the_templates_relay_mapping_says() {
+        let mapping = template_relay_mapping();
+        // The source re-delivers a failed batch without an attempt or age limit:
+        // the deployed mapping must say the same, or a broker outage would make
+        // AWS give up a batch the local tests saw delivered.
+        assert_eq!(mapping["MaximumRetryAttempts"], "-1", "{mapping:?}");
+        assert_eq!(mapping["MaximumRecordAgeInSeconds"], "-1", "{mapping:?}");
+        assert_eq!(
+            mapping["FunctionResponseTypes"],
+            "[ReportBatchItemFailures]"
+        );
+        assert_eq!(mapping["ParallelizationFactor"], "1");
+        assert_eq!(
+            mapping["BatchSize"],
+            StreamSourceSettings::default().batch_size.to_string()
+        );
+    }
+
     #[test]
     fn the_lowest_failed_sequence_number_is_chosen_numerically() {
         let answer = json!({"batchItemFailures": [

@@ -36,6 +36,15 @@ pub enum InfraError {
         #[source]
         source: Cause,
     },
+    /// The broker refuses this record for good (too large, invalid): sending it
+    /// again fails the same way.
+    #[error("the broker refuses event {event_id} for topic {topic} for good")]
+    Unpublishable {
+        event_id: String,
+        topic: String,
+        #[source]
+        source: Cause,
+    },
     #[error("Kafka failed during {operation}")]
     Kafka {
         operation: &'static str,
@@ -71,7 +80,7 @@ impl InfraError {
             InfraError::Storage { .. } | InfraError::Publish { .. } | InfraError::Kafka { .. } => {
                 true
             }
-            InfraError::CorruptItem(_) => false,
+            InfraError::CorruptItem(_) | InfraError::Unpublishable { .. } => false,
         }
     }
 
@@ -91,6 +100,7 @@ impl InfraError {
             InfraError::Storage { .. } => "STORAGE_UNAVAILABLE",
             InfraError::CorruptItem(_) => "INTERNAL",
             InfraError::Publish { .. } => "PUBLISH_FAILED",
+            InfraError::Unpublishable { .. } => "UNPUBLISHABLE",
             InfraError::Kafka { .. } => "KAFKA_UNAVAILABLE",
             InfraError::Channel { .. } => "CHANNEL_FAILED",
         }
@@ -104,6 +114,7 @@ impl InfraError {
             InfraError::Storage { .. } => "shared::Error::Storage",
             InfraError::CorruptItem(_) => "shared::Error::CorruptItem",
             InfraError::Publish { .. } => "shared::Error::Publish",
+            InfraError::Unpublishable { .. } => "shared::Error::Unpublishable",
             InfraError::Kafka { .. } => "shared::Error::Kafka",
             InfraError::Channel { .. } => "shared::Error::Channel",
         }

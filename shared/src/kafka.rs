@@ -334,13 +334,41 @@ impl KafkaPublisher {
         &self.producer
     }
 
+    /// A failed send: for good when the broker refuses the record itself (too
+    /// large, invalid), else worth retrying (broker down, timeout, leader moved).
     fn publish_error(record: &OutboundRecord, e: KafkaError) -> Error {
-        Error::from(InfraError::Publish {
-            event_id: record.event_id.clone(),
-            topic: record.topic.clone(),
-            source: Box::new(e),
-        })
+        let (event_id, topic, source) =
+            (record.event_id.clone(), record.topic.clone(), Box::new(e));
+        if refuses_the_record(source.rdkafka_error_code()) {
+            InfraError::Unpublishable {
+                event_id,
+                topic,
+                source,
+            }
+            .into()
+        } else {
+            InfraError::Publish {
+                event_id,
+                topic,
+                source,
+            }
+            .into()
+        }
     }
+}
+
+/// The codes with which a broker (or librdkafka, before sending) refuses a record
+/// for what it is: sending it again can never succeed.
+fn refuses_the_record(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
 }
 
 /// `record` as librdkafka sends it: topic, key, payload and headers.

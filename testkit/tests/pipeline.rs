@@ -1,6 +1,7 @@
 //! The spine end to end, on real moto, tansu and HTTP: hold, pay, outbox, stream,
 //! relay, Kafka, notifier, Telegram.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use rdkafka::message::{Headers, Message};
 use shared::events::{EventEnvelope, EventType, PaymentCompleted};
 use std::time::Duration;
@@ -98,5 +99,50 @@ async fn the_kafka_record_is_keyed_by_reservation_with_event_headers_and_the_env
     assert_eq!(payload.concert.title, "아이유 콘서트");
     assert_eq!(payload.seat.id, s.seats[0].id);
     assert_eq!(payload.amount_krw.amount(), 70_000);
+    p.stop().await;
+}
+
+/// An outbox INSERT that can never be published (here: not an outbox item at
+/// all) is skipped by the relay: the payment written after it still reaches its
+/// customer, once, and nothing of it reaches Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outbox_record_that_can_never_be_published_never_holds_up_the_ones_behind_it() {
+    let p = TestPipeline::start(Options::default()).await;
+    let s = seed(&p.repo, 1, 1, 100_000, 50_000).await;
+    let fan = &s.users[0];
+    p.dynamodb
+        .put_item()
+        .table_name(&p.tables.outbox)
+        .item("pk", AttributeValue::S(testkit::unique("not-an-event")))
+        .item("note", AttributeValue::S("written by hand".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let (status, held) = p.hold(&fan.jwt, s.seats[0].id).await;
+    assert_eq!(status, 201, "{held}");
+    let reservation = held["reservationId"].as_str().unwrap().to_owned();
+    let (status, paid) = p.pay(&fan.jwt, &reservation).await;
+    assert_eq!(status, 200, "{paid}");
+
+    p.wait_for_messages(1, Duration::from_secs(30)).await;
+    p.settle(&[&reservation]).await;
+    assert_eq!(p.messages().len(), 1);
+    let records = consume(
+        &kafka().bootstrap_servers,
+        &p.topics.payment_completed,
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The payment's record (and the settling marker's, of the same reservation):
+    // nothing of the hand-written item.
+    assert!(!records.is_empty());
+    assert!(
+        records
+            .iter()
+            .all(|r| r.key() == Some(reservation.as_bytes())),
+        "only the reservation's records"
+    );
     p.stop().await;
 }

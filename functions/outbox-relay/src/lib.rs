@@ -1,13 +1,18 @@
 //! The outbox relay: DynamoDB Streams batch of the outbox table in, Kafka records
 //! out. Each outbox INSERT becomes one record (key = aggregate id, headers
 //! `event-id` and `event-type`) sent by an idempotent producer; a record counts as
-//! sent only once the broker acknowledged it. On the first failure the relay
-//! answers `batchItemFailures` with that record's sequence number, so the stream
-//! re-delivers from there and order per key holds.
+//! sent only once the broker acknowledged it. On the first failure worth retrying
+//! (broker down, timeout) the relay answers `batchItemFailures` with that record's
+//! sequence number, so the stream re-delivers from there and order per key holds;
+//! the event source retries it until it leaves the stream. An outbox item that can
+//! never be published (not an outbox item, or refused by the broker for good) is
+//! skipped with an error log and counted in the answer's `skipped`: it never holds
+//! up the records behind it, and the outbox table still has it.
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
+use serde::Serialize;
 use shared::config::TopicNames;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::outbox::OutboxItem;
@@ -59,12 +64,26 @@ struct Pending {
     record: Result<OutboundRecord, shared::Error>,
 }
 
-fn failure(sequence_number: String) -> DynamoDbEventResponse {
-    let mut item = DynamoDbBatchItemFailure::default();
-    item.item_identifier = Some(sequence_number);
-    let mut response = DynamoDbEventResponse::default();
-    response.batch_item_failures = vec![item];
-    response
+/// What the relay answers the event source: Lambda's partial-batch response
+/// (`batchItemFailures`: where the stream resumes) and how many outbox records of
+/// the batch were skipped because they can never be published.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayAnswer {
+    #[serde(flatten)]
+    pub response: DynamoDbEventResponse,
+    pub skipped: usize,
+}
+
+impl RelayAnswer {
+    /// The stream re-delivers from `sequence_number` on.
+    fn resume_from(sequence_number: &str, skipped: usize) -> Self {
+        let mut item = DynamoDbBatchItemFailure::default();
+        item.item_identifier = Some(sequence_number.to_owned());
+        let mut response = DynamoDbEventResponse::default();
+        response.batch_item_failures = vec![item];
+        RelayAnswer { response, skipped }
+    }
 }
 
 impl<P: EventPublisher> Relay<P> {
@@ -75,7 +94,7 @@ impl<P: EventPublisher> Relay<P> {
     pub async fn handle(
         &self,
         event: LambdaEvent<Event>,
-    ) -> Result<DynamoDbEventResponse, lambda_runtime::Error> {
+    ) -> Result<RelayAnswer, lambda_runtime::Error> {
         let span = spans::invocation("outbox-relay", &event.context.request_id);
         Ok(self.relay(event.payload).instrument(span).await)
     }
@@ -101,49 +120,60 @@ impl<P: EventPublisher> Relay<P> {
     /// Publishes the batch and answers which record the stream must resume from.
     /// It takes the event: each stream record is freed once its Kafka record is
     /// built, so the batch is not held twice while the producer queues it.
-    pub async fn relay(&self, event: Event) -> DynamoDbEventResponse {
-        let (sequence_numbers, mut built): (Vec<String>, Vec<_>) = event
-            .records
-            .into_iter()
-            .filter_map(|r| self.pending(r))
-            .map(|p| (p.sequence_number, p.record))
-            .unzip();
-        // Publish up to the first record that cannot even be built: it must not
-        // be skipped, so it and everything after it is re-delivered. The records
-        // move into the batch rather than being copied (a payload is held once).
-        let buildable = built.iter().position(Result::is_err).unwrap_or(built.len());
-        let unbuildable = built.split_off(buildable);
-        let records: Vec<OutboundRecord> = built.into_iter().filter_map(Result::ok).collect();
-        let results = self.publisher.publish_all(&records).await;
-        let published = sequence_numbers.iter().zip(&records).zip(results);
-        for ((sequence_number, record), result) in published {
-            if let Err(e) = result {
-                let key = record.key.as_deref().map(String::from_utf8_lossy);
-                let span = spans::outbox_item(
-                    sequence_number,
-                    &record.event_id,
-                    key.as_deref().unwrap_or("-"),
-                );
-                span.in_scope(|| {
+    pub async fn relay(&self, event: Event) -> RelayAnswer {
+        let mut skipped = 0;
+        let mut sequence_numbers = Vec::new();
+        let mut records = Vec::new();
+        for pending in event.records.into_iter().filter_map(|r| self.pending(r)) {
+            match pending.record {
+                Ok(record) => {
+                    sequence_numbers.push(pending.sequence_number);
+                    records.push(record);
+                }
+                Err(e) => {
+                    skipped += 1;
                     tracing::error!(
+                        sequence_number = %pending.sequence_number,
                         error = %shared::error_chain(&e),
-                        "publish failed; the stream re-delivers from this record"
-                    )
-                });
-                return failure(sequence_number.clone());
+                        "outbox record can never be published; skipped (the outbox table keeps the item)"
+                    );
+                }
             }
         }
-        if let Some(Err(e)) = unbuildable.first() {
-            let sequence_number = sequence_numbers[buildable].clone();
-            tracing::error!(
-                %sequence_number,
-                error = %shared::error_chain(e),
-                "outbox record cannot be published; it stays in the stream until the retries run out and the on-failure destination keeps it"
+        let results = self.publisher.publish_all(&records).await;
+        let mut published = 0;
+        for ((sequence_number, record), result) in
+            sequence_numbers.iter().zip(&records).zip(results)
+        {
+            let Err(e) = result else {
+                published += 1;
+                continue;
+            };
+            let key = record.key.as_deref().map(String::from_utf8_lossy);
+            let span = spans::outbox_item(
+                sequence_number,
+                &record.event_id,
+                key.as_deref().unwrap_or("-"),
             );
-            return failure(sequence_number);
+            let _entered = span.enter();
+            if e.is_retryable() {
+                tracing::error!(
+                    error = %shared::error_chain(&e),
+                    "publish failed; the stream re-delivers from this record"
+                );
+                return RelayAnswer::resume_from(sequence_number, skipped);
+            }
+            skipped += 1;
+            tracing::error!(
+                error = %shared::error_chain(&e),
+                "the broker refuses this record for good; skipped (the outbox table keeps the item)"
+            );
         }
-        tracing::info!(published = records.len(), "outbox batch published");
-        DynamoDbEventResponse::default()
+        tracing::info!(published, skipped, "outbox batch published");
+        RelayAnswer {
+            skipped,
+            ..RelayAnswer::default()
+        }
     }
 }
 
@@ -154,10 +184,12 @@ mod tests {
     use shared::events::EventEnvelope;
     use std::sync::Mutex;
 
-    /// Records what it was asked to publish; fails the records whose index is listed.
+    /// Records what it was asked to publish; fails the records whose index is
+    /// listed in `fail_at` (broker down) or `refuse_at` (refused for good).
     #[derive(Default)]
     struct FakePublisher {
         fail_at: Vec<usize>,
+        refuse_at: Vec<usize>,
         published: Mutex<Vec<OutboundRecord>>,
     }
 
@@ -173,6 +205,12 @@ mod tests {
                             event_id: r.event_id.clone(),
                             topic: r.topic.clone(),
                             source: "broker down".into(),
+                        }))
+                    } else if self.refuse_at.contains(&i) {
+                        Err(shared::Error::from(shared::InfraError::Unpublishable {
+                            event_id: r.event_id.clone(),
+                            topic: r.topic.clone(),
+                            source: "message size too large".into(),
                         }))
                     } else {
                         published.push(r.clone());
@@ -212,8 +250,9 @@ mod tests {
     async fn every_outbox_insert_is_published_with_key_and_headers() {
         let relay = relay(vec![]);
         let records: Vec<EventRecord> = (1..=3).map(outbox_insert).collect();
-        let response = relay.relay(batch(records)).await;
-        assert!(response.batch_item_failures.is_empty());
+        let answer = relay.relay(batch(records)).await;
+        assert!(answer.response.batch_item_failures.is_empty());
+        assert_eq!(answer.skipped, 0);
         let published = relay.publisher.published.lock().unwrap();
         assert_eq!(published.len(), 3);
         let envelope = EventEnvelope::from_json(published[0].value.as_deref().unwrap()).unwrap();
@@ -234,10 +273,12 @@ mod tests {
     async fn the_first_failed_record_is_reported_so_the_stream_resumes_there() {
         let relay = relay(vec![1, 2]);
         let records: Vec<EventRecord> = (1..=4).map(outbox_insert).collect();
-        let response = relay.relay(batch(records)).await;
-        assert_eq!(response.batch_item_failures.len(), 1);
+        let answer = relay.relay(batch(records)).await;
+        assert_eq!(answer.response.batch_item_failures.len(), 1);
         assert_eq!(
-            response.batch_item_failures[0].item_identifier.as_deref(),
+            answer.response.batch_item_failures[0]
+                .item_identifier
+                .as_deref(),
             Some("000000000000000000002")
         );
     }
@@ -249,28 +290,53 @@ mod tests {
         modify.event_name = "MODIFY".into();
         let mut remove = outbox_insert(2);
         remove.event_name = "REMOVE".into();
-        let response = relay.relay(batch(vec![modify, remove])).await;
-        assert!(response.batch_item_failures.is_empty());
+        let answer = relay.relay(batch(vec![modify, remove])).await;
+        assert!(answer.response.batch_item_failures.is_empty());
         assert!(relay.publisher.published.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
-    async fn an_insert_that_is_not_an_outbox_item_is_reported_not_skipped() {
+    async fn an_insert_that_is_not_an_outbox_item_is_skipped_and_the_records_behind_it_published() {
         let relay = relay(vec![]);
         let mut bad = outbox_insert(2);
         bad.change.new_image = serde_dynamo::Item::from(std::collections::HashMap::<
             String,
             serde_dynamo::AttributeValue,
         >::new());
-        let response = relay
+        let answer = relay
             .relay(batch(vec![outbox_insert(1), bad, outbox_insert(3)]))
             .await;
-        assert_eq!(
-            response.batch_item_failures[0].item_identifier.as_deref(),
-            Some("000000000000000000002")
+        assert!(answer.response.batch_item_failures.is_empty());
+        assert_eq!(answer.skipped, 1);
+        assert_eq!(relay.publisher.published.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_record_the_broker_refuses_for_good_is_skipped_and_a_broker_outage_is_retried() {
+        let relay = Relay::new(
+            FakePublisher {
+                refuse_at: vec![0],
+                fail_at: vec![2],
+                ..Default::default()
+            },
+            TopicNames::from_env(),
         );
-        // Only the record before it went out; the one after waits its turn.
-        assert_eq!(relay.publisher.published.lock().unwrap().len(), 1);
+        let records: Vec<EventRecord> = (1..=4).map(outbox_insert).collect();
+        let answer = relay.relay(batch(records)).await;
+        assert_eq!(answer.skipped, 1);
+        // The outage at the third record: the stream resumes there, in order.
+        assert_eq!(
+            answer.response.batch_item_failures[0]
+                .item_identifier
+                .as_deref(),
+            Some("000000000000000000003")
+        );
+        let json = serde_json::to_value(&answer).unwrap();
+        assert_eq!(json["skipped"], 1);
+        assert_eq!(
+            json["batchItemFailures"][0]["itemIdentifier"],
+            "000000000000000000003"
+        );
     }
 
     #[tokio::test]
