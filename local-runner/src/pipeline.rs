@@ -202,7 +202,7 @@ struct Functions {
     seat_expiration: Arc<SeatExpiration>,
 }
 
-fn config_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+fn startup_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Startup(Box::new(e))
 }
 
@@ -256,19 +256,20 @@ impl Functions {
         Ok(Functions {
             reservation: Arc::new(
                 ReservationApi::new(&reservation, dynamodb.clone(), clock.clone())
-                    .map_err(config_error)?,
+                    .map_err(startup_error)?,
             ),
             payment: Arc::new(
-                PaymentApi::new(&payment, dynamodb.clone(), clock.clone()).map_err(config_error)?,
+                PaymentApi::new(&payment, dynamodb.clone(), clock.clone())
+                    .map_err(startup_error)?,
             ),
-            relay: Arc::new(Relay::from_config(&relay).map_err(config_error)?),
+            relay: Arc::new(Relay::from_config(&relay).map_err(startup_error)?),
             notifier: Arc::new(
                 LambdaNotifier::from_config(&notifier, dynamodb.clone(), clock.clone())
-                    .map_err(config_error)?,
+                    .map_err(startup_error)?,
             ),
             dlq_retry: Arc::new(
                 DlqRetry::from_config(dlq_retry, dynamodb.clone(), clock.clone())
-                    .map_err(config_error)?,
+                    .map_err(startup_error)?,
             ),
             seat_expiration: Arc::new(SeatExpiration::new(
                 seat_expiration,

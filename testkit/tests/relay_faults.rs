@@ -8,7 +8,7 @@ use local_runner::http_api::Invoker;
 use local_runner::invoke::invoke;
 use local_runner::stream_source::{self, StreamSourceSettings};
 use outbox_relay::Relay;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 use shared::config::TopicNames;
@@ -75,10 +75,20 @@ impl RelayOnStream {
         self.answers.lock().unwrap().clone()
     }
 
-    async fn stop(self) {
+    /// Stops the source; answers every answer the relay gave.
+    async fn stop(self) -> Vec<Value> {
         self.stop.send(true).unwrap();
         let _ = self.source.await;
+        self.answers.lock().unwrap().clone()
     }
+}
+
+/// The envelopes of consumed records, in the order consumed.
+fn envelopes(records: &[OwnedMessage]) -> Vec<EventEnvelope> {
+    records
+        .iter()
+        .map(|m| EventEnvelope::from_json(m.payload().unwrap()).unwrap())
+        .collect()
 }
 
 /// Writes `item` to the outbox table, as a payment's transaction does.
@@ -156,13 +166,9 @@ async fn with_the_broker_down_for_more_than_20_attempts_every_record_arrives_onc
         Duration::from_secs(60),
     )
     .await;
-    let answers = on_stream.answers();
-    on_stream.stop().await;
+    let answers = on_stream.stop().await;
 
-    let received: Vec<EventEnvelope> = records
-        .iter()
-        .map(|m| EventEnvelope::from_json(m.payload().unwrap()).unwrap())
-        .collect();
+    let received = envelopes(&records);
     let mut ids: Vec<_> = received.iter().map(|e| e.event_id).collect();
     ids.sort();
     ids.dedup();
@@ -176,12 +182,9 @@ async fn with_the_broker_down_for_more_than_20_attempts_every_record_arrives_onc
             .collect();
         let got: Vec<_> = records
             .iter()
-            .filter(|m| m.key() == Some(key.to_string().as_bytes()))
-            .map(|m| {
-                EventEnvelope::from_json(m.payload().unwrap())
-                    .unwrap()
-                    .event_id
-            })
+            .zip(&received)
+            .filter(|(m, _)| m.key() == Some(key.to_string().as_bytes()))
+            .map(|(_, e)| e.event_id)
             .collect();
         assert_eq!(got, sent, "order of key {key}");
     }
@@ -233,17 +236,9 @@ async fn a_record_too_large_for_the_topic_is_skipped_and_the_ones_behind_it_are_
         Duration::from_secs(60),
     )
     .await;
-    let answers = on_stream.answers();
-    on_stream.stop().await;
+    let answers = on_stream.stop().await;
 
-    let got: Vec<_> = consumed
-        .iter()
-        .map(|m| {
-            EventEnvelope::from_json(m.payload().unwrap())
-                .unwrap()
-                .event_id
-        })
-        .collect();
+    let got: Vec<_> = envelopes(&consumed).iter().map(|e| e.event_id).collect();
     assert_eq!(got, written, "the two that fit, in order");
     let skipped: u64 = answers.iter().filter_map(|a| a["skipped"].as_u64()).sum();
     assert_eq!(skipped, 1, "{answers:?}");

@@ -15,7 +15,7 @@ pub use ledger::DynamoFailureLedger;
 pub use provision::{create_tables, delete_tables};
 pub use repository::{ExpiredHold, Release, TicketingRepository};
 
-use crate::{Error, InfraError};
+use crate::Error;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 
 /// Wraps an SDK error, keeping the service's own message in the chain.
@@ -24,8 +24,5 @@ where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    Error::from(InfraError::Storage {
-        operation,
-        source: DisplayErrorContext(err).to_string().into(),
-    })
+    Error::storage(operation, DisplayErrorContext(err).to_string())
 }
