@@ -3,7 +3,9 @@
 //! - [`http_api`]: serves the HTTP API on 127.0.0.1:3000 as API Gateway HTTP API
 //!   (payload format 2.0) events, like `sam local start-api`;
 //! - [`stream_source`]: polls the outbox table's DynamoDB stream and invokes the
-//!   relay with Lambda's DynamoDB event JSON, honouring `batchItemFailures`;
+//!   relay with Lambda's DynamoDB event JSON, playing the relay's mapping as
+//!   [`template`] reads it from template.yaml (batching, filter, item failures,
+//!   bisecting, retry and age limits, the on-failure queue);
 //! - [`kafka_source`]: consumes Kafka in a consumer group and invokes the notifier
 //!   with Lambda's self-managed Kafka event JSON, committing offsets only after
 //!   the invocation succeeded;
@@ -22,6 +24,7 @@ pub mod notification_sandbox;
 pub mod pipeline;
 pub mod runtime_api;
 pub mod stream_source;
+pub mod template;
 
 pub use pipeline::{Pipeline, PipelineConfig};
 
@@ -46,6 +49,13 @@ pub enum Error {
     },
     #[error("DynamoDB Streams call {operation} failed: {message}")]
     Streams {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("template.yaml's {place} cannot be played locally: {reason}")]
+    Template { place: String, reason: String },
+    #[error("SQS call {operation} on the relay's on-failure queue failed: {message}")]
+    FailureQueue {
         operation: &'static str,
         message: String,
     },

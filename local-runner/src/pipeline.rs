@@ -7,7 +7,7 @@ use crate::Error;
 use crate::http_api::{self, Invoker, Route};
 use crate::invoke::invoke;
 use crate::kafka_source::{self, KafkaSourceSettings};
-use crate::stream_source::{self, StreamSourceSettings};
+use crate::stream_source::{self, FailureQueue, StreamSourceSettings};
 use dlq_retry::DlqRetry;
 use notifier::LambdaNotifier;
 use outbox_relay::Relay;
@@ -102,13 +102,12 @@ impl PipelineConfig {
                 ConfigError::invalid("API_ADDR", format!("{api_addr:?} is not host:port"))
             })?,
             stream: StreamSourceSettings {
-                batch_size: config::parsed("STREAM_BATCH_SIZE", 100)?,
                 poll_interval: Duration::from_millis(config::parsed(
                     "STREAM_POLL_INTERVAL_MS",
-                    200u64,
+                    250u64,
                 )?),
                 region: config::or_default("AWS_REGION", "us-east-1"),
-                ..StreamSourceSettings::default()
+                ..StreamSourceSettings::relay(None)?
             },
             kafka_source: KafkaSourceSettings {
                 group_id: config::or_default("NOTIFIER_GROUP_ID", "notifier"),
@@ -280,6 +279,23 @@ impl Functions {
     }
 }
 
+/// Gives the stream source the queue the template's on-failure destination
+/// stands for, when the mapping names one and none was given: SQS on the same
+/// endpoint, named for the outbox table (`<table>-relay-failures`).
+async fn with_failure_queue(
+    mut settings: StreamSourceSettings,
+    aws: &aws_config::SdkConfig,
+    outbox_table: &str,
+) -> Result<StreamSourceSettings, Error> {
+    if settings.mapping.on_failure && settings.on_failure.is_none() {
+        let name = format!("{outbox_table}-relay-failures");
+        let queue = FailureQueue::create(aws_sdk_sqs::Client::new(aws), &name).await?;
+        tracing::info!(queue = %queue.url, "the relay's discarded batches are described on this queue");
+        settings.on_failure = Some(queue);
+    }
+    Ok(settings)
+}
+
 /// A running pipeline; `stop` ends every task it started.
 pub struct Pipeline {
     pub api_addr: SocketAddr,
@@ -316,7 +332,7 @@ impl Pipeline {
         let (shutdown, watcher) = watch::channel(false);
         let relay_invoker = invoker!("outbox-relay", timeout, functions.relay);
         let outbox_table = config.tables.outbox.clone();
-        let stream_settings = config.stream.clone();
+        let stream_settings = with_failure_queue(config.stream.clone(), aws, &outbox_table).await?;
         let stop = watcher.clone();
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = stream_source::run(

@@ -66,3 +66,48 @@ impl OutboxItem {
         }
     }
 }
+
+/// What Lambda puts on the relay mapping's on-failure destination when it
+/// discards a batch of the outbox stream: where the batch was, not its items
+/// (an operator re-publishes them from the outbox table). The local runner
+/// writes the same record to its local queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamFailureRecord {
+    #[serde(rename = "requestContext")]
+    pub request_context: FailureContext,
+    pub version: String,
+    pub timestamp: DateTime<Utc>,
+    #[serde(rename = "DDBStreamBatchInfo")]
+    pub batch: StreamBatchInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureContext {
+    pub request_id: String,
+    pub function_arn: String,
+    /// Why the batch was discarded.
+    pub condition: DiscardCondition,
+    pub approximate_invoke_count: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiscardCondition {
+    /// `MaximumRetryAttempts` retries failed.
+    RetryAttemptsExhausted,
+    /// The records were older than `MaximumRecordAgeInSeconds`.
+    RecordAgeExceeded,
+}
+
+/// The discarded records' place in the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamBatchInfo {
+    pub shard_id: String,
+    pub start_sequence_number: String,
+    pub end_sequence_number: String,
+    pub approximate_arrival_of_first_record: DateTime<Utc>,
+    pub approximate_arrival_of_last_record: DateTime<Utc>,
+    pub batch_size: usize,
+    pub stream_arn: String,
+}

@@ -225,7 +225,7 @@ impl TestPipeline {
             stream: StreamSourceSettings {
                 poll_interval: STREAM_POLL_INTERVAL,
                 retry_backoff: StdDuration::from_millis(200),
-                ..Default::default()
+                ..StreamSourceSettings::relay(None).unwrap()
             },
             kafka_source: KafkaSourceSettings {
                 group_id: notifier_group,

@@ -6,7 +6,7 @@
 
 use local_runner::http_api::Invoker;
 use local_runner::invoke::invoke;
-use local_runner::stream_source::{self, StreamSourceSettings};
+use local_runner::stream_source::{self, FailureQueue, StreamSourceSettings};
 use outbox_relay::Relay;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::mocking::MockCluster;
@@ -33,7 +33,11 @@ struct RelayOnStream {
 }
 
 impl RelayOnStream {
-    fn start(aws: &aws_config::SdkConfig, outbox: &str, relay: Relay<KafkaPublisher>) -> Self {
+    async fn start(
+        aws: &aws_config::SdkConfig,
+        outbox: &str,
+        relay: Relay<KafkaPublisher>,
+    ) -> Self {
         let relay = Arc::new(relay);
         let answers: Arc<Mutex<Vec<Value>>> = Arc::default();
         let invoker: Invoker = {
@@ -59,7 +63,7 @@ impl RelayOnStream {
             StreamSourceSettings {
                 poll_interval: Duration::from_millis(50),
                 retry_backoff: Duration::from_millis(200),
-                ..Default::default()
+                ..StreamSourceSettings::relay(Some(failure_queue(aws, outbox).await)).unwrap()
             },
             invoker,
             watcher,
@@ -81,6 +85,13 @@ impl RelayOnStream {
         let _ = self.source.await;
         self.answers.lock().unwrap().clone()
     }
+}
+
+/// The queue of the relay mapping's on-failure destination, for `outbox`.
+async fn failure_queue(aws: &aws_config::SdkConfig, outbox: &str) -> FailureQueue {
+    FailureQueue::create(aws_sdk_sqs::Client::new(aws), &format!("{outbox}-failures"))
+        .await
+        .unwrap()
 }
 
 /// The envelopes of consumed records, in the order consumed.
@@ -140,7 +151,7 @@ async fn with_the_broker_down_for_more_than_20_attempts_every_record_arrives_onc
         .await;
         written.push(event);
     }
-    let on_stream = RelayOnStream::start(&aws, &tables.outbox, relay);
+    let on_stream = RelayOnStream::start(&aws, &tables.outbox, relay).await;
 
     // While the broker is down the relay answers the first record as failed.
     let first_answer = eventually(Duration::from_secs(30), "the relay invoked", || async {
@@ -228,7 +239,7 @@ async fn a_record_too_large_for_the_topic_is_skipped_and_the_ones_behind_it_are_
         }
         write(&dynamodb, &tables.outbox, item).await;
     }
-    let on_stream = RelayOnStream::start(&aws, &tables.outbox, relay);
+    let on_stream = RelayOnStream::start(&aws, &tables.outbox, relay).await;
     let consumed = consume(
         &bootstrap,
         &topics.payment_completed,
