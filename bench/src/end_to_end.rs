@@ -8,10 +8,10 @@
 use crate::Error;
 use crate::report::{Figure, Report, Samples};
 use chrono::{DateTime, Utc};
+use local_runner::template::StreamMapping;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use local_runner::template::StreamMapping;
 use testkit::{KAFKA_BATCHING_WINDOW, Options, STREAM_POLL_INTERVAL, TestPipeline};
 
 pub struct EndToEndBench {

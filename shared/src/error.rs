@@ -63,6 +63,10 @@ pub enum InfraError {
     },
 }
 
+/// The longest wait a channel's `retry_after` is honoured for: dlq-retry's
+/// default longest back-off.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl InfraError {
     pub fn storage(operation: &'static str, source: impl Into<Cause>) -> Self {
         InfraError::Storage {
@@ -84,13 +88,15 @@ impl InfraError {
         }
     }
 
-    /// How long the channel asked us to wait before trying again, if it did.
+    /// How long the channel asked us to wait before trying again, if it did,
+    /// at most [`MAX_RETRY_AFTER`]: a channel's number is never trusted to
+    /// keep a letter away for longer, nor to overflow the time arithmetic.
     pub fn retry_after(&self) -> Option<chrono::Duration> {
         match self {
             InfraError::Channel {
                 retry_after: Some(after),
                 ..
-            } => chrono::Duration::from_std(*after).ok(),
+            } => chrono::Duration::from_std((*after).min(MAX_RETRY_AFTER)).ok(),
             _ => None,
         }
     }
@@ -191,6 +197,31 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channels_retry_after_is_capped_at_an_hour() {
+        let asking = |after: std::time::Duration| InfraError::Channel {
+            channel: "discord",
+            retryable: true,
+            retry_after: Some(after),
+            message: "HTTP 429".into(),
+            source: None,
+        };
+        let ten_minutes = std::time::Duration::from_secs(600);
+        assert_eq!(
+            asking(ten_minutes).retry_after(),
+            Some(chrono::Duration::minutes(10))
+        );
+        for absurd in [
+            std::time::Duration::from_secs(1_000_000_000_000),
+            std::time::Duration::MAX,
+        ] {
+            assert_eq!(
+                asking(absurd).retry_after(),
+                Some(chrono::Duration::hours(1))
+            );
+        }
+    }
 
     fn channel_down() -> InfraError {
         InfraError::Channel {

@@ -447,18 +447,32 @@ mod tests {
         assert_eq!(n.sink().ledger().failures()[0].status, LedgerStatus::Failed);
     }
 
+    /// The next attempt of the first dead letter the notifier published.
+    fn first_letters_next_attempt(n: &TestNotifier) -> DateTime<Utc> {
+        n.sink().publisher().published()[0]
+            .header(dead_letter::NEXT_ATTEMPT_AT)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_429_retry_after_longer_than_the_delay_sets_next_attempt_at() {
         let n = notifier(failing(true, Some(600)), false);
         let before = Utc::now();
         n.handle(batch(vec![record(0)])).await.unwrap();
-        let published = n.sink().publisher().published();
-        let next: DateTime<Utc> = published[0]
-            .header(dead_letter::NEXT_ATTEMPT_AT)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let next = first_letters_next_attempt(&n);
         assert!(next >= before + Duration::seconds(599), "{next}");
+    }
+
+    #[tokio::test]
+    async fn a_429_asking_for_years_is_retried_within_the_hour_instead_of_overflowing() {
+        let n = notifier(failing(true, Some(1_000_000_000_000)), false);
+        let before = Utc::now();
+        n.handle(batch(vec![record(0)])).await.unwrap();
+        let next = first_letters_next_attempt(&n);
+        assert!(next <= Utc::now() + Duration::hours(1), "{next}");
+        assert!(next >= before + Duration::minutes(59), "{next}");
     }
 
     #[tokio::test]

@@ -2,9 +2,9 @@ use super::items::{
     self, Item, Reader, concert_from, concert_key, n, reservation_from, reservation_key, s,
     seat_from, seat_key, token_from, token_key, user_from, user_key,
 };
-use super::sdk_error;
 use super::transaction::{Cancelled, Refused, Slot, Transaction};
 use super::writes;
+use super::{UnprocessedRetries, sdk_error};
 use crate::Error;
 use crate::clock::to_millis;
 use crate::config::TableNames;
@@ -319,6 +319,7 @@ impl TicketingRepository {
                 .map_err(|e| Error::storage("building the checkout read", e))?,
         );
         let mut found: Vec<Item> = Vec::with_capacity(4);
+        let mut retries = UnprocessedRetries::new("BatchGetItem");
         while let Some(request) = pending.take() {
             let out = self
                 .client
@@ -334,6 +335,9 @@ impl TicketingRepository {
                 .unprocessed_keys
                 .and_then(|mut u| u.remove(&self.tables.ticketing))
                 .filter(|k| !k.keys().is_empty());
+            if pending.is_some() {
+                retries.wait().await?;
+            }
         }
         let by_pk: HashMap<String, Item> = found
             .into_iter()
@@ -468,6 +472,7 @@ impl TicketingRepository {
                         .map_err(|e| Error::storage("building the seed", e))
                 })
                 .collect::<Result<_, _>>()?;
+            let mut retries = UnprocessedRetries::new("BatchWriteItem");
             while !requests.is_empty() {
                 let out = self
                     .client
@@ -480,6 +485,9 @@ impl TicketingRepository {
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.tables.ticketing))
                     .unwrap_or_default();
+                if !requests.is_empty() {
+                    retries.wait().await?;
+                }
             }
         }
         Ok(())
