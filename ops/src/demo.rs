@@ -423,10 +423,13 @@ impl Demo<'_> {
                 mail_prefix: "fan".into(),
             })
         };
-        let cast = Cast {
-            rich: generate(&request(5, 200_000)?, key, now)?,
-            poor: generate(&request(1, 10_000)?, key, now)?,
-        };
+        let rich = generate(&request(5, 200_000)?, key, now)?;
+        let mut poor = generate(&request(1, 10_000)?, key, now)?;
+        // B queued for the same concert as the others: its token admits to it.
+        for fan in &mut poor.users {
+            fan.token.concert_id = rich.concert.id;
+        }
+        let cast = Cast { rich, poor };
         self.repo.seed(&cast.rich.data()).await?;
         self.repo.seed(&cast.poor.data()).await?;
         println!(

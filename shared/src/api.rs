@@ -85,13 +85,14 @@ fn refusal_status(refusal: &Refusal) -> u16 {
         Refusal::InvalidInput { .. } => 400,
         Refusal::InvalidToken(_) | Refusal::TokenExpired => 401,
         Refusal::InsufficientBalance { .. } => 402,
-        Refusal::NotOwner => 403,
+        Refusal::NotOwner | Refusal::TokenForAnotherConcert { .. } => 403,
         Refusal::NotFound { .. } => 404,
         Refusal::SeatTaken(_)
         | Refusal::AlreadyPaid(_)
         | Refusal::HoldExpired { .. }
         | Refusal::ReservationExpired(_)
         | Refusal::TokenUsed
+        | Refusal::HoldLimit { .. }
         | Refusal::InProgress
         | Refusal::Conflict(_) => 409,
         Refusal::IdempotencyKeyReused => 422,

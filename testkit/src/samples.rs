@@ -59,7 +59,7 @@ pub async fn seed_the_sample_world(repo: &TicketingRepository, hold: &Value) {
             price: Money::krw(150_000).unwrap(),
             status: SeatStatus::Available,
         }],
-        concerts: vec![concert],
+        concerts: vec![concert.clone()],
         users: vec![User {
             id: user_id,
             mail: Mail::parse("fan@example.com").unwrap(),
@@ -68,8 +68,10 @@ pub async fn seed_the_sample_world(repo: &TicketingRepository, hold: &Value) {
         tokens: vec![QueueToken {
             id: TokenId::parse(claims["jti"].as_str().unwrap()).unwrap(),
             user_id,
+            concert_id: concert.id,
             status: TokenStatus::Active,
             expires_at: Utc::now() + Duration::days(1),
+            hold: None,
         }],
     };
     repo.seed(&data).await.unwrap();

@@ -45,6 +45,18 @@ async fn notified(p: &TestPipeline) {
         .await;
 }
 
+/// A pipeline whose clock the test moves, holding seats for 5 minutes.
+async fn start_on_a_manual_clock() -> (TestPipeline, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let p = TestPipeline::start(Options {
+        clock: clock.clone(),
+        hold_for: Duration::minutes(5),
+        ..Options::default()
+    })
+    .await;
+    (p, clock)
+}
+
 async fn held(p: &TestPipeline, jwt: &str, seat: SeatId) -> String {
     let (status, body) = p.hold(jwt, seat).await;
     assert_eq!(status, 201, "{body}");
@@ -237,13 +249,7 @@ async fn a_seat_held_by_another_customer_is_409_seat_taken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paying_after_the_hold_expired_is_409_hold_expired() {
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let p = TestPipeline::start(Options {
-        clock: clock.clone(),
-        hold_for: Duration::minutes(5),
-        ..Options::default()
-    })
-    .await;
+    let (p, clock) = start_on_a_manual_clock().await;
     let s = seed(&p.repo, 1, 1, 100_000, 60_000).await;
     let reservation = held(&p, &s.users[0].jwt, s.seats[0].id).await;
     clock.set(clock.now() + Duration::minutes(5));
@@ -252,6 +258,39 @@ async fn paying_after_the_hold_expired_is_409_hold_expired() {
         p.pay(&s.users[0].jwt, &reservation),
         409,
         "HOLD_EXPIRED",
+    )
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_hold_with_one_queue_token_is_409_hold_limit_until_the_first_ends() {
+    let (p, clock) = start_on_a_manual_clock().await;
+    let s = seed(&p.repo, 2, 1, 100_000, 60_000).await;
+    let jwt = s.users[0].jwt.as_str();
+    let first = held(&p, jwt, s.seats[0].id).await;
+    let before = p.snapshot().await;
+    let (status, body) = p.hold(jwt, s.seats[1].id).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "HOLD_LIMIT", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&first), "names the hold it has: {message}");
+    assert_eq!(p.snapshot().await, before, "a refused hold changed a table");
+    // Once the first hold has ended, the token holds again.
+    clock.set(clock.now() + Duration::minutes(5));
+    held(&p, jwt, s.seats[1].id).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_token_used_on_another_concerts_seat_is_403() {
+    let (p, s) = start().await;
+    let other_concert = seed(&p.repo, 1, 1, 100_000, 60_000).await;
+    assert_refused(
+        &p,
+        p.hold(&s.users[0].jwt, other_concert.seats[0].id),
+        403,
+        "TOKEN_FOR_ANOTHER_CONCERT",
     )
     .await;
     p.stop().await;
@@ -303,7 +342,8 @@ async fn an_idempotency_key_reused_for_another_reservation_is_422() {
     let (p, s) = start().await;
     let jwt = s.users[0].jwt.as_str();
     let first = held(&p, jwt, s.seats[0].id).await;
-    let second = held(&p, jwt, s.seats[1].id).await;
+    // The key is judged before the reservation is read: any other one will do.
+    let second = ReservationId::random().to_string();
     let key = [("Idempotency-Key", "order-7")];
     let (status, body) = p
         .post_with(

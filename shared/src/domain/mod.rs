@@ -17,5 +17,5 @@ pub use payment::{Checkout, PaymentOutcome, PaymentReceipt, PaymentStatus, pay};
 pub use refusal::Refusal;
 pub use reservation::{Reservation, ReservationStatus};
 pub use seat::{Seat, SeatStatus};
-pub use token::{QueueToken, TokenStatus};
+pub use token::{QueueToken, TokenHold, TokenStatus};
 pub use user::{Concert, Mail, User};

@@ -128,8 +128,10 @@ mod tests {
         let token = QueueToken {
             id: TokenId::random(),
             user_id: user.id,
+            concert_id: concert.id,
             status: TokenStatus::Active,
             expires_at: at(3_600),
+            hold: None,
         };
         Checkout {
             user,

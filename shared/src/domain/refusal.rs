@@ -3,7 +3,7 @@
 //! (`shared::api` holds that mapping) and a consumer never retries one, except the
 //! two that say "not yet".
 
-use super::{Money, ReservationId, SeatId};
+use super::{ConcertId, Money, ReservationId, SeatId};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +18,17 @@ pub enum Refusal {
     TokenUsed,
     #[error("this reservation belongs to another user")]
     NotOwner,
+    #[error(
+        "the queue token admits to concert {admits}, not to concert {asked}; enter that concert's queue"
+    )]
+    TokenForAnotherConcert { admits: ConcertId, asked: ConcertId },
+    #[error(
+        "the queue token already holds reservation {reservation} until {until}; pay for it or let the hold end before holding another seat"
+    )]
+    HoldLimit {
+        reservation: ReservationId,
+        until: DateTime<Utc>,
+    },
     #[error("{kind} {id} does not exist")]
     NotFound { kind: &'static str, id: String },
     #[error("seat {0} is already held or sold")]
@@ -59,6 +70,8 @@ impl Refusal {
             Refusal::TokenExpired => "TOKEN_EXPIRED",
             Refusal::TokenUsed => "TOKEN_USED",
             Refusal::NotOwner => "FORBIDDEN",
+            Refusal::TokenForAnotherConcert { .. } => "TOKEN_FOR_ANOTHER_CONCERT",
+            Refusal::HoldLimit { .. } => "HOLD_LIMIT",
             Refusal::NotFound { .. } => "NOT_FOUND",
             Refusal::SeatTaken(_) => "SEAT_TAKEN",
             Refusal::AlreadyPaid(_) => "ALREADY_PAID",
@@ -81,6 +94,8 @@ impl Refusal {
             | Refusal::TokenExpired
             | Refusal::TokenUsed
             | Refusal::NotOwner
+            | Refusal::TokenForAnotherConcert { .. }
+            | Refusal::HoldLimit { .. }
             | Refusal::NotFound { .. }
             | Refusal::SeatTaken(_)
             | Refusal::AlreadyPaid(_)
@@ -101,6 +116,8 @@ impl Refusal {
             Refusal::TokenExpired => "shared::Error::TokenExpired",
             Refusal::TokenUsed => "shared::Error::TokenUsed",
             Refusal::NotOwner => "shared::Error::NotOwner",
+            Refusal::TokenForAnotherConcert { .. } => "shared::Error::TokenForAnotherConcert",
+            Refusal::HoldLimit { .. } => "shared::Error::HoldLimit",
             Refusal::NotFound { .. } => "shared::Error::NotFound",
             Refusal::SeatTaken(_) => "shared::Error::SeatTaken",
             Refusal::AlreadyPaid(_) => "shared::Error::AlreadyPaid",

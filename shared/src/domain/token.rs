@@ -1,5 +1,5 @@
 use super::Refusal;
-use super::{TokenId, UserId};
+use super::{ConcertId, ReservationId, TokenId, UserId};
 use chrono::{DateTime, Utc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,13 +30,25 @@ impl TokenStatus {
 }
 
 /// The server-side state of a queue token: the JWT proves who the caller is, this
-/// row says whether the queue still admits them.
+/// row says whether the queue still admits them, to which concert, and which
+/// hold the token has made (one at a time).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueToken {
     pub id: TokenId,
     pub user_id: UserId,
+    /// The concert whose queue admitted the caller: the only one it holds seats of.
+    pub concert_id: ConcertId,
     pub status: TokenStatus,
     pub expires_at: DateTime<Utc>,
+    /// The last hold made with the token; it blocks another until it ends.
+    pub hold: Option<TokenHold>,
+}
+
+/// A hold made with a queue token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenHold {
+    pub reservation: ReservationId,
+    pub until: DateTime<Utc>,
 }
 
 impl QueueToken {
@@ -52,6 +64,30 @@ impl QueueToken {
             TokenStatus::Expired => Err(Refusal::TokenExpired),
             TokenStatus::Active if now >= self.expires_at => Err(Refusal::TokenExpired),
             TokenStatus::Active => Ok(()),
+        }
+    }
+
+    /// Whether `caller` may hold a seat of `concert` with this token at `now`:
+    /// a usable token of that concert with no unexpired hold.
+    pub fn ensure_can_hold(
+        &self,
+        caller: UserId,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        self.ensure_usable(caller, now)?;
+        if self.concert_id != concert {
+            return Err(Refusal::TokenForAnotherConcert {
+                admits: self.concert_id,
+                asked: concert,
+            });
+        }
+        match self.hold {
+            Some(hold) if hold.until > now => Err(Refusal::HoldLimit {
+                reservation: hold.reservation,
+                until: hold.until,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -77,9 +113,50 @@ mod tests {
         QueueToken {
             id: TokenId::random(),
             user_id: UserId::random(),
+            concert_id: ConcertId::random(),
             status,
             expires_at: at(600),
+            hold: None,
         }
+    }
+
+    #[test]
+    fn a_token_holds_one_seat_of_its_own_concert_at_a_time() {
+        let mut t = token(TokenStatus::Active);
+        assert_eq!(t.ensure_can_hold(t.user_id, t.concert_id, at(0)), Ok(()));
+        let hold = TokenHold {
+            reservation: ReservationId::random(),
+            until: at(300),
+        };
+        t.hold = Some(hold);
+        let refused = t
+            .ensure_can_hold(t.user_id, t.concert_id, at(10))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::HoldLimit {
+                reservation: hold.reservation,
+                until: hold.until
+            }
+        );
+        assert_eq!(refused.code(), "HOLD_LIMIT");
+        // Once the hold has ended, the token may hold again.
+        assert_eq!(t.ensure_can_hold(t.user_id, t.concert_id, at(300)), Ok(()));
+    }
+
+    #[test]
+    fn a_token_of_another_concert_is_refused_naming_both() {
+        let t = token(TokenStatus::Active);
+        let other = ConcertId::random();
+        let refused = t.ensure_can_hold(t.user_id, other, at(0)).unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::TokenForAnotherConcert {
+                admits: t.concert_id,
+                asked: other
+            }
+        );
+        assert!(refused.to_string().contains(&other.to_string()));
     }
 
     #[test]

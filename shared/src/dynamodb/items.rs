@@ -10,7 +10,7 @@ use crate::Error;
 use crate::clock::{from_millis, to_millis};
 use crate::domain::{
     Concert, ConcertId, Mail, Money, QueueToken, Reservation, ReservationId, ReservationStatus,
-    Seat, SeatId, SeatStatus, TokenId, TokenStatus, User, UserId,
+    Seat, SeatId, SeatStatus, TokenHold, TokenId, TokenStatus, User, UserId,
 };
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -319,8 +319,13 @@ pub fn token_item(token: &QueueToken) -> Item {
     item.insert("entity".into(), s("QueueToken"));
     item.insert("tokenId".into(), s(token.id.to_string()));
     item.insert("userId".into(), s(token.user_id.to_string()));
+    item.insert("concertId".into(), s(token.concert_id.to_string()));
     item.insert("status".into(), s(token.status.name()));
     item.insert("expiresAt".into(), n(to_millis(token.expires_at)));
+    if let Some(hold) = token.hold {
+        item.insert("heldReservation".into(), s(hold.reservation.to_string()));
+        item.insert("heldUntil".into(), n(to_millis(hold.until)));
+    }
     item
 }
 
@@ -329,12 +334,20 @@ pub fn token_from(item: &Item) -> Result<QueueToken, Error> {
     Ok(QueueToken {
         id: r.id("tokenId")?,
         user_id: r.id("userId")?,
+        concert_id: r.id("concertId")?,
         status: {
             let status = r.str("status")?;
             TokenStatus::parse(status)
                 .ok_or_else(|| Error::corrupt(format!("unknown token status {status:?}")))?
         },
         expires_at: r.time("expiresAt")?,
+        hold: match r.opt_time("heldUntil")? {
+            Some(until) => Some(TokenHold {
+                reservation: r.id("heldReservation")?,
+                until,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -391,12 +404,19 @@ mod tests {
         );
         let sold = held.sell(reservation.id, at(1)).unwrap();
         assert_eq!(seat_from(&seat_item(&sold)).unwrap(), sold);
-        let token = QueueToken {
+        let mut token = QueueToken {
             id: TokenId::random(),
             user_id: user.id,
+            concert_id: concert.id,
             status: TokenStatus::Active,
             expires_at: at(100),
+            hold: None,
         };
+        assert_eq!(token_from(&token_item(&token)).unwrap(), token);
+        token.hold = Some(TokenHold {
+            reservation: reservation.id,
+            until: at(60),
+        });
         assert_eq!(token_from(&token_item(&token)).unwrap(), token);
     }
 

@@ -245,8 +245,9 @@ impl TicketingRepository {
             .map_err(|e| Error::corrupt(format!("payment {id} receipt: {e}")))
     }
 
-    /// Writes a PENDING reservation and the seat HELD for it, only if the seat is
-    /// still AVAILABLE and the caller's queue token still ACTIVE.
+    /// Writes a PENDING reservation and the seat HELD for it, and records the
+    /// hold on the caller's queue token, only if the seat is still AVAILABLE and
+    /// the token ACTIVE, of the seat's concert and holding no other seat.
     pub async fn hold(
         &self,
         reservation: &Reservation,
@@ -265,10 +266,15 @@ impl TicketingRepository {
             reservation.id,
             expires_at,
         )?);
-        let token_usable = tx.check(writes::token_usable(
+        let token_held = tx.update(writes::hold_on_token(
             table,
             token_id,
-            reservation.user_id,
+            &writes::TokenUse {
+                user: reservation.user_id,
+                concert: reservation.concert_id,
+                reservation: reservation.id,
+                until: expires_at,
+            },
             now,
         )?);
         tx.put(writes::put_new(
@@ -282,12 +288,12 @@ impl TicketingRepository {
         };
         // Tell the caller the real reason, judged by the domain on the items as
         // they were when the transaction ran.
-        if let Some(old) = cancelled.failed(token_usable) {
+        if let Some(old) = cancelled.failed(token_held) {
             let token = old
                 .map(token_from)
                 .transpose()?
                 .ok_or_else(|| Refusal::InvalidToken("the queue token is unknown".into()))?;
-            token.ensure_usable(reservation.user_id, now)?;
+            token.ensure_can_hold(reservation.user_id, reservation.concert_id, now)?;
         }
         if let Some(old) = cancelled.failed(seat_held) {
             let seat = old.map(seat_from).transpose()?.ok_or(Refusal::NotFound {

@@ -7,7 +7,7 @@ use super::sdk_error;
 use crate::Error;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{CancellationReason, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{CancellationReason, Put, TransactWriteItem, Update};
 
 /// The item added in one slot of a transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +40,6 @@ impl Transaction {
 
     pub(crate) fn put(&mut self, put: Put) -> Slot {
         self.add(TransactWriteItem::builder().put(put).build())
-    }
-
-    pub(crate) fn check(&mut self, check: ConditionCheck) -> Slot {
-        self.add(TransactWriteItem::builder().condition_check(check).build())
     }
 
     fn add(&mut self, item: TransactWriteItem) -> Slot {
@@ -102,11 +98,11 @@ mod tests {
         CancellationReason::builder().code(code).build()
     }
 
-    fn check(table: &str) -> ConditionCheck {
-        ConditionCheck::builder()
+    fn put(table: &str) -> Put {
+        Put::builder()
             .table_name(table)
-            .condition_expression("attribute_exists(pk)")
-            .set_key(Some(Item::new()))
+            .condition_expression("attribute_not_exists(pk)")
+            .set_item(Some(Item::new()))
             .build()
             .unwrap()
     }
@@ -114,9 +110,9 @@ mod tests {
     #[test]
     fn a_reason_is_found_by_the_slot_its_item_was_added_in() {
         let mut tx = Transaction::default();
-        let first = tx.check(check("a"));
-        let second = tx.check(check("b"));
-        let third = tx.check(check("c"));
+        let first = tx.put(put("a"));
+        let second = tx.put(put("b"));
+        let third = tx.put(put("c"));
         let old = Item::from([("pk".to_owned(), AttributeValue::S("x".into()))]);
         let mut failed = reason("ConditionalCheckFailed");
         failed.item = Some(old.clone());

@@ -6,13 +6,13 @@ use super::items::{self, Item, n, reservation_key, s, seat_key, token_key, user_
 use crate::Error;
 use crate::clock::to_millis;
 use crate::domain::{
-    Money, PaymentId, ReservationId, ReservationStatus, SeatId, SeatStatus, TokenId, TokenStatus,
-    UserId,
+    ConcertId, Money, PaymentId, ReservationId, ReservationStatus, SeatId, SeatStatus, TokenId,
+    TokenStatus, UserId,
 };
 use crate::events::EventEnvelope;
 use crate::outbox::OutboxItem;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure as ReturnOld, Update,
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure as ReturnOld, Update,
 };
 use chrono::{DateTime, Utc};
 
@@ -119,24 +119,40 @@ pub(crate) fn finish_token(
     )
 }
 
-/// Checks that the queue token is ACTIVE, the caller's and unexpired.
-pub(crate) fn token_usable(
+/// The hold recorded on the queue token, only while the token is ACTIVE, the
+/// caller's, unexpired, of the seat's concert and holding nothing else.
+pub(crate) fn hold_on_token(
     table: &str,
     token: TokenId,
-    user: UserId,
+    hold: &TokenUse,
     now: DateTime<Utc>,
-) -> Result<ConditionCheck, Error> {
-    ConditionCheck::builder()
-        .table_name(table)
-        .set_key(Some(token_key(token)))
-        .condition_expression("#status = :active AND userId = :uid AND expiresAt > :now")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":active", s(TokenStatus::Active.name()))
-        .expression_attribute_values(":uid", s(user.to_string()))
-        .expression_attribute_values(":now", n(to_millis(now)))
-        .return_values_on_condition_check_failure(ReturnOld::AllOld)
-        .build()
-        .map_err(build_error)
+) -> Result<Update, Error> {
+    guarded_update(
+        table,
+        token_key(token),
+        (
+            "SET heldReservation = :rid, heldUntil = :until",
+            "#status = :active AND userId = :uid AND expiresAt > :now AND concertId = :cid \
+             AND (attribute_not_exists(heldUntil) OR heldUntil <= :now)",
+        ),
+        vec![
+            (":rid", s(hold.reservation.to_string())),
+            (":until", n(to_millis(hold.until))),
+            (":active", s(TokenStatus::Active.name())),
+            (":uid", s(hold.user.to_string())),
+            (":cid", s(hold.concert.to_string())),
+            (":now", n(to_millis(now))),
+        ],
+        true,
+    )
+}
+
+/// Who holds what with a queue token, and until when.
+pub(crate) struct TokenUse {
+    pub user: UserId,
+    pub concert: ConcertId,
+    pub reservation: ReservationId,
+    pub until: DateTime<Utc>,
 }
 
 /// The seat HELD for the reservation until `expires_at`, only while AVAILABLE.
