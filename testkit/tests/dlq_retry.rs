@@ -1,15 +1,16 @@
 //! dlq-retry on the real stack: a notification that failed is delivered once the
 //! channel is back (ledger PENDING -> PROCESSED); after the maximum number of
 //! retries it is parked on the failed topic (ledger FAILED); a run never chases
-//! the records it republished itself, leaves records not yet due, and stops for
-//! its deadline.
+//! the records it republished itself, puts letters not yet due back at the
+//! topic's end without holding up the due ones behind them, and stops for its
+//! deadline.
 
 use chrono::{Duration, Utc};
 use dlq_retry::DlqRetry;
 use local_runner::notification_sandbox::FailurePlan;
-use shared::clock::SystemClock;
+use shared::clock::{Clock, ManualClock, SystemClock};
 use shared::dead_letter;
-use shared::delivery::Failure;
+use shared::delivery::{Disposition, Failure};
 use shared::dynamodb::DynamoFailureLedger;
 use shared::ledger::{LedgerEntry, LedgerStatus};
 use shared::notification::ChannelKind;
@@ -119,6 +120,15 @@ struct Direct {
 
 /// A notifier and a dlq-retry of their own (no runner), for runs under the test's control.
 async fn direct(retry_delay: Duration, safety_margin: Duration) -> Direct {
+    direct_on(Arc::new(SystemClock), retry_delay, safety_margin).await
+}
+
+/// The same, with dlq-retry on `clock`.
+async fn direct_on(
+    clock: Arc<dyn Clock>,
+    retry_delay: Duration,
+    safety_margin: Duration,
+) -> Direct {
     let n = DirectNotifier::start(retry_delay, StdDuration::from_secs(5)).await;
     let retry = DlqRetry::from_config(
         dlq_retry::Config {
@@ -133,7 +143,7 @@ async fn direct(retry_delay: Duration, safety_margin: Duration) -> Direct {
             },
         },
         n.dynamodb.clone(),
-        Arc::new(SystemClock),
+        clock,
     )
     .unwrap();
     Direct { n, retry }
@@ -148,33 +158,26 @@ async fn dead_letters(d: &Direct, n: i64) {
 
 /// The first dead letter on the DLQ, read back.
 async fn first_dead_letter(d: &Direct) -> dead_letter::DeadLetter {
-    let dlq = consume(
-        &kafka().bootstrap_servers,
-        &d.n.topics.payment_completed_dlq,
-        1,
-        StdDuration::from_secs(30),
-    )
-    .await;
-    dead_letter::DeadLetter::from_dlq_record(&shared::kafka::decoded_message(&dlq[0])).unwrap()
+    dead_letter_at(d, 0).await
+}
+
+/// A dlq-retry run with a minute before its deadline.
+async fn run_a_minute(d: &Direct) -> dlq_retry::RetryReport {
+    d.retry
+        .run(Utc::now() + Duration::seconds(60))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_does_not_chase_the_records_it_republished() {
     let d = direct(Duration::zero(), Duration::seconds(1)).await;
     dead_letters(&d, 3).await;
-    let report = d
-        .retry
-        .run(Utc::now() + Duration::seconds(60))
-        .await
-        .unwrap();
+    let report = run_a_minute(&d).await;
     assert_eq!(report.retried, 3, "{report:?}");
     assert_eq!(report.processed + report.failed, 0);
     // The next run takes the three republished ones, once each.
-    let report = d
-        .retry
-        .run(Utc::now() + Duration::seconds(60))
-        .await
-        .unwrap();
+    let report = run_a_minute(&d).await;
     assert_eq!(report.retried, 3, "{report:?}");
     let records = consume(
         &kafka().bootstrap_servers,
@@ -190,14 +193,96 @@ async fn a_run_does_not_chase_the_records_it_republished() {
 async fn a_record_not_yet_due_stays_for_a_later_run() {
     let d = direct(Duration::hours(1), Duration::seconds(1)).await;
     dead_letters(&d, 1).await;
-    let report = d
-        .retry
-        .run(Utc::now() + Duration::seconds(60))
-        .await
-        .unwrap();
+    let report = run_a_minute(&d).await;
     assert_eq!(report.not_due, 1, "{report:?}");
     assert_eq!(report.processed + report.retried + report.failed, 0);
     assert_eq!(d.n.sandbox.attempts(), 1, "only the notifier's own attempt");
+    // Put back at the topic's end as it was: the next run finds it again.
+    let report = run_a_minute(&d).await;
+    assert_eq!(report.not_due, 1, "{report:?}");
+    let again = dead_letter_at(&d, 1).await;
+    assert_eq!(
+        again,
+        first_dead_letter(&d).await,
+        "the letter is unchanged"
+    );
+}
+
+/// The dead letter at `offset` of the DLQ, read back.
+async fn dead_letter_at(d: &Direct, offset: usize) -> dead_letter::DeadLetter {
+    let dlq = consume(
+        &kafka().bootstrap_servers,
+        &d.n.topics.payment_completed_dlq,
+        offset + 1,
+        StdDuration::from_secs(30),
+    )
+    .await;
+    dead_letter::DeadLetter::from_dlq_record(&shared::kafka::decoded_message(&dlq[offset])).unwrap()
+}
+
+/// Puts a letter of a new event on the DLQ, due `at`, as the notifier would.
+async fn letter_due(d: &Direct, at: chrono::DateTime<Utc>) -> String {
+    let envelope = shared::fixtures::payment_completed_envelope(
+        shared::domain::ReservationId::random(),
+        "due@example.com",
+        1_000,
+    );
+    let record = shared::fixtures::record_of(&envelope, &d.n.topics.payment_completed, 9);
+    let failure = shared::Error::from(shared::InfraError::Channel {
+        channel: "telegram",
+        retryable: true,
+        retry_after: None,
+        message: "HTTP 502".into(),
+        source: None,
+    });
+    let letter =
+        dead_letter::DeadLetter::new(record, &failure, 0, at).on_channel(ChannelKind::Telegram);
+    let sink = d.n.config.delivery.sink(d.n.dynamodb.clone()).unwrap();
+    sink.dead_letter(&letter, Disposition::Retry, Utc::now())
+        .await
+        .unwrap();
+    envelope.event_id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_letter_due_in_an_hour_does_not_hold_up_one_due_now_behind_it_and_each_is_sent_once() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let d = direct_on(clock.clone(), Duration::hours(1), Duration::seconds(1)).await;
+    dead_letters(&d, 1).await; // due in an hour (the notifier's retry delay)
+    let due_now = letter_due(&d, clock.now()).await;
+    d.n.sandbox.fail_next(FailurePlan::fail(0, 500)); // Telegram is back
+    let run = || d.retry.run(clock.now() + Duration::seconds(60));
+
+    let due_later = first_dead_letter(&d).await.event_id();
+    let ledger = d.n.ledger();
+    let status = |event: String| {
+        let ledger = ledger.clone();
+        async move {
+            let row = ledger
+                .get(&event, Some(ChannelKind::Telegram))
+                .await
+                .unwrap();
+            row.map(|r| r.status)
+        }
+    };
+
+    // The next run: the letter due now is sent, the other put back.
+    let report = run().await.unwrap();
+    assert_eq!((report.processed, report.not_due), (1, 1), "{report:?}");
+    assert_eq!(d.n.sandbox.messages().len(), 1);
+    assert_eq!(status(due_now.clone()).await, Some(LedgerStatus::Processed));
+    assert_eq!(status(due_later.clone()).await, Some(LedgerStatus::Pending));
+    let report = run().await.unwrap();
+    assert_eq!((report.processed, report.not_due), (0, 1), "{report:?}");
+
+    // On time: the first run after its hour sends it.
+    clock.set(clock.now() + Duration::minutes(61));
+    let report = run().await.unwrap();
+    assert_eq!((report.processed, report.not_due), (1, 0), "{report:?}");
+    assert_eq!(status(due_later).await, Some(LedgerStatus::Processed));
+    let report = run().await.unwrap();
+    assert_eq!(report, dlq_retry::RetryReport::default(), "nothing left");
+    assert_eq!(d.n.sandbox.messages().len(), 2, "each sent once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,11 +320,7 @@ async fn an_event_delivered_before_its_retry_is_not_sent_again() {
             .deliver(&letter.original, None, None)
             .await;
     assert!(redelivered.is_empty(), "{redelivered:?}");
-    let report = d
-        .retry
-        .run(Utc::now() + Duration::seconds(60))
-        .await
-        .unwrap();
+    let report = run_a_minute(&d).await;
     assert_eq!(report.processed, 1, "{report:?}");
     assert_eq!(
         d.n.sandbox.messages().len(),
@@ -313,11 +394,7 @@ async fn a_reservations_dead_letters_are_retried_in_offset_order_among_other_res
     d.n.deliver(records).await.unwrap();
     d.n.sandbox.fail_next(FailurePlan::fail(0, 500));
 
-    let report = d
-        .retry
-        .run(Utc::now() + Duration::seconds(60))
-        .await
-        .unwrap();
+    let report = run_a_minute(&d).await;
     assert_eq!(report.processed, 12, "{report:?}");
     let texts: Vec<String> = d.n.sandbox.messages().into_iter().map(|m| m.text).collect();
     assert_eq!(texts.len(), 12, "each once");

@@ -15,9 +15,12 @@
 //!
 //! Due letters go in chunks, each chunk's letters concurrently (one
 //! reservation's in order); a chunk's offsets are committed only after what was
-//! written for all of it was acknowledged. A record not yet due stops its
-//! partition for this run. The run stops early enough to finish before the
-//! invocation's deadline.
+//! written for all of it was acknowledged. A letter not yet due is put back at
+//! the topic's end unchanged and committed past, so a long back-off (a 429's
+//! `retry_after`, the one-hour cap) never holds up the due letters behind it;
+//! it comes round again each run until it is due (the notifier's idempotency
+//! makes a copy left by a crash between the two harmless). The run stops early
+//! enough to finish before the invocation's deadline.
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -138,18 +141,26 @@ pub struct RetryReport {
     pub retried: u32,
     /// Parked on the failed topic.
     pub failed: u32,
-    /// Partitions that stopped at a record not yet due.
+    /// Letters not yet due, put back at the topic's end for a later run.
     pub not_due: u32,
     /// True when the run stopped for the deadline with records left.
     pub stopped_for_deadline: bool,
 }
 
-/// A record of the chunk: its letter to retry, or none when it was parked as
-/// unreadable already (only its offset is left to commit).
+/// A record of the chunk and what the run does with it before committing past it.
 struct Pending {
     partition: i32,
     offset: i64,
-    letter: Option<DeadLetter>,
+    action: Action,
+}
+
+enum Action {
+    /// A due letter: sent again.
+    Retry(DeadLetter),
+    /// A letter not yet due: put back at the topic's end, unchanged.
+    Defer(DeadLetter),
+    /// Not a letter: parked already; only its offset is left to commit.
+    Commit,
 }
 
 pub struct DlqRetry {
@@ -289,17 +300,12 @@ impl DlqRetry {
             if record.offset + 1 >= end {
                 ends.remove(&partition);
             }
-            match DeadLetter::from_dlq_record(&record) {
+            let action = match DeadLetter::from_dlq_record(&record) {
                 Ok(letter) if letter.next_attempt_at > self.clock.now() => {
-                    // Not yet due: it and what follows wait for a later run.
                     report.not_due += 1;
-                    ends.remove(&partition);
+                    Action::Defer(letter)
                 }
-                Ok(letter) => chunk.push(Pending {
-                    partition,
-                    offset: record.offset,
-                    letter: Some(letter),
-                }),
+                Ok(letter) => Action::Retry(letter),
                 Err(e) => {
                     // Not a dead letter we wrote: keep it for an operator.
                     let now = self.clock.now();
@@ -309,13 +315,14 @@ impl DlqRetry {
                         .await
                         .map_err(Error::Park)?;
                     report.failed += 1;
-                    chunk.push(Pending {
-                        partition,
-                        offset: record.offset,
-                        letter: None,
-                    });
+                    Action::Commit
                 }
-            }
+            };
+            chunk.push(Pending {
+                partition,
+                offset: record.offset,
+                action,
+            });
             if chunk.len() >= self.config.settings.concurrency || ends.is_empty() {
                 self.retry_chunk(&consumer, &topic, &mut chunk, deadline, &mut report)
                     .await?;
@@ -341,11 +348,12 @@ impl DlqRetry {
         }
         let taken = std::mem::take(chunk);
         let started = std::time::Instant::now();
+        let due = taken.iter().filter_map(|p| match &p.action {
+            Action::Retry(letter) => Some(letter),
+            _ => None,
+        });
         // One reservation's letters in offset order; different ones at once.
-        let groups: Vec<_> =
-            group_by_key(taken.iter().filter_map(|p| p.letter.as_ref()), |letter| {
-                letter.original.key.as_deref()
-            })
+        let groups: Vec<_> = group_by_key(due, |letter| letter.original.key.as_deref())
             .into_iter()
             .map(|letters| self.retry_in_order(letters, deadline))
             .collect();
@@ -359,6 +367,7 @@ impl DlqRetry {
             report.retried += tally.retried;
             report.failed += tally.failed;
         }
+        self.defer(&taken).await?;
         let mut next: HashMap<i32, i64> = HashMap::new();
         for pending in &taken {
             let at = next.entry(pending.partition).or_default();
@@ -375,6 +384,19 @@ impl DlqRetry {
             .commit(&offsets, CommitMode::Sync)
             .map_err(Error::Kafka)?;
         tracing::debug!(letters = taken.len(), ?retried, committed = ?started.elapsed() - retried, "dlq-retry chunk done");
+        Ok(())
+    }
+
+    /// Puts the chunk's letters that are not yet due back at the topic's end,
+    /// acknowledged before the chunk is committed past them.
+    async fn defer(&self, chunk: &[Pending]) -> Result<(), Error> {
+        let deferred = chunk.iter().filter_map(|p| match &p.action {
+            Action::Defer(letter) => Some(self.sink.defer(letter)),
+            _ => None,
+        });
+        futures::future::try_join_all(deferred)
+            .await
+            .map_err(Error::Park)?;
         Ok(())
     }
 

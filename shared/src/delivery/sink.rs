@@ -99,6 +99,15 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
         Ok(())
     }
 
+    /// A letter not yet due, back on the dead-letter topic exactly as it was
+    /// (its ledger row stays PENDING): it waits at the topic's end instead of
+    /// holding up the letters behind it.
+    pub async fn defer(&self, letter: &DeadLetter) -> Result<(), Error> {
+        let record = letter.to_record(&self.topics.payment_completed_dlq);
+        tracing::debug!(event = %record.event_id, next_attempt_at = %letter.next_attempt_at, "dead letter not yet due; put back at the topic's end");
+        self.publisher.publish_one(record).await
+    }
+
     /// Closes the ledger row of a letter that a retry delivered.
     pub async fn delivered(&self, letter: &DeadLetter, now: DateTime<Utc>) -> Result<(), Error> {
         self.ledger
