@@ -24,6 +24,19 @@ pub const NEXT_ATTEMPT_AT: &str = "next-attempt-at";
 /// Absent when the record itself failed (a poison record).
 pub const NOTIFICATION_CHANNEL: &str = "notification-channel";
 
+/// Set on a dead letter whose value was cut to fit the broker's size limit:
+/// why, how large it was, and where the whole record is. Kept when the letter
+/// is republished (the value stays cut).
+pub const TRUNCATED: &str = "dead-letter-truncated";
+
+/// The longest event id trusted as a ledger key (an event id is a UUID;
+/// DynamoDB refuses keys over 2,048 bytes, and empty ones).
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+/// The longest error message a dead letter carries.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 2_048;
+/// What is kept of a value too large for the dead-letter topic.
+pub const TRUNCATED_VALUE_BYTES: usize = 4_096;
+
 /// The headers this module writes; a republished dead letter replaces them.
 pub const DIAGNOSTIC_HEADERS: [&str; 9] = [
     ORIGINAL_TOPIC,
@@ -59,7 +72,7 @@ impl DeadLetter {
         DeadLetter {
             original,
             error_kind: error.kind_name().to_owned(),
-            error_message: crate::error_chain(error),
+            error_message: bounded(crate::error_chain(error), MAX_ERROR_MESSAGE_BYTES),
             retry_count,
             next_attempt_at,
             channel: None,
@@ -111,8 +124,11 @@ impl DeadLetter {
                 Error::malformed(format!("the dead letter's {RETRY_COUNT} is out of range"))
             })?,
             next_attempt_at,
+            // An empty channel names none: the letter is retried on every
+            // routed channel (those already sent are skipped by idempotency).
             channel: dlq
                 .header(NOTIFICATION_CHANNEL)
+                .filter(|name| !name.trim().is_empty())
                 .map(|name| {
                     ChannelKind::parse(name).ok_or_else(|| {
                         Error::malformed(format!(
@@ -129,18 +145,26 @@ impl DeadLetter {
         DeadLetter {
             original: self.original.clone(),
             error_kind: error.kind_name().to_owned(),
-            error_message: crate::error_chain(error),
+            error_message: bounded(crate::error_chain(error), MAX_ERROR_MESSAGE_BYTES),
             retry_count: self.retry_count + 1,
             next_attempt_at,
             channel: self.channel,
         }
     }
 
-    /// The event id: the `event-id` header, else the envelope's, else the
-    /// record's coordinates (a poison record may have neither).
+    /// The event id, the letter's ledger key: the `event-id` header when it is
+    /// one (not empty, not over [`MAX_EVENT_ID_BYTES`], no control characters),
+    /// else the envelope's, else the record's coordinates (a poison record may
+    /// have neither).
     pub fn event_id(&self) -> String {
         self.original
             .header(HEADER_EVENT_ID)
+            .map(str::trim)
+            .filter(|id| {
+                !id.is_empty()
+                    && id.len() <= MAX_EVENT_ID_BYTES
+                    && !id.chars().any(char::is_control)
+            })
             .map(str::to_owned)
             .or_else(|| {
                 self.original
@@ -194,6 +218,40 @@ impl DeadLetter {
     }
 }
 
+impl DeadLetter {
+    /// The record to publish when the whole one is refused for its size: the
+    /// same key and headers, the value cut to [`TRUNCATED_VALUE_BYTES`], and a
+    /// [`TRUNCATED`] header saying why and where the whole record is.
+    pub fn to_truncated_record(&self, topic: &str) -> OutboundRecord {
+        let mut record = self.to_record(topic);
+        let size = record.value.as_ref().map_or(0, Vec::len);
+        if let Some(value) = record.value.as_mut() {
+            value.truncate(TRUNCATED_VALUE_BYTES);
+        }
+        let reason = format!(
+            "the value was {size} bytes, over the dead-letter topic's limit: its first {TRUNCATED_VALUE_BYTES} are kept; the whole record is at {}",
+            self.original.coordinates()
+        );
+        record.headers.retain(|(k, _)| k != TRUNCATED);
+        record
+            .headers
+            .push((TRUNCATED.to_owned(), reason.into_bytes()));
+        record
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked with "…".
+fn bounded(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Exponential back-off with equal jitter: half of `base * 2^retry_count` (capped
 /// at `max`), plus `jitter` (0 to 1, from the caller's random source) times the
 /// other half. Spreads retries of many failures over time.
@@ -245,6 +303,68 @@ mod tests {
             value: record.value.clone(),
             headers: record.headers.clone(),
         }
+    }
+
+    fn with_event_id_header(id: &[u8]) -> DeadLetter {
+        let mut record = original();
+        record.headers[0].1 = id.to_vec();
+        DeadLetter::new(record, &Error::malformed("x"), 0, Utc::now())
+    }
+
+    #[test]
+    fn an_empty_over_long_or_garbled_event_id_header_falls_back_to_the_coordinates() {
+        assert_eq!(with_event_id_header(b"e-1").event_id(), "e-1");
+        for bad in [&b""[..], b"   ", &[b'x'; 3000], b"a\nb"] {
+            assert_eq!(
+                with_event_id_header(bad).event_id(),
+                "payment.completed-2@41",
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_notification_channel_names_no_channel() {
+        let letter = DeadLetter::new(original(), &Error::malformed("x"), 0, Utc::now())
+            .on_channel(ChannelKind::Telegram);
+        let mut record = consumed(&letter.to_record("payment.completed.dlq"), 3);
+        for (name, value) in record.headers.iter_mut() {
+            if name == NOTIFICATION_CHANNEL {
+                value.clear();
+            }
+        }
+        let read = DeadLetter::from_dlq_record(&record).unwrap();
+        assert_eq!(read.channel, None);
+    }
+
+    #[test]
+    fn a_long_error_message_is_bounded_at_a_character_boundary() {
+        let long = Error::malformed("원".repeat(5_000));
+        let letter = DeadLetter::new(original(), &long, 0, Utc::now());
+        assert!(letter.error_message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(letter.error_message.ends_with('…'));
+        let retried = letter.retried(&long, Utc::now());
+        assert!(retried.error_message.len() <= MAX_ERROR_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn a_truncated_record_keeps_key_and_headers_and_says_why() {
+        let mut record = original();
+        record.value = Some(vec![b'x'; 100_000]);
+        let letter = DeadLetter::new(record, &Error::malformed("x"), 1, Utc::now());
+        let whole = letter.to_record("payment.completed.dlq");
+        let cut = letter.to_truncated_record("payment.completed.dlq");
+        assert_eq!(cut.value.as_ref().unwrap().len(), TRUNCATED_VALUE_BYTES);
+        assert_eq!(cut.key, whole.key);
+        assert_eq!(cut.headers[..whole.headers.len()], whole.headers[..]);
+        let (name, reason) = cut.headers.last().unwrap();
+        assert_eq!(name, TRUNCATED);
+        let reason = String::from_utf8_lossy(reason);
+        assert!(
+            reason.contains("100000 bytes") && reason.contains("payment.completed-2@41"),
+            "{reason}"
+        );
     }
 
     #[test]

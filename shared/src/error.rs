@@ -27,6 +27,14 @@ pub enum InfraError {
         #[source]
         source: Cause,
     },
+    /// DynamoDB refuses the request itself (a key or item it does not accept):
+    /// sending it again fails the same way.
+    #[error("storage refused {operation} for good")]
+    StorageRefused {
+        operation: &'static str,
+        #[source]
+        source: Cause,
+    },
     #[error("stored item is corrupt: {0}")]
     CorruptItem(String),
     #[error("publishing event {event_id} to topic {topic} failed")]
@@ -84,7 +92,9 @@ impl InfraError {
             InfraError::Storage { .. } | InfraError::Publish { .. } | InfraError::Kafka { .. } => {
                 true
             }
-            InfraError::CorruptItem(_) | InfraError::Unpublishable { .. } => false,
+            InfraError::StorageRefused { .. }
+            | InfraError::CorruptItem(_)
+            | InfraError::Unpublishable { .. } => false,
         }
     }
 
@@ -104,6 +114,7 @@ impl InfraError {
     pub fn code(&self) -> &'static str {
         match self {
             InfraError::Storage { .. } => "STORAGE_UNAVAILABLE",
+            InfraError::StorageRefused { .. } => "STORAGE_REFUSED",
             InfraError::CorruptItem(_) => "INTERNAL",
             InfraError::Publish { .. } => "PUBLISH_FAILED",
             InfraError::Unpublishable { .. } => "UNPUBLISHABLE",
@@ -118,6 +129,7 @@ impl InfraError {
     pub fn kind_name(&self) -> &'static str {
         match self {
             InfraError::Storage { .. } => "shared::Error::Storage",
+            InfraError::StorageRefused { .. } => "shared::Error::StorageRefused",
             InfraError::CorruptItem(_) => "shared::Error::CorruptItem",
             InfraError::Publish { .. } => "shared::Error::Publish",
             InfraError::Unpublishable { .. } => "shared::Error::Unpublishable",

@@ -32,7 +32,9 @@ use serde::Serialize;
 use shared::clock::Clock;
 use shared::config::Vars;
 use shared::dead_letter::{DeadLetter, backoff};
-use shared::delivery::{DeliveryConfig, Disposition, Failure, LambdaDeliverer, LambdaSink};
+use shared::delivery::{
+    DeliveryConfig, Disposition, Failure, LambdaDeliverer, LambdaSink, Written,
+};
 use shared::kafka::decoded_message;
 use shared::kafka_event::group_by_key;
 use shared::spans;
@@ -143,6 +145,9 @@ pub struct RetryReport {
     pub failed: u32,
     /// Letters not yet due, put back at the topic's end for a later run.
     pub not_due: u32,
+    /// Letters that could never be written again (refused for good even cut):
+    /// logged with their coordinates and skipped.
+    pub skipped: u32,
     /// True when the run stopped for the deadline with records left.
     pub stopped_for_deadline: bool,
 }
@@ -310,11 +315,15 @@ impl DlqRetry {
                     // Not a dead letter we wrote: keep it for an operator.
                     let now = self.clock.now();
                     let letter = DeadLetter::new(record.clone(), &e, 0, now);
-                    self.sink
-                        .dead_letter(&letter, Disposition::Park, now)
+                    match self
+                        .sink
+                        .dead_letter_or_skip(&letter, Disposition::Park, now)
                         .await
-                        .map_err(Error::Park)?;
-                    report.failed += 1;
+                        .map_err(Error::Park)?
+                    {
+                        Written::Written => report.failed += 1,
+                        Written::Skipped => report.skipped += 1,
+                    }
                     Action::Commit
                 }
             };
@@ -366,6 +375,7 @@ impl DlqRetry {
             report.processed += tally.processed;
             report.retried += tally.retried;
             report.failed += tally.failed;
+            report.skipped += tally.skipped;
         }
         self.defer(&taken).await?;
         let mut next: HashMap<i32, i64> = HashMap::new();
@@ -452,8 +462,9 @@ impl DlqRetry {
         }
         for failure in failures {
             match self.fail_again(letter, failure, now).await? {
-                Disposition::Retry => report.retried += 1,
-                Disposition::Park => report.failed += 1,
+                (_, Written::Skipped) => report.skipped += 1,
+                (Disposition::Retry, Written::Written) => report.retried += 1,
+                (Disposition::Park, Written::Written) => report.failed += 1,
             }
         }
         Ok(())
@@ -467,7 +478,7 @@ impl DlqRetry {
         letter: &DeadLetter,
         failure: Failure,
         now: DateTime<Utc>,
-    ) -> Result<Disposition, Error> {
+    ) -> Result<(Disposition, Written), Error> {
         let retries = letter.retry_count + 1;
         let disposition = match Disposition::of(&failure.error) {
             Disposition::Retry if retries < self.config.settings.max_retries => Disposition::Retry,
@@ -484,10 +495,11 @@ impl DlqRetry {
         if let Some(channel) = failure.channel {
             next = next.on_channel(channel);
         }
-        self.sink
-            .dead_letter(&next, disposition, now)
+        let written = self
+            .sink
+            .dead_letter_or_skip(&next, disposition, now)
             .await
             .map_err(Error::Park)?;
-        Ok(disposition)
+        Ok((disposition, written))
     }
 }

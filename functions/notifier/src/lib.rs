@@ -26,7 +26,7 @@ use shared::channels::Channel;
 use shared::clock::Clock;
 use shared::config::Vars;
 use shared::dead_letter::DeadLetter;
-use shared::delivery::{DeadLetterSink, Deliverer, DeliveryConfig, Disposition, Failure};
+use shared::delivery::{DeadLetterSink, Deliverer, DeliveryConfig, Disposition, Failure, Written};
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::idempotency::IdempotencyStore;
 use shared::kafka::KafkaPublisher;
@@ -128,6 +128,18 @@ impl LambdaNotifier {
     }
 }
 
+/// What the notifier answers the event source: Lambda's partial-batch response
+/// (always empty: a batch either fails as a whole or is done) and how many dead
+/// letters could never be written and were skipped (logged with the record's
+/// coordinates).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifierAnswer {
+    #[serde(flatten)]
+    pub response: KafkaBatchResponse,
+    pub skipped_dead_letters: usize,
+}
+
 impl<C, S, P, L> Notifier<C, S, P, L>
 where
     C: NotificationChannel,
@@ -174,7 +186,7 @@ where
     pub async fn handle(
         &self,
         event: LambdaEvent<KafkaEvent>,
-    ) -> Result<KafkaBatchResponse, lambda_runtime::Error> {
+    ) -> Result<NotifierAnswer, lambda_runtime::Error> {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline);
         let span = spans::invocation("notifier", &event.context.request_id);
         // The futures are made before the stream, not by a `map` closure in it:
@@ -183,41 +195,47 @@ where
             .into_iter()
             .map(|group| self.handle_in_order(group, deadline))
             .collect();
-        let outcomes: Vec<Result<(), shared::Error>> = futures::stream::iter(keys)
+        let outcomes: Vec<Result<usize, shared::Error>> = futures::stream::iter(keys)
             .buffer_unordered(self.concurrency)
             .collect()
             .instrument(span)
             .await;
-        match outcomes.into_iter().find_map(Result::err) {
-            Some(e) => Err(Box::new(e)),
-            None => Ok(KafkaBatchResponse::default()),
+        let mut answer = NotifierAnswer::default();
+        for outcome in outcomes {
+            answer.skipped_dead_letters += outcome.map_err(Box::new)?;
         }
+        Ok(answer)
     }
 
     /// The records of one key, one after the other; stops at the first whose
-    /// dead letter cannot be written, so no later event of the key overtakes it.
+    /// dead letter cannot be written yet, so no later event of the key
+    /// overtakes it. Answers how many dead letters were skipped for good.
     async fn handle_in_order(
         &self,
         records: Vec<&KafkaRecord>,
         deadline: Option<DateTime<Utc>>,
-    ) -> Result<(), shared::Error> {
+    ) -> Result<usize, shared::Error> {
+        let mut skipped = 0;
         for record in records {
             let span = spans::kafka_record(&coordinates(record), key_text(record).as_deref());
             let handled = self
                 .handle_record(record, deadline)
                 .instrument(span.clone())
                 .await;
-            if let Err(e) = handled {
-                span.in_scope(|| {
-                    tracing::error!(
-                        error = %shared::error_chain(&e),
-                        "cannot write the dead letter; failing the invocation so the batch comes back"
-                    );
-                });
-                return Err(e);
+            match handled {
+                Ok(n) => skipped += n,
+                Err(e) => {
+                    span.in_scope(|| {
+                        tracing::error!(
+                            error = %shared::error_chain(&e),
+                            "cannot write the dead letter; failing the invocation so the batch comes back"
+                        );
+                    });
+                    return Err(e);
+                }
             }
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// Delivers one record and dead-letters what failed of it: the record
@@ -226,7 +244,8 @@ where
         &self,
         record: &KafkaRecord,
         deadline: Option<DateTime<Utc>>,
-    ) -> Result<(), shared::Error> {
+    ) -> Result<usize, shared::Error> {
+        let mut skipped = 0;
         let (decoded, failures) = match decode_record(record) {
             Ok(decoded) => {
                 let failures = self.deliverer.deliver(&decoded, None, deadline).await;
@@ -241,9 +260,11 @@ where
             ),
         };
         for failure in failures {
-            self.dead_letter(&decoded, failure).await?;
+            if self.dead_letter(&decoded, failure).await? == Written::Skipped {
+                skipped += 1;
+            }
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// A first failure: retried after `retry_delay` (or the channel's
@@ -252,7 +273,7 @@ where
         &self,
         record: &DecodedRecord,
         failure: Failure,
-    ) -> Result<(), shared::Error> {
+    ) -> Result<Written, shared::Error> {
         let now = self.clock.now();
         let delay = failure
             .error
@@ -263,7 +284,7 @@ where
             letter = letter.on_channel(channel);
         }
         self.sink
-            .dead_letter(&letter, Disposition::of(&failure.error), now)
+            .dead_letter_or_skip(&letter, Disposition::of(&failure.error), now)
             .await
     }
 }
@@ -422,7 +443,7 @@ mod tests {
     async fn a_retryable_failure_goes_to_the_dlq_and_the_ledger_as_pending_and_the_batch_goes_on() {
         let n = notifier(failing(true, None), false);
         let answer = n.handle(batch(vec![record(5), record(6)])).await.unwrap();
-        assert!(answer.batch_item_failures.is_empty());
+        assert!(answer.response.batch_item_failures.is_empty());
         let published = n.sink().publisher().published();
         assert_eq!(published.len(), 2, "both records were handled");
         assert!(published.iter().all(|r| r.topic == "payment.completed.dlq"));

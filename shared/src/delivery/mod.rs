@@ -25,7 +25,7 @@ pub use deployed::{
     idempotency_ttl,
 };
 pub use letter::{Letter, MAX_RECORD_BYTES};
-pub use sink::{DeadLetterSink, Disposition};
+pub use sink::{DeadLetterSink, Disposition, Written};
 
 /// The sink as deployed: dead letters on Kafka, the ledger in DynamoDB (also
 /// what `ops failed redrive` uses, which has no channels).

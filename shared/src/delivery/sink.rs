@@ -2,12 +2,12 @@
 //! row. The one place that writes both, for the notifier, dlq-retry and an
 //! operator's re-drive.
 
-use crate::Error;
 use crate::config::TopicNames;
 use crate::dead_letter::DeadLetter;
 use crate::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
 use crate::notification::ChannelKind;
 use crate::ports::EventPublisher;
+use crate::{Error, InfraError};
 use chrono::{DateTime, Utc};
 
 /// What becomes of a failed delivery.
@@ -28,6 +28,14 @@ impl Disposition {
             Disposition::Park
         }
     }
+}
+
+/// What became of a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Written,
+    /// It can never be written: logged and skipped.
+    Skipped,
 }
 
 /// The dead-letter and failed topics, and the ledger.
@@ -69,9 +77,8 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
             Disposition::Retry => (&self.topics.payment_completed_dlq, LedgerStatus::Pending),
             Disposition::Park => (&self.topics.payment_completed_failed, LedgerStatus::Failed),
         };
-        let record = letter.to_record(topic);
-        let event_id = record.event_id.clone();
-        self.publisher.publish_one(record).await?;
+        let event_id = letter.event_id();
+        self.publish(letter, topic).await?;
         self.ledger
             .record_failure(&LedgerFailure {
                 event_id: event_id.clone(),
@@ -99,13 +106,55 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
         Ok(())
     }
 
+    /// Publishes `letter` to `topic`; when the broker refuses it for its size,
+    /// publishes it again with its value cut (headers kept, the reason added).
+    async fn publish(&self, letter: &DeadLetter, topic: &str) -> Result<(), Error> {
+        match self.publisher.publish_one(letter.to_record(topic)).await {
+            Err(Error::Infra(InfraError::Unpublishable { .. })) => {
+                tracing::warn!(event = %letter.event_id(), at = %letter.original.coordinates(), "dead letter too large for {topic}; publishing it with its value cut");
+                self.publisher
+                    .publish_one(letter.to_truncated_record(topic))
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// [`Self::dead_letter`], except that a letter that can never be written
+    /// (refused for good by the broker or DynamoDB, even cut) is logged with
+    /// where it came from and skipped, so it cannot stall its partition: the
+    /// caller counts it. A failure that may pass (throttling, a broker or
+    /// table that is down) is still an error: the caller must not commit.
+    pub async fn dead_letter_or_skip(
+        &self,
+        letter: &DeadLetter,
+        disposition: Disposition,
+        now: DateTime<Utc>,
+    ) -> Result<Written, Error> {
+        match self.dead_letter(letter, disposition, now).await {
+            Ok(()) => Ok(Written::Written),
+            Err(e) if !e.is_retryable() => {
+                tracing::error!(
+                    event = %letter.event_id(),
+                    at = %letter.original.coordinates(),
+                    channel = letter.channel.map_or("-", ChannelKind::name),
+                    error = %crate::error_chain(&e),
+                    code = e.code(),
+                    "dead letter cannot be written for good; skipped (the original record is at these coordinates)"
+                );
+                Ok(Written::Skipped)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// A letter not yet due, back on the dead-letter topic exactly as it was
     /// (its ledger row stays PENDING): it waits at the topic's end instead of
     /// holding up the letters behind it.
     pub async fn defer(&self, letter: &DeadLetter) -> Result<(), Error> {
-        let record = letter.to_record(&self.topics.payment_completed_dlq);
-        tracing::debug!(event = %record.event_id, next_attempt_at = %letter.next_attempt_at, "dead letter not yet due; put back at the topic's end");
-        self.publisher.publish_one(record).await
+        tracing::debug!(event = %letter.event_id(), next_attempt_at = %letter.next_attempt_at, "dead letter not yet due; put back at the topic's end");
+        self.publish(letter, &self.topics.payment_completed_dlq)
+            .await
     }
 
     /// Closes the ledger row of a letter that a retry delivered.
@@ -123,11 +172,10 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
             next_attempt_at: now,
             ..letter.clone()
         };
-        let record = fresh.to_record(&self.topics.payment_completed_dlq);
-        let event_id = record.event_id.clone();
-        self.publisher.publish_one(record).await?;
+        self.publish(&fresh, &self.topics.payment_completed_dlq)
+            .await?;
         self.ledger
-            .mark_redriven(&event_id, letter.channel, now)
+            .mark_redriven(&fresh.event_id(), letter.channel, now)
             .await
     }
 

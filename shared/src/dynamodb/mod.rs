@@ -15,16 +15,26 @@ pub use ledger::DynamoFailureLedger;
 pub use provision::{create_tables, delete_tables};
 pub use repository::{ExpiredHold, Release, TicketingRepository};
 
-use crate::Error;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use crate::{Error, InfraError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// Wraps an SDK error, keeping the service's own message in the chain.
+/// Wraps an SDK error, keeping the service's own message in the chain. A
+/// request DynamoDB refuses for what it is (a `ValidationException`: a key too
+/// long or empty, an item too large) is refused for good; anything else
+/// (throttling, a network or service failure, a missing table or permission
+/// while a deployment is fixed) may pass later.
 pub(crate) fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    Error::storage(operation, DisplayErrorContext(err).to_string())
+    let refused = err.code() == Some("ValidationException");
+    let source = DisplayErrorContext(err).to_string().into();
+    if refused {
+        InfraError::StorageRefused { operation, source }.into()
+    } else {
+        InfraError::Storage { operation, source }.into()
+    }
 }
 
 /// Retries of what a batch call (BatchGetItem, BatchWriteItem) left
