@@ -27,16 +27,17 @@ def main(schema_path: str, compose_path: str) -> int:
 
     services = compose.get("services", {})
     problems = []
-    for name, port in (("localstack", "4566"), ("kafka", "9092")):
+    for name, port in (("localstack", "4566"), ("kafka", "9092"), ("kafka-2", "9094"), ("kafka-3", "9095")):
         service = services.get(name, {})
         if not any(str(p).endswith(f":{port}:{port}") for p in service.get("ports", [])):
             problems.append(f"{name} must publish {port}")
         if "healthcheck" not in service:
             problems.append(f"{name} needs a health check, or `up --wait` means nothing")
     init = services.get("init", {})
-    if "ops" not in init.get("command", []):
-        problems.append("init must run the project's own provisioning (ops provision)")
-    for needed in ("localstack", "kafka"):
+    command = " ".join(init.get("command", []))
+    if "ops provision" not in command or "ops topics apply" not in command:
+        problems.append("init must run the project's own provisioning (ops provision, ops topics apply)")
+    for needed in ("localstack", "kafka", "kafka-2", "kafka-3"):
         condition = init.get("depends_on", {}).get(needed, {}).get("condition")
         if condition != "service_healthy":
             problems.append(f"init must wait for {needed} to be healthy")

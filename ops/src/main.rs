@@ -1,7 +1,9 @@
 //! `ops`: the operator's CLI.
 //!
-//! - `ops provision`: creates the tables, the topics and the local secrets (safe
-//!   to run twice);
+//! - `ops provision`: the local set-up: creates the tables, one-broker topics and
+//!   the local secrets (safe to run twice); refuses an endpoint that is not local;
+//! - `ops topics apply`: creates the four topics with production settings, or
+//!   reports how existing ones differ;
 //! - `ops seed`: creates a concert with seats and users with a balance and an
 //!   ACTIVE queue token, and prints them as one JSON object;
 //! - `ops failed list|show|redrive`: the failed-message ledger;
@@ -9,6 +11,7 @@
 
 mod demo;
 mod failed;
+mod topics;
 
 use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
@@ -65,10 +68,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the tables (TICKETING_TABLE, OUTBOX_TABLE, IDEMPOTENCY_TABLE) and the topics.
+    /// The local set-up: the tables, one-broker topics and the local secrets.
+    /// Refuses an AWS endpoint or Kafka broker that is not local: deployed
+    /// topics come from `ops topics apply`, tables and secrets from the template.
     Provision {
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// Leave the topics to `ops topics apply` (a multi-broker local cluster).
+        #[arg(long)]
+        without_topics: bool,
+    },
+    /// The four topics: create them with production settings, or check them.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
     },
     /// Create a concert with seats, and users with a balance and an ACTIVE queue token.
     Seed {
@@ -154,11 +167,13 @@ async fn provision(
     aws: &aws_config::SdkConfig,
     client: &aws_sdk_dynamodb::Client,
     tables: &TableNames,
-    partitions: i32,
+    partitions: Option<i32>,
 ) -> Result<(), Error> {
     create_tables(client, tables).await?;
     let topics = TopicNames::from_env();
-    create_topics(&KafkaSettings::from_env()?, &topics.all(), partitions).await?;
+    if let Some(partitions) = partitions {
+        create_topics(&KafkaSettings::from_env()?, &topics.all(), partitions).await?;
+    }
     let store = shared::secrets::SecretStore::new(aws);
     let mut secrets = Vec::new();
     for (variable, id) in shared::secrets::LOCAL_SECRET_NAMES {
@@ -186,7 +201,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let client = aws_sdk_dynamodb::Client::new(&aws);
     let tables = TableNames::from_env();
     match cli.command {
-        Command::Provision { partitions } => provision(&aws, &client, &tables, partitions).await?,
+        Command::Provision {
+            partitions,
+            without_topics,
+        } => {
+            topics::ensure_local(&aws, &KafkaSettings::from_env()?)?;
+            let partitions = (!without_topics).then_some(partitions);
+            provision(&aws, &client, &tables, partitions).await?
+        }
+        Command::Topics { command } => topics::run(command).await?,
         Command::Seed {
             seats,
             users,

@@ -4,9 +4,10 @@
 
 use crate::config::{self, ConfigError, Secret};
 use crate::ports::{EventPublisher, OutboundRecord};
+use crate::topics::{ExistingTopic, TopicOutcome, TopicSpec};
 use crate::{Error, InfraError};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -337,9 +338,13 @@ impl KafkaPublisher {
     /// A failed send: for good when the broker refuses the record itself (too
     /// large, invalid), else worth retrying (broker down, timeout, leader moved).
     fn publish_error(record: &OutboundRecord, e: KafkaError) -> Error {
-        let (event_id, topic, source) =
-            (record.event_id.clone(), record.topic.clone(), Box::new(e));
-        if refuses_the_record(source.rdkafka_error_code()) {
+        let code = e.rdkafka_error_code();
+        let source: Box<dyn std::error::Error + Send + Sync> = match code.and_then(producer_hint) {
+            Some(hint) => Box::new(Hinted { hint, source: e }),
+            None => Box::new(e),
+        };
+        let (event_id, topic) = (record.event_id.clone(), record.topic.clone());
+        if refuses_the_record(code) {
             InfraError::Unpublishable {
                 event_id,
                 topic,
@@ -354,6 +359,39 @@ impl KafkaPublisher {
             }
             .into()
         }
+    }
+}
+
+/// A Kafka error with what a person can do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{hint}")]
+struct Hinted {
+    hint: &'static str,
+    #[source]
+    source: KafkaError,
+}
+
+/// What to fix when the broker refuses writes for its settings or ACLs: the
+/// write is retried meanwhile, but it will not pass until someone acts.
+fn producer_hint(code: RDKafkaErrorCode) -> Option<&'static str> {
+    match code {
+        RDKafkaErrorCode::NotEnoughReplicas | RDKafkaErrorCode::NotEnoughReplicasAfterAppend => {
+            Some(
+                "the topic has fewer in-sync replicas than its min.insync.replicas, so acks=all writes are refused: \
+             a topic with replication factor 1 on a cluster whose min.insync.replicas is 2 never accepts one. \
+             Re-create the topics with `ops topics apply` (replication factor 3, min.insync.replicas 2), or bring the replicas back",
+            )
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed
+        | RDKafkaErrorCode::TransactionalIdAuthorizationFailed => Some(
+            "the function's principal may not write to this topic: grant its SASL user (or IAM role) Write and Describe on the topic, \
+             and IdempotentWrite on the cluster (the producer is idempotent)",
+        ),
+        RDKafkaErrorCode::SaslAuthenticationFailed => Some(
+            "the broker refused the SASL credentials: check the username and password in KAFKA_SASL_CREDENTIALS (or the secret KAFKA_SASL_CREDENTIALS_SECRET_ID names)",
+        ),
+        _ => None,
     }
 }
 
@@ -450,25 +488,39 @@ pub fn decoded_message(
     }
 }
 
+type Admin = AdminClient<DefaultClientContext>;
+
+fn admin_client(kafka: &KafkaSettings) -> Result<Admin, Error> {
+    kafka
+        .client_config()
+        .create()
+        .map_err(|e| ConfigError::setup("create the Kafka admin client", e).into())
+}
+
+/// One CreateTopics call: each topic's result (its name, or its name and code).
+async fn create(
+    admin: &Admin,
+    topics: &[NewTopic<'_>],
+) -> Result<Vec<rdkafka::admin::TopicResult>, Error> {
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    admin
+        .create_topics(topics.iter(), &options)
+        .await
+        .map_err(|e| kafka_failure("CreateTopics", e))
+}
+
 /// Creates topics (safe to run twice).
 pub async fn create_topics(
     kafka: &KafkaSettings,
     topics: &[&str],
     partitions: i32,
 ) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = kafka
-        .client_config()
-        .create()
-        .map_err(|e| ConfigError::setup("create the Kafka admin client", e))?;
+    let admin = admin_client(kafka)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(new_topics.iter(), &options)
-        .await
-        .map_err(|e| kafka_failure("CreateTopics", e))?;
+    let results = create(&admin, &new_topics).await?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -481,6 +533,101 @@ pub async fn create_topics(
         }
     }
     Ok(())
+}
+
+/// Creates each of `topics` with `spec`, or, when it exists, compares it with
+/// `spec` and reports what differs (never changing it).
+pub async fn apply_topics(
+    kafka: &KafkaSettings,
+    topics: &[&str],
+    spec: &TopicSpec,
+) -> Result<Vec<(String, TopicOutcome)>, Error> {
+    let admin = admin_client(kafka)?;
+    let configs = spec.configs();
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| {
+            configs.iter().fold(
+                NewTopic::new(
+                    t,
+                    spec.partitions,
+                    TopicReplication::Fixed(spec.replication_factor),
+                ),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
+        .collect();
+    let results = create(&admin, &new_topics).await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for result in results {
+        let outcome = match result {
+            Ok(topic) => (topic, TopicOutcome::Created),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                let existing = describe_topic(&admin, &topic).await?;
+                match spec.differences(&existing) {
+                    found if found.is_empty() => (topic, TopicOutcome::Matches),
+                    found => (topic, TopicOutcome::Differs(found)),
+                }
+            }
+            Err((topic, code)) => {
+                return Err(kafka_failure(
+                    "CreateTopics",
+                    format!("cannot create topic {topic}: {code}{}", admin_hint(code)),
+                ));
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// A topic's partitions, fewest copies, and settings, as the cluster says.
+async fn describe_topic(admin: &Admin, topic: &str) -> Result<ExistingTopic, Error> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| kafka_failure("Metadata", e))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| {
+            t.partitions()
+                .iter()
+                .map(|p| p.replicas().len())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .map_err(|e| kafka_failure("DescribeConfigs", e))?;
+    let configs = described
+        .into_iter()
+        .filter_map(Result::ok)
+        .flat_map(|resource| resource.entries)
+        .filter_map(|entry| Some((entry.name, entry.value?)))
+        .collect();
+    Ok(ExistingTopic {
+        partitions: partitions.len() as i32,
+        replication_factor: partitions.iter().copied().min().unwrap_or(0) as i32,
+        configs,
+    })
+}
+
+/// What to do about an admin or producer refusal a person can fix.
+fn admin_hint(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::InvalidReplicationFactor => {
+            " (the cluster has fewer brokers than the replication factor: pass --replication-factor 1 for one local broker)"
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            " (the principal may not create or describe topics: grant it the ACLs, or have an administrator run this)"
+        }
+        _ => "",
+    }
 }
 
 /// Waits until every queued record was delivered or failed.
@@ -508,6 +655,32 @@ fn kafka_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_refused_for_replicas_or_acls_says_what_to_fix() {
+        let record = OutboundRecord {
+            topic: "payment.completed".into(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            event_id: "e-1".into(),
+        };
+        let refused = |code| {
+            let error = KafkaPublisher::publish_error(&record, KafkaError::MessageProduction(code));
+            (error.is_retryable(), crate::error_chain(&error))
+        };
+        let (retryable, chain) = refused(RDKafkaErrorCode::NotEnoughReplicas);
+        assert!(retryable, "{chain}");
+        assert!(
+            chain.contains("ops topics apply") && chain.contains("min.insync.replicas"),
+            "{chain}"
+        );
+        let (retryable, chain) = refused(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(retryable, "{chain}");
+        assert!(chain.contains("Write and Describe"), "{chain}");
+        let (_, chain) = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(!chain.contains("ops topics apply"), "{chain}");
+    }
 
     const CREDENTIALS: &str = r#"{"username": "relay", "password": "s3cret-pa55"}"#;
 

@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod ports;
 pub mod seed;
 pub mod spans;
+pub mod topics;
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;

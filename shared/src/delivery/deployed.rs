@@ -1,7 +1,7 @@
 //! Delivery as deployed: Telegram and/or Discord over HTTPS, the idempotency
 //! keys and the ledger in DynamoDB, dead letters on Kafka.
 
-use super::{DeadLetterSink, Deliverer, LambdaSink};
+use super::{DeadLetterSink, Deliverer, LambdaSink, idempotency_ttl};
 use crate::channels::{Channel, ChannelSettings};
 use crate::clock::Clock;
 use crate::config::ConfigError;
@@ -14,10 +14,6 @@ use std::sync::Arc;
 /// Records (the notifier) or dead letters (dlq-retry) of different
 /// reservations handled at once unless `NOTIFY_CONCURRENCY` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 10;
-
-/// How long a sent event is remembered unless `IDEMPOTENCY_TTL_SECONDS` says
-/// otherwise: a week, far beyond any redelivery or retry.
-pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::days(7);
 
 pub type LambdaDeliverer = Deliverer<Channel, DynamoIdempotencyStore>;
 
@@ -71,11 +67,6 @@ impl DeliveryConfig {
             self.topics.clone(),
         ))
     }
-}
-
-/// `IDEMPOTENCY_TTL_SECONDS`: how long a sent event is remembered.
-pub fn idempotency_ttl(vars: &Vars) -> Result<Duration, ConfigError> {
-    vars.seconds("IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL)
 }
 
 /// `NOTIFY_CONCURRENCY`: reservations handled at once, at least 1.

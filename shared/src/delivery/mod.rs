@@ -20,12 +20,21 @@ mod sink;
 
 pub use deliverer::{DEFAULT_LOCK, Deliverer, Delivery, Failure, Outcome};
 #[cfg(all(feature = "channels", feature = "dynamodb", feature = "kafka"))]
-pub use deployed::{
-    DEFAULT_CONCURRENCY, DEFAULT_IDEMPOTENCY_TTL, DeliveryConfig, LambdaDeliverer, concurrency,
-    idempotency_ttl,
-};
+pub use deployed::{DEFAULT_CONCURRENCY, DeliveryConfig, LambdaDeliverer, concurrency};
 pub use letter::{Letter, MAX_RECORD_BYTES};
 pub use sink::{DeadLetterSink, Disposition, Written};
+
+use crate::config::{ConfigError, Vars};
+
+/// How long a sent event is remembered unless `IDEMPOTENCY_TTL_SECONDS` says
+/// otherwise: a week, far beyond any redelivery or retry. No topic may keep
+/// records longer (`shared::topics`).
+pub const DEFAULT_IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::days(7);
+
+/// `IDEMPOTENCY_TTL_SECONDS`: how long a sent event is remembered.
+pub fn idempotency_ttl(vars: &Vars) -> Result<chrono::Duration, ConfigError> {
+    vars.seconds("IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL)
+}
 
 /// The sink as deployed: dead letters on Kafka, the ledger in DynamoDB (also
 /// what `ops failed redrive` uses, which has no channels).
