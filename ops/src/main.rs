@@ -4,6 +4,7 @@
 //!   the local secrets (safe to run twice); refuses an endpoint that is not local;
 //! - `ops topics apply`: creates the four topics with production settings, or
 //!   reports how existing ones differ;
+//! - `ops outbox replay`: re-publishes the outbox items created in a window;
 //! - `ops seed`: creates a concert with seats and users with a balance and an
 //!   ACTIVE queue token, and prints them as one JSON object;
 //! - `ops failed list|show|redrive`: the failed-message ledger;
@@ -11,6 +12,7 @@
 
 mod demo;
 mod failed;
+mod outbox;
 mod topics;
 
 use chrono::{DateTime, Duration, Utc};
@@ -77,6 +79,11 @@ enum Command {
         /// Leave the topics to `ops topics apply` (a multi-broker local cluster).
         #[arg(long)]
         without_topics: bool,
+    },
+    /// The outbox table: re-publish what the stream no longer holds.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
     },
     /// The four topics: create them with production settings, or check them.
     Topics {
@@ -210,6 +217,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             provision(&aws, &client, &tables, partitions).await?
         }
         Command::Topics { command } => topics::run(command).await?,
+        Command::Outbox { command } => outbox::run(command, &client).await?,
         Command::Seed {
             seats,
             users,

@@ -33,6 +33,8 @@ pub mod topics;
 pub mod dynamodb;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(all(feature = "dynamodb", feature = "kafka"))]
+pub mod replay;
 #[cfg(feature = "secrets")]
 pub mod secrets;
 

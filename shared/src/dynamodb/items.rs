@@ -28,6 +28,9 @@ pub const PROFILE: &str = "PROFILE";
 /// seats are spread over a few shards so no index partition runs hot.
 pub const HELD_SEATS_INDEX: &str = "held-seats";
 pub const HELD_SHARDS: u32 = 4;
+/// The outbox table's index of items by creation time (`createdBucket`,
+/// `createdAt`): see `outbox::created_bucket`.
+pub const OUTBOX_CREATED_INDEX: &str = "created-at";
 
 /// The shard of a held seat: stable per seat.
 pub fn held_shard(seat: SeatId) -> String {

@@ -5,6 +5,7 @@
 mod idempotency;
 pub mod items;
 mod ledger;
+mod outbox;
 mod provision;
 mod repository;
 mod transaction;
@@ -12,6 +13,7 @@ mod writes;
 
 pub use idempotency::DynamoIdempotencyStore;
 pub use ledger::DynamoFailureLedger;
+pub use outbox::outbox_items_created_between;
 pub use provision::{create_tables, delete_tables};
 pub use repository::{ExpiredHold, Release, TicketingRepository};
 

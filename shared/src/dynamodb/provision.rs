@@ -1,4 +1,4 @@
-use super::items::HELD_SEATS_INDEX;
+use super::items::{HELD_SEATS_INDEX, OUTBOX_CREATED_INDEX};
 use super::sdk_error;
 use crate::Error;
 use crate::config::TableNames;
@@ -10,10 +10,10 @@ use aws_sdk_dynamodb::types::{
 };
 use std::time::Duration;
 
-fn attribute(name: &str) -> Result<AttributeDefinition, Error> {
+fn attribute(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, Error> {
     AttributeDefinition::builder()
         .attribute_name(name)
-        .attribute_type(ScalarAttributeType::S)
+        .attribute_type(kind)
         .build()
         .map_err(|e| Error::storage("building a table definition", e))
 }
@@ -26,49 +26,74 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, Error> {
         .map_err(|e| Error::storage("building a table definition", e))
 }
 
+/// A global secondary index: a string hash key, a number range key.
+struct Index {
+    name: &'static str,
+    hash: &'static str,
+    range: &'static str,
+    /// `None`: every attribute is projected.
+    projected: Option<&'static [&'static str]>,
+}
+
+/// The seats held per shard, by hold expiry: what seat-expiration queries.
+const HELD_SEATS: Index = Index {
+    name: HELD_SEATS_INDEX,
+    hash: "heldShard",
+    range: "holdExpiresAt",
+    projected: Some(&["seatId", "heldBy"]),
+};
+
+/// The outbox items per creation bucket, by creation time: what `ops outbox
+/// replay` queries (see `items::outbox_bucket`).
+const OUTBOX_CREATED: Index = Index {
+    name: OUTBOX_CREATED_INDEX,
+    hash: "createdBucket",
+    range: "createdAt",
+    projected: None,
+};
+
+impl Index {
+    fn definition(&self) -> Result<GlobalSecondaryIndex, Error> {
+        let projection = match self.projected {
+            Some(attributes) => attributes.iter().fold(
+                Projection::builder().projection_type(ProjectionType::Include),
+                |p, a| p.non_key_attributes(*a),
+            ),
+            None => Projection::builder().projection_type(ProjectionType::All),
+        };
+        GlobalSecondaryIndex::builder()
+            .index_name(self.name)
+            .key_schema(key(self.hash, KeyType::Hash)?)
+            .key_schema(key(self.range, KeyType::Range)?)
+            .projection(projection.build())
+            .build()
+            .map_err(|e| Error::storage("building a table definition", e))
+    }
+}
+
 async fn create(
     client: &Client,
     name: &str,
     with_sort_key: bool,
     stream: bool,
-    held_seats_index: bool,
+    index: Option<&Index>,
 ) -> Result<(), Error> {
     let mut request = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("pk", ScalarAttributeType::S)?)
         .key_schema(key("pk", KeyType::Hash)?);
     if with_sort_key {
         request = request
-            .attribute_definitions(attribute("sk")?)
+            .attribute_definitions(attribute("sk", ScalarAttributeType::S)?)
             .key_schema(key("sk", KeyType::Range)?);
     }
-    if held_seats_index {
+    if let Some(index) = index {
         request = request
-            .attribute_definitions(attribute("heldShard")?)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("holdExpiresAt")
-                    .attribute_type(ScalarAttributeType::N)
-                    .build()
-                    .map_err(|e| Error::storage("building a table definition", e))?,
-            )
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(HELD_SEATS_INDEX)
-                    .key_schema(key("heldShard", KeyType::Hash)?)
-                    .key_schema(key("holdExpiresAt", KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::Include)
-                            .non_key_attributes("seatId")
-                            .non_key_attributes("heldBy")
-                            .build(),
-                    )
-                    .build()
-                    .map_err(|e| Error::storage("building a table definition", e))?,
-            );
+            .attribute_definitions(attribute(index.hash, ScalarAttributeType::S)?)
+            .attribute_definitions(attribute(index.range, ScalarAttributeType::N)?)
+            .global_secondary_indexes(index.definition()?);
     }
     if stream {
         request = request.stream_specification(
@@ -114,10 +139,10 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), Error> {
 /// with a NEW_AND_OLD_IMAGES stream, the idempotency table and the failed-message
 /// ledger.
 pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), Error> {
-    create(client, &tables.ticketing, true, false, true).await?;
-    create(client, &tables.outbox, false, true, false).await?;
-    create(client, &tables.idempotency, false, false, false).await?;
-    create(client, &tables.failed_messages, true, false, false).await?;
+    create(client, &tables.ticketing, true, false, Some(&HELD_SEATS)).await?;
+    create(client, &tables.outbox, false, true, Some(&OUTBOX_CREATED)).await?;
+    create(client, &tables.idempotency, false, false, None).await?;
+    create(client, &tables.failed_messages, true, false, None).await?;
     Ok(())
 }
 
