@@ -217,7 +217,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             provision(&aws, &client, &tables, partitions).await?
         }
         Command::Topics { command } => topics::run(command).await?,
-        Command::Outbox { command } => outbox::run(command, &client).await?,
+        Command::Outbox { command } => outbox::run(command, &aws).await?,
         Command::Seed {
             seats,
             users,

@@ -10,34 +10,88 @@ use shared::replay::{self, ReplayWindow};
 
 #[derive(Subcommand)]
 pub enum OutboxCommand {
-    /// Re-publish the outbox items created between --from and --to (RFC 3339)
-    /// to their topics, as the relay does; consumers skip events they already
-    /// delivered. The outbox keeps items 7 days.
+    /// Re-publish the outbox items created between --from and --to (RFC 3339),
+    /// or those of the batches named on the relay's on-failure queue, to their
+    /// topics as the relay does; consumers skip events they already delivered.
+    /// The outbox keeps items 7 days.
     Replay {
-        #[arg(long)]
-        from: DateTime<Utc>,
-        #[arg(long)]
-        to: DateTime<Utc>,
-        /// Only this event.
-        #[arg(long)]
+        #[arg(long, required_unless_present = "failure_queue", requires = "to")]
+        from: Option<DateTime<Utc>>,
+        #[arg(long, requires = "from")]
+        to: Option<DateTime<Utc>>,
+        /// Only this event (with --from and --to).
+        #[arg(long, requires = "from")]
         event_id: Option<String>,
+        /// The relay's on-failure SQS queue URL: replay each batch it names
+        /// (from the stream while it holds them, else by their arrival times),
+        /// and delete the message once its batch is published.
+        #[arg(long, conflicts_with_all = ["from", "to", "event_id"])]
+        failure_queue: Option<String>,
         /// List what would be published, publish nothing.
         #[arg(long)]
         dry_run: bool,
     },
 }
 
-pub async fn run(command: OutboxCommand, dynamodb: &aws_sdk_dynamodb::Client) -> Result<(), Error> {
+pub async fn run(command: OutboxCommand, aws: &aws_config::SdkConfig) -> Result<(), Error> {
     let OutboxCommand::Replay {
         from,
         to,
         event_id,
+        failure_queue,
         dry_run,
     } = command;
+    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+    let outbox = TableNames::from_env().outbox;
+    if let Some(url) = failure_queue {
+        return replay_failure_queue(aws, &dynamodb, &outbox, &url, dry_run).await;
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(Error::Message("--from and --to are both needed".into()));
+    };
     let window = ReplayWindow { from, to, event_id };
-    let items = replay::items_in(dynamodb, &TableNames::from_env().outbox, &window).await?;
+    let items = replay::items_in(&dynamodb, &outbox, &window).await?;
+    replay_items(&items, dry_run).await
+}
+
+/// Replays the batch of each message on the relay's on-failure queue; a
+/// message is deleted once its batch is published (kept on a dry run).
+async fn replay_failure_queue(
+    aws: &aws_config::SdkConfig,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    outbox: &str,
+    url: &str,
+    dry_run: bool,
+) -> Result<(), Error> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let streams = aws_sdk_dynamodbstreams::Client::new(aws);
+    let batches = replay::discarded_batches(&sqs, url).await?;
+    println!("{} discarded batches on {url}", batches.len());
+    for batch in &batches {
+        let info = &batch.record.batch;
+        let (items, found_in) = replay::batch_items(&streams, dynamodb, outbox, info).await?;
+        println!(
+            "batch {}..{} ({} records, {:?}): {} outbox items, read from {found_in:?}",
+            info.start_sequence_number,
+            info.end_sequence_number,
+            info.batch_size,
+            batch.record.request_context.condition,
+            items.len()
+        );
+        replay_items(&items, dry_run).await?;
+        if dry_run {
+            replay::release(&sqs, url, batch).await?;
+        } else {
+            replay::forget(&sqs, url, batch).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Lists `items` and, unless `dry_run`, publishes them through the relay's producer.
+async fn replay_items(items: &[shared::outbox::OutboxItem], dry_run: bool) -> Result<(), Error> {
     let topics = TopicNames::from_env();
-    for item in &items {
+    for item in items {
         let record = item.to_record(&topics);
         let created = DateTime::from_timestamp_millis(item.created_at).unwrap_or_default();
         println!(
@@ -62,7 +116,7 @@ pub async fn run(command: OutboxCommand, dynamodb: &aws_sdk_dynamodb::Client) ->
     // The relay's producer: the same settings, so the same guarantees.
     let publisher =
         KafkaPublisher::new(&KafkaSettings::from_env()?, &ProducerSettings::from_env()?)?;
-    match replay::publish(&items, &publisher, &topics).await {
+    match replay::publish(items, &publisher, &topics).await {
         Ok(published) => {
             println!("{published} outbox items re-published");
             Ok(())

@@ -33,7 +33,7 @@ pub mod topics;
 pub mod dynamodb;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(all(feature = "dynamodb", feature = "kafka"))]
+#[cfg(feature = "replay")]
 pub mod replay;
 #[cfg(feature = "secrets")]
 pub mod secrets;

@@ -5,12 +5,17 @@
 //! delivered sends no customer a second message.
 
 use chrono::{Duration, Utc};
+use local_runner::http_api::Invoker;
+use local_runner::stream_source::{self, FailureQueue, StreamSourceSettings};
+use local_runner::template::StreamMapping;
 use shared::domain::ReservationId;
 use shared::events::EventEnvelope;
 use shared::kafka::{KafkaPublisher, ProducerSettings, decoded_message};
 use shared::kafka_event::encode_record;
 use shared::outbox::OutboxItem;
-use shared::replay::{self, ReplayWindow};
+use shared::outbox::StreamBatchInfo;
+use shared::replay::{self, FoundIn, ReplayWindow};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use testkit::{DirectNotifier, consume, kafka};
 
@@ -127,4 +132,134 @@ async fn one_event_of_a_window_can_be_replayed_alone() {
         .await
         .unwrap();
     assert_eq!(items, [wanted]);
+}
+
+/// The relay's stream source on `d`'s outbox, giving up on every batch at once
+/// (a relay that cannot publish, a mapping of `MaximumRetryAttempts: 0`), its
+/// discarded batches described on `queue`; stops it once the queue holds `n`.
+async fn discard_batches(d: &DirectNotifier, queue: &FailureQueue, n: usize) {
+    let aws = testkit::aws().await;
+    let failing: Invoker = Arc::new(|_| {
+        Box::pin(async {
+            Err(local_runner::Error::Invocation {
+                function: "outbox-relay".into(),
+                message: "the broker is unreachable".into(),
+            })
+        })
+    });
+    let settings = StreamSourceSettings {
+        mapping: StreamMapping {
+            retry_attempts: Some(0),
+            ..StreamMapping::relay().unwrap()
+        },
+        poll_interval: StdDuration::from_millis(50),
+        retry_backoff: StdDuration::from_millis(50),
+        ..StreamSourceSettings::relay(Some(queue.clone())).unwrap()
+    };
+    let (stop, watcher) = tokio::sync::watch::channel(false);
+    let source = tokio::spawn(stream_source::run(
+        aws_sdk_dynamodb::Client::new(&aws),
+        aws_sdk_dynamodbstreams::Client::new(&aws),
+        d.tables.outbox.clone(),
+        settings,
+        failing,
+        watcher,
+    ));
+    testkit::eventually(
+        WAIT,
+        "the discarded batches on the failure queue",
+        || async {
+            let attributes = queue
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&queue.url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await
+                .unwrap();
+            let count = attributes
+                .attributes()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                })
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(0);
+            (count >= n).then_some(())
+        },
+    )
+    .await;
+    stop.send(true).unwrap();
+    source.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_batches_on_the_relays_failure_queue_are_replayed_from_the_stream_once_each() {
+    let d = DirectNotifier::start(Duration::zero(), StdDuration::from_secs(5)).await;
+    let aws = testkit::aws().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue = FailureQueue::create(sqs.clone(), &format!("{}-failures", d.tables.outbox))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let first = outbox_item(&d, now).await;
+    let second = outbox_item(&d, now).await;
+    discard_batches(&d, &queue, 2).await; // bisected: one record each
+
+    let streams = aws_sdk_dynamodbstreams::Client::new(&aws);
+    let publisher = KafkaPublisher::new(&kafka(), &ProducerSettings::default()).unwrap();
+    let batches = replay::discarded_batches(&sqs, &queue.url).await.unwrap();
+    assert_eq!(batches.len(), 2);
+    let mut replayed = Vec::new();
+    for batch in &batches {
+        let (items, found_in) =
+            replay::batch_items(&streams, &d.dynamodb, &d.tables.outbox, &batch.record.batch)
+                .await
+                .unwrap();
+        assert_eq!(found_in, FoundIn::Stream);
+        replay::publish(&items, &publisher, &d.topics)
+            .await
+            .unwrap();
+        replay::forget(&sqs, &queue.url, batch).await.unwrap();
+        replayed.extend(items);
+    }
+    assert_eq!(replayed, [first.clone(), second.clone()]);
+    notify_from(&d, 0, 2).await;
+    assert_eq!(d.sandbox.messages().len(), 2, "each delivered once");
+    assert!(
+        replay::discarded_batches(&sqs, &queue.url)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_the_stream_no_longer_holds_is_found_by_its_arrival_times() {
+    let d = DirectNotifier::start(Duration::zero(), StdDuration::from_secs(5)).await;
+    let aws = testkit::aws().await;
+    let now = Utc::now();
+    let item = outbox_item(&d, now).await;
+    // A stream that is gone (a re-created table's old stream): moto answers
+    // ResourceNotFoundException, as AWS does after 24 hours.
+    let stream_arn = format!(
+        "arn:aws:dynamodb:us-east-1:123456789012:table/{}-gone/stream/2026-01-01T00:00:00.000",
+        d.tables.outbox
+    );
+    let gone = StreamBatchInfo {
+        shard_id: "shardId-00000001700000000000-00000000".into(),
+        start_sequence_number: "100".into(),
+        end_sequence_number: "100".into(),
+        approximate_arrival_of_first_record: now,
+        approximate_arrival_of_last_record: now,
+        batch_size: 1,
+        stream_arn,
+    };
+    let streams = aws_sdk_dynamodbstreams::Client::new(&aws);
+    let (items, found_in) = replay::batch_items(&streams, &d.dynamodb, &d.tables.outbox, &gone)
+        .await
+        .unwrap();
+    assert_eq!(found_in, FoundIn::TableByTime);
+    assert_eq!(items, [item]);
 }
