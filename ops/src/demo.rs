@@ -427,7 +427,7 @@ impl Demo<'_> {
         let mut poor = generate(&request(1, 10_000)?, key, now)?;
         // B queued for the same concert as the others: its token admits to it.
         for fan in &mut poor.users {
-            fan.token.concert_id = rich.concert.id;
+            fan.token.concert_id = Some(rich.concert.id);
         }
         let cast = Cast { rich, poor };
         self.repo.seed(&cast.rich.data()).await?;

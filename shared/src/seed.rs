@@ -96,7 +96,7 @@ pub fn generate(request: &SeedRequest, key: &JwtKey, now: DateTime<Utc>) -> Resu
             let token = QueueToken {
                 id: TokenId::random(),
                 user_id: id,
-                concert_id: concert.id,
+                concert_id: Some(concert.id),
                 status: TokenStatus::Active,
                 expires_at: now + request.token_ttl,
                 hold: None,

@@ -68,7 +68,7 @@ pub async fn seed_the_sample_world(repo: &TicketingRepository, hold: &Value) {
         tokens: vec![QueueToken {
             id: TokenId::parse(claims["jti"].as_str().unwrap()).unwrap(),
             user_id,
-            concert_id: concert.id,
+            concert_id: Some(concert.id),
             status: TokenStatus::Active,
             expires_at: Utc::now() + Duration::days(1),
             hold: None,

@@ -297,6 +297,30 @@ async fn a_queue_token_used_on_another_concerts_seat_is_403() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_token_written_without_its_concert_holds_nothing_401() {
+    let (p, s) = start().await;
+    // As the queue wrote tokens before they named their concert.
+    p.dynamodb
+        .update_item()
+        .table_name(&p.tables.ticketing)
+        .set_key(Some(shared::dynamodb::items::token_key(
+            s.users[0].token.id,
+        )))
+        .update_expression("REMOVE concertId")
+        .send()
+        .await
+        .unwrap();
+    assert_refused(
+        &p,
+        p.hold(&s.users[0].jwt, s.seats[0].id),
+        401,
+        "INVALID_TOKEN",
+    )
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_queue_token_used_by_a_payment_is_409_token_used() {
     let (p, s) = start().await;
     let jwt = s.users[0].jwt.as_str();

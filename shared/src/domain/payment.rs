@@ -128,7 +128,7 @@ mod tests {
         let token = QueueToken {
             id: TokenId::random(),
             user_id: user.id,
-            concert_id: concert.id,
+            concert_id: Some(concert.id),
             status: TokenStatus::Active,
             expires_at: at(3_600),
             hold: None,

@@ -36,8 +36,10 @@ impl TokenStatus {
 pub struct QueueToken {
     pub id: TokenId,
     pub user_id: UserId,
-    /// The concert whose queue admitted the caller: the only one it holds seats of.
-    pub concert_id: ConcertId,
+    /// The concert whose queue admitted the caller: the only one it holds seats
+    /// of. `None` on a token issued before tokens named their concert: it holds
+    /// nothing (its holder enters the queue again).
+    pub concert_id: Option<ConcertId>,
     pub status: TokenStatus,
     pub expires_at: DateTime<Utc>,
     /// The last hold made with the token; it blocks another until it ends.
@@ -76,11 +78,19 @@ impl QueueToken {
         now: DateTime<Utc>,
     ) -> Result<(), Refusal> {
         self.ensure_usable(caller, now)?;
-        if self.concert_id != concert {
-            return Err(Refusal::TokenForAnotherConcert {
-                admits: self.concert_id,
-                asked: concert,
-            });
+        match self.concert_id {
+            None => {
+                return Err(Refusal::InvalidToken(
+                    "it names no concert (it was issued before tokens carried one); enter the concert's queue again".into(),
+                ));
+            }
+            Some(admits) if admits != concert => {
+                return Err(Refusal::TokenForAnotherConcert {
+                    admits,
+                    asked: concert,
+                });
+            }
+            Some(_) => {}
         }
         match self.hold {
             Some(hold) if hold.until > now => Err(Refusal::HoldLimit {
@@ -113,7 +123,7 @@ mod tests {
         QueueToken {
             id: TokenId::random(),
             user_id: UserId::random(),
-            concert_id: ConcertId::random(),
+            concert_id: Some(ConcertId::random()),
             status,
             expires_at: at(600),
             hold: None,
@@ -123,14 +133,17 @@ mod tests {
     #[test]
     fn a_token_holds_one_seat_of_its_own_concert_at_a_time() {
         let mut t = token(TokenStatus::Active);
-        assert_eq!(t.ensure_can_hold(t.user_id, t.concert_id, at(0)), Ok(()));
+        assert_eq!(
+            t.ensure_can_hold(t.user_id, t.concert_id.unwrap(), at(0)),
+            Ok(())
+        );
         let hold = TokenHold {
             reservation: ReservationId::random(),
             until: at(300),
         };
         t.hold = Some(hold);
         let refused = t
-            .ensure_can_hold(t.user_id, t.concert_id, at(10))
+            .ensure_can_hold(t.user_id, t.concert_id.unwrap(), at(10))
             .unwrap_err();
         assert_eq!(
             refused,
@@ -141,7 +154,23 @@ mod tests {
         );
         assert_eq!(refused.code(), "HOLD_LIMIT");
         // Once the hold has ended, the token may hold again.
-        assert_eq!(t.ensure_can_hold(t.user_id, t.concert_id, at(300)), Ok(()));
+        assert_eq!(
+            t.ensure_can_hold(t.user_id, t.concert_id.unwrap(), at(300)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_token_that_names_no_concert_holds_nothing() {
+        let t = QueueToken {
+            concert_id: None,
+            ..token(TokenStatus::Active)
+        };
+        let refused = t
+            .ensure_can_hold(t.user_id, ConcertId::random(), at(0))
+            .unwrap_err();
+        assert!(matches!(refused, Refusal::InvalidToken(_)), "{refused}");
+        assert!(refused.to_string().contains("queue again"), "{refused}");
     }
 
     #[test]
@@ -152,7 +181,7 @@ mod tests {
         assert_eq!(
             refused,
             Refusal::TokenForAnotherConcert {
-                admits: t.concert_id,
+                admits: t.concert_id.unwrap(),
                 asked: other
             }
         );

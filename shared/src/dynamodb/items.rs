@@ -322,7 +322,9 @@ pub fn token_item(token: &QueueToken) -> Item {
     item.insert("entity".into(), s("QueueToken"));
     item.insert("tokenId".into(), s(token.id.to_string()));
     item.insert("userId".into(), s(token.user_id.to_string()));
-    item.insert("concertId".into(), s(token.concert_id.to_string()));
+    if let Some(concert) = token.concert_id {
+        item.insert("concertId".into(), s(concert.to_string()));
+    }
     item.insert("status".into(), s(token.status.name()));
     item.insert("expiresAt".into(), n(to_millis(token.expires_at)));
     if let Some(hold) = token.hold {
@@ -337,7 +339,13 @@ pub fn token_from(item: &Item) -> Result<QueueToken, Error> {
     Ok(QueueToken {
         id: r.id("tokenId")?,
         user_id: r.id("userId")?,
-        concert_id: r.id("concertId")?,
+        concert_id: r
+            .opt_str("concertId")
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| Error::corrupt(format!("queue token concertId {id:?}")))
+            })
+            .transpose()?,
         status: {
             let status = r.str("status")?;
             TokenStatus::parse(status)
@@ -410,7 +418,7 @@ mod tests {
         let mut token = QueueToken {
             id: TokenId::random(),
             user_id: user.id,
-            concert_id: concert.id,
+            concert_id: Some(concert.id),
             status: TokenStatus::Active,
             expires_at: at(100),
             hold: None,
@@ -420,6 +428,9 @@ mod tests {
             reservation: reservation.id,
             until: at(60),
         });
+        assert_eq!(token_from(&token_item(&token)).unwrap(), token);
+        // A token written before tokens named their concert reads as naming none.
+        token.concert_id = None;
         assert_eq!(token_from(&token_item(&token)).unwrap(), token);
     }
 
