@@ -65,10 +65,7 @@ impl FailureQueue {
             .queue_name(name)
             .send()
             .await
-            .map_err(|e| Error::FailureQueue {
-                operation: "CreateQueue",
-                message: DisplayErrorContext(e).to_string(),
-            })?
+            .map_err(queue_error("CreateQueue"))?
             .queue_url()
             .unwrap_or_default()
             .to_owned();
@@ -82,10 +79,7 @@ impl FailureQueue {
             .message_body(serde_json::to_string(record)?)
             .send()
             .await
-            .map_err(|e| Error::FailureQueue {
-                operation: "SendMessage",
-                message: DisplayErrorContext(e).to_string(),
-            })?;
+            .map_err(queue_error("SendMessage"))?;
         Ok(())
     }
 }
@@ -94,6 +88,13 @@ fn streams_error<E: std::error::Error + 'static>(
     operation: &'static str,
 ) -> impl FnOnce(E) -> Error {
     move |e| Error::Streams {
+        operation,
+        message: DisplayErrorContext(e).to_string(),
+    }
+}
+
+fn queue_error<E: std::error::Error + 'static>(operation: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::FailureQueue {
         operation,
         message: DisplayErrorContext(e).to_string(),
     }
@@ -445,10 +446,7 @@ impl Shard {
             .table_name(table)
             .send()
             .await
-            .map_err(|e| Error::Streams {
-                operation: "DescribeTable",
-                message: DisplayErrorContext(e).to_string(),
-            })?
+            .map_err(streams_error("DescribeTable"))?
             .table()
             .and_then(|t| t.latest_stream_arn())
             .map(str::to_owned)

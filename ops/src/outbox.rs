@@ -43,15 +43,16 @@ pub async fn run(command: OutboxCommand, aws: &aws_config::SdkConfig) -> Result<
     } = command;
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let outbox = TableNames::from_env().outbox;
+    let replayer = Replayer::new(dry_run)?;
     if let Some(url) = failure_queue {
-        return replay_failure_queue(aws, &dynamodb, &outbox, &url, dry_run).await;
+        return replay_failure_queue(aws, &dynamodb, &outbox, &url, &replayer).await;
     }
     let (Some(from), Some(to)) = (from, to) else {
         return Err(Error::Message("--from and --to are both needed".into()));
     };
     let window = ReplayWindow { from, to, event_id };
     let items = replay::items_in(&dynamodb, &outbox, &window).await?;
-    replay_items(&items, dry_run).await
+    replayer.replay(&items).await
 }
 
 /// Replays the batch of each message on the relay's on-failure queue; a
@@ -61,7 +62,7 @@ async fn replay_failure_queue(
     dynamodb: &aws_sdk_dynamodb::Client,
     outbox: &str,
     url: &str,
-    dry_run: bool,
+    replayer: &Replayer,
 ) -> Result<(), Error> {
     let sqs = aws_sdk_sqs::Client::new(aws);
     let streams = aws_sdk_dynamodbstreams::Client::new(aws);
@@ -78,8 +79,8 @@ async fn replay_failure_queue(
             batch.record.request_context.condition,
             items.len()
         );
-        replay_items(&items, dry_run).await?;
-        if dry_run {
+        replayer.replay(&items).await?;
+        if replayer.publisher.is_none() {
             replay::release(&sqs, url, batch).await?;
         } else {
             replay::forget(&sqs, url, batch).await?;
@@ -88,43 +89,63 @@ async fn replay_failure_queue(
     Ok(())
 }
 
-/// Lists `items` and, unless `dry_run`, publishes them through the relay's producer.
-async fn replay_items(items: &[shared::outbox::OutboxItem], dry_run: bool) -> Result<(), Error> {
-    let topics = TopicNames::from_env();
-    for item in items {
-        let record = item.to_record(&topics);
-        let created = DateTime::from_timestamp_millis(item.created_at).unwrap_or_default();
-        println!(
-            "{} {} {} -> {} (created {created})",
-            if dry_run {
-                "would publish"
-            } else {
-                "publishing"
-            },
-            item.event_type.as_str(),
-            item.event_id,
-            record.topic
-        );
+/// Lists outbox items and publishes them through the relay's producer (none
+/// on a dry run), made once for the whole replay.
+struct Replayer {
+    topics: TopicNames,
+    publisher: Option<KafkaPublisher>,
+}
+
+impl Replayer {
+    fn new(dry_run: bool) -> Result<Self, Error> {
+        // The relay's producer: the same settings, so the same guarantees.
+        let publisher = if dry_run {
+            None
+        } else {
+            Some(KafkaPublisher::new(
+                &KafkaSettings::from_env()?,
+                &ProducerSettings::from_env()?,
+            )?)
+        };
+        Ok(Replayer {
+            topics: TopicNames::from_env(),
+            publisher,
+        })
     }
-    if dry_run {
-        println!(
-            "{} outbox items in the window; nothing published (--dry-run)",
-            items.len()
-        );
-        return Ok(());
-    }
-    // The relay's producer: the same settings, so the same guarantees.
-    let publisher =
-        KafkaPublisher::new(&KafkaSettings::from_env()?, &ProducerSettings::from_env()?)?;
-    match replay::publish(items, &publisher, &topics).await {
-        Ok(published) => {
-            println!("{published} outbox items re-published");
-            Ok(())
+
+    async fn replay(&self, items: &[shared::outbox::OutboxItem]) -> Result<(), Error> {
+        for item in items {
+            let record = item.to_record(&self.topics);
+            let created = DateTime::from_timestamp_millis(item.created_at).unwrap_or_default();
+            println!(
+                "{} {} {} -> {} (created {created})",
+                if self.publisher.is_some() {
+                    "publishing"
+                } else {
+                    "would publish"
+                },
+                item.event_type.as_str(),
+                item.event_id,
+                record.topic
+            );
         }
-        Err((published, e)) => Err(Error::Message(format!(
-            "{published} of {} outbox items re-published, then: {} (run the same command again: consumers skip what they already delivered)",
-            items.len(),
-            shared::error_chain(&e)
-        ))),
+        let Some(publisher) = &self.publisher else {
+            println!(
+                "{} outbox items in the window; nothing published (--dry-run)",
+                items.len()
+            );
+            return Ok(());
+        };
+        match replay::publish(items, publisher, &self.topics).await {
+            Ok(published) => {
+                println!("{published} outbox items re-published");
+                Ok(())
+            }
+            Err((published, e)) => Err(Error::Message(format!(
+                "{published} of {} outbox items re-published, then: {} (run the same command again: consumers skip what they already delivered)",
+                items.len(),
+                shared::error_chain(&e)
+            ))),
+        }
     }
 }
