@@ -48,6 +48,7 @@ async fn due_letters(direct: &DirectNotifier, n: usize) -> Result<i64, Error> {
     let failure = shared::Error::from(shared::InfraError::Channel {
         channel: "telegram",
         retryable: true,
+        maybe_delivered: false,
         retry_after: None,
         message: "sendMessage answered HTTP 502 (bench)".into(),
         source: None,

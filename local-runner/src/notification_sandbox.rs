@@ -11,7 +11,10 @@
 //!   "delayMs": 2000, "chatId": "42", "channel": "discord"}`: the next `count`
 //!   sends (on `channel` and to `chatId` only, if given; a Discord "chat" is the
 //!   webhook id) wait `delayMs`, then fail with `status` (429 carries the
-//!   channel's `retry_after`); `status` 200 makes them slow but successful
+//!   channel's `retry_after`); `status` 200 makes them slow but successful;
+//!   `"answerLost": true` delivers each (recorded with `answerLost`) and then
+//!   waits `delayMs` and fails it with `status` (504 by default): a send that
+//!   reached the customer whose answer the caller never gets
 //! - `POST /sandbox/rate-limit` `{"perSecond": 100}` (or `null` for none): like
 //!   the real APIs, each channel answers 429 (retry after 1 s) to a send beyond
 //!   that many in the last second; `GET /sandbox/messages` counts them as
@@ -19,8 +22,10 @@
 //! - `POST /sandbox/chaos` `{"failureRate": 0.2, "timeoutMs": 6000, "seed": 7}`
 //!   (or `null` for none): each send fails with that probability, as a timeout
 //!   (the answer comes after `timeoutMs` and the message is dropped: an API that
-//!   never got it), a 5xx or a 429, in equal shares; `GET /sandbox/messages`
-//!   counts them as `chaos`
+//!   never got it), a 5xx or a 429, in equal shares; with `"answerLostRate":
+//!   0.02` that share of the other sends is delivered and then answered after
+//!   `timeoutMs` (the answer lost); `GET /sandbox/messages` counts them as
+//!   `chaos`
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -60,6 +65,10 @@ pub struct ReceivedMessage {
     pub text: String,
     /// When the sandbox accepted it.
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// Delivered, but the sender got a failure (or nothing) back: it cannot
+    /// know, and may send it again.
+    #[serde(default)]
+    pub answer_lost: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -75,6 +84,9 @@ pub struct FailurePlan {
     pub chat_id: Option<String>,
     /// Only sends on this channel are affected.
     pub channel: Option<String>,
+    /// Deliver first, then wait `delay_ms` and fail: the answer is lost.
+    #[serde(default)]
+    pub answer_lost: bool,
 }
 
 impl FailurePlan {
@@ -83,6 +95,18 @@ impl FailurePlan {
         FailurePlan {
             count,
             status,
+            ..FailurePlan::default()
+        }
+    }
+
+    /// The next `count` sends are delivered, then answered with a 504 after
+    /// `delay_ms` (longer than the client's timeout: it times out first).
+    pub fn answer_lost(count: u32, delay_ms: u64) -> Self {
+        FailurePlan {
+            count,
+            status: 504,
+            delay_ms: Some(delay_ms),
+            answer_lost: true,
             ..FailurePlan::default()
         }
     }
@@ -129,6 +153,10 @@ pub struct Chaos {
     pub timeout_ms: u64,
     /// The random sequence's seed, so a run can be repeated.
     pub seed: Option<u64>,
+    /// The share of the sends not failed that are delivered and then answered
+    /// after `timeout_ms` (0 to 1): the answer lost.
+    #[serde(default)]
+    pub answer_lost_rate: f64,
 }
 
 /// How many sends the chaos failed, by kind.
@@ -138,6 +166,8 @@ pub struct ChaosFailures {
     pub timeouts: u64,
     pub server_errors: u64,
     pub rate_limited: u64,
+    /// Delivered, with the answer lost (not counted in `total`: no failure).
+    pub answers_lost: u64,
 }
 
 impl ChaosFailures {
@@ -211,7 +241,15 @@ enum Verdict {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// Delivered, then answered with `status` after `after`.
+    AnswerLost {
+        after: Duration,
+        status: u16,
+    },
 }
+
+/// A send's failed answer: the status and a 429's `retry_after`.
+type FailedAnswer = (u16, Option<u64>);
 
 /// Settings that point both channels at a sandbox served on `addr`.
 pub fn channel_settings(addr: SocketAddr, routes: ChannelRoutes) -> ChannelSettings {
@@ -224,6 +262,7 @@ pub fn channel_settings(addr: SocketAddr, routes: ChannelRoutes) -> ChannelSetti
             chat_id: SANDBOX_CHAT_ID.into(),
             timeout,
             max_sends_per_second: None,
+            on_ambiguous_send: Default::default(),
         }),
         discord: Some(DiscordSettings {
             webhook_url: Secret::new(format!(
@@ -231,6 +270,7 @@ pub fn channel_settings(addr: SocketAddr, routes: ChannelRoutes) -> ChannelSetti
             )),
             timeout,
             max_sends_per_second: None,
+            on_ambiguous_send: Default::default(),
         }),
     }
 }
@@ -358,7 +398,15 @@ impl NotificationSandbox {
             let mut state = self.lock();
             let (chaos, rng) = state.chaos.as_mut()?;
             if !rng.random_bool(chaos.failure_rate.clamp(0.0, 1.0)) {
-                return None;
+                // Drawn only when asked for, so a seed's other faults stay put.
+                let lost = chaos.answer_lost_rate > 0.0
+                    && rng.random_bool(chaos.answer_lost_rate.clamp(0.0, 1.0));
+                if !lost {
+                    return None;
+                }
+                let after = Duration::from_millis(chaos.timeout_ms);
+                state.chaos_failures.answers_lost += 1;
+                return Some(Verdict::AnswerLost { after, status: 504 });
             }
             let kind = rng.random_range(0..3u8);
             let timeout_ms = chaos.timeout_ms;
@@ -406,6 +454,13 @@ impl NotificationSandbox {
         let Some(plan) = planned else {
             return Verdict::Deliver;
         };
+        if plan.answer_lost {
+            let after = Duration::from_millis(plan.delay_ms.unwrap_or(0));
+            return Verdict::AnswerLost {
+                after,
+                status: plan.status,
+            };
+        }
         if let Some(ms) = plan.delay_ms {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
@@ -419,7 +474,25 @@ impl NotificationSandbox {
         }
     }
 
-    fn record(&self, channel: &str, chat_id: &str, text: &str) -> u64 {
+    /// Judges one send and acts on it: the message's id when it is delivered
+    /// and answered, else the failed answer (after recording the message when
+    /// it was delivered all the same).
+    async fn handle(&self, channel: &str, chat_id: &str, text: &str) -> Result<u64, FailedAnswer> {
+        match self.judge(channel, chat_id).await {
+            Verdict::Deliver => Ok(self.record(channel, chat_id, text, false)),
+            Verdict::Fail {
+                status,
+                retry_after,
+            } => Err((status, retry_after)),
+            Verdict::AnswerLost { after, status } => {
+                self.record(channel, chat_id, text, true);
+                tokio::time::sleep(after).await;
+                Err((status, None))
+            }
+        }
+    }
+
+    fn record(&self, channel: &str, chat_id: &str, text: &str, answer_lost: bool) -> u64 {
         let mut state = self.lock();
         let message_id = state.messages.len() as u64 + 1;
         state.messages.push(ReceivedMessage {
@@ -428,8 +501,15 @@ impl NotificationSandbox {
             chat_id: chat_id.to_owned(),
             text: text.to_owned(),
             received_at: chrono::Utc::now(),
+            answer_lost,
         });
-        tracing::info!(message_id, channel, chat_id, "sandbox received a message");
+        tracing::info!(
+            message_id,
+            channel,
+            chat_id,
+            answer_lost,
+            "sandbox received a message"
+        );
         message_id
     }
 }
@@ -462,19 +542,12 @@ async fn send_message(
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     };
-    if let Verdict::Fail {
-        status,
-        retry_after,
-    } = sandbox.judge(TELEGRAM, &chat_id).await
-    {
-        let mut answer = json!({"ok": false, "error_code": status,
-            "description": format!("sandbox failure {status}")});
-        if let Some(secs) = retry_after {
-            answer["parameters"] = json!({"retry_after": secs});
+    let message_id = match sandbox.handle(TELEGRAM, &chat_id, &body.text).await {
+        Ok(id) => id,
+        Err((status, retry_after)) => {
+            return telegram_error(status, retry_after);
         }
-        return (status_code(status), Json(answer)).into_response();
-    }
-    let message_id = sandbox.record(TELEGRAM, &chat_id, &body.text);
+    };
     Json(json!({"ok": true, "result": {
         "message_id": message_id,
         "date": chrono::Utc::now().timestamp(),
@@ -482,6 +555,17 @@ async fn send_message(
         "text": body.text,
     }}))
     .into_response()
+}
+
+/// The Bot API's error body: `{"ok": false, "error_code", "description"}`,
+/// with a 429's `parameters.retry_after`.
+fn telegram_error(status: u16, retry_after: Option<u64>) -> Response {
+    let mut answer = json!({"ok": false, "error_code": status,
+        "description": format!("sandbox failure {status}")});
+    if let Some(secs) = retry_after {
+        answer["parameters"] = json!({"retry_after": secs});
+    }
+    (status_code(status), Json(answer)).into_response()
 }
 
 /// Discord's error body: `{"message", "code"}`.
@@ -510,27 +594,10 @@ async fn execute_webhook(
     if content.chars().count() > shared::channels::DISCORD_MAX_CONTENT_CHARS {
         return discord_error(StatusCode::BAD_REQUEST, "Invalid Form Body", 50035);
     }
-    if let Verdict::Fail {
-        status,
-        retry_after,
-    } = sandbox.judge(DISCORD, &id).await
-    {
-        if status == 429 {
-            let secs = retry_after.unwrap_or(1);
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({"message": "You are being rate limited.",
-                    "retry_after": secs as f64, "global": false})),
-            )
-                .into_response();
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
-        }
-        return discord_error(status_code(status), &format!("sandbox failure {status}"), 0);
-    }
-    let message_id = sandbox.record(DISCORD, &id, &content);
+    let message_id = match sandbox.handle(DISCORD, &id, &content).await {
+        Ok(id) => id,
+        Err((status, retry_after)) => return webhook_error(status, retry_after),
+    };
     if query.wait == Some(true) {
         Json(json!({
             "id": message_id.to_string(),
@@ -543,6 +610,25 @@ async fn execute_webhook(
     } else {
         StatusCode::NO_CONTENT.into_response()
     }
+}
+
+/// A webhook's failed answer: a 429 with `retry_after` (body and header), or
+/// Discord's error body.
+fn webhook_error(status: u16, retry_after: Option<u64>) -> Response {
+    if status != 429 {
+        return discord_error(status_code(status), &format!("sandbox failure {status}"), 0);
+    }
+    let secs = retry_after.unwrap_or(1);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({"message": "You are being rate limited.",
+            "retry_after": secs as f64, "global": false})),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 async fn list_messages(

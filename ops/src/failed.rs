@@ -6,7 +6,10 @@
 //!   PROCESSED (of that event, or every FAILED row), takes its dead letter from
 //!   the failed (or dead-letter) topic, republishes it to the dead-letter topic
 //!   with `retry-count` 0, due now, and puts the row back to PENDING, so the next
-//!   dlq-retry run sends it again on that channel only.
+//!   dlq-retry run sends it again on that channel only. A send parked because it
+//!   may have reached the customer (`shared::Error::AmbiguousSend`) has its
+//!   idempotency key reopened when re-driven by its event id: the operator's
+//!   word that it never arrived. `--all-failed` leaves those and lists them.
 
 use crate::Error;
 use chrono::{SecondsFormat, Utc};
@@ -15,8 +18,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use shared::config::TopicNames;
 use shared::dead_letter::DeadLetter;
-use shared::delivery::DeadLetterSink;
-use shared::dynamodb::DynamoFailureLedger;
+use shared::delivery::{DeadLetterSink, reopen_parked_send};
+use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
+use shared::error::AMBIGUOUS_SEND_KIND;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, decoded_message};
 use shared::ledger::{LedgerEntry, LedgerStatus};
 use shared::notification::ChannelKind;
@@ -126,13 +130,23 @@ async fn dead_letters(
     Ok(letters)
 }
 
+/// Which rows to re-drive: one event's (on one channel, if given), or every
+/// FAILED row.
+pub struct Rows<'a> {
+    pub event_id: Option<&'a str>,
+    pub channel: Option<ChannelKind>,
+    pub all_failed: bool,
+}
+
 pub async fn redrive(
     ledger: &DynamoFailureLedger,
-    event_id: Option<&str>,
-    channel: Option<ChannelKind>,
-    all_failed: bool,
+    keys: &DynamoIdempotencyStore,
+    wanted: Rows<'_>,
 ) -> Result<(), Error> {
-    let rows = rows_to_redrive(ledger, event_id, channel, all_failed).await?;
+    let mut rows = rows_to_redrive(ledger, &wanted).await?;
+    if wanted.all_failed {
+        leave_ambiguous_sends(&mut rows);
+    }
     if rows.is_empty() {
         println!("nothing to re-drive");
         return Ok(());
@@ -159,6 +173,11 @@ pub async fn redrive(
             missing.push(format!("{name} (no dead letter on the topics)"));
             continue;
         };
+        if reopen_parked_send(keys, letter).await? {
+            println!(
+                "{name} may have reached the customer: re-driven on your word that it did not"
+            );
+        }
         sink.redrive(letter, Utc::now()).await?;
         println!(
             "re-drove {name}: on {} again, ledger PENDING",
@@ -174,15 +193,31 @@ pub async fn redrive(
     Ok(())
 }
 
+/// Takes out of `rows` the sends parked because they may have reached the
+/// customer, and names them: re-sending those is a decision per customer.
+fn leave_ambiguous_sends(rows: &mut Vec<LedgerEntry>) {
+    let (ambiguous, rest): (Vec<_>, Vec<_>) = std::mem::take(rows)
+        .into_iter()
+        .partition(|row| row.error_kind == AMBIGUOUS_SEND_KIND);
+    *rows = rest;
+    for row in &ambiguous {
+        let channel = row.channel.map_or("-", ChannelKind::name);
+        println!(
+            "left {} on {channel}: it may have reached the customer; check the chat, then \
+             `ops failed redrive {} --channel {channel}` if it never arrived",
+            row.event_id, row.event_id
+        );
+    }
+}
+
 /// The rows of `event_id` (on `channel`, if given) not yet PROCESSED, or every
 /// FAILED row.
 async fn rows_to_redrive(
     ledger: &DynamoFailureLedger,
-    event_id: Option<&str>,
-    channel: Option<ChannelKind>,
-    all_failed: bool,
+    wanted: &Rows<'_>,
 ) -> Result<Vec<LedgerEntry>, Error> {
-    match (event_id, all_failed) {
+    let (event_id, channel) = (wanted.event_id, wanted.channel);
+    match (event_id, wanted.all_failed) {
         (Some(id), false) => {
             let rows: Vec<LedgerEntry> = ledger
                 .for_event(id)

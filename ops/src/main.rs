@@ -137,6 +137,8 @@ enum FailedCommand {
     /// The event's rows (one per channel that failed), as JSON.
     Show { event_id: String },
     /// Republish to the dead-letter topic with retry-count 0 and the ledger back to PENDING.
+    /// A send parked because it may have reached the customer is re-driven only by its
+    /// event id (after checking the chat): `--all-failed` leaves it and says so.
     Redrive {
         event_id: Option<String>,
         /// Only the row of this channel (telegram, discord) of the event.
@@ -244,7 +246,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", seeded.to_json());
         }
         Command::Failed { command } => {
-            let ledger = shared::dynamodb::DynamoFailureLedger::new(client, tables.failed_messages);
+            let ledger =
+                shared::dynamodb::DynamoFailureLedger::new(client.clone(), tables.failed_messages);
+            let keys = shared::dynamodb::DynamoIdempotencyStore::new(client, tables.idempotency);
             match command {
                 FailedCommand::List { status } => failed::list(&ledger, status.as_deref()).await?,
                 FailedCommand::Show { event_id } => failed::show(&ledger, &event_id).await?,
@@ -252,7 +256,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     event_id,
                     channel,
                     all_failed,
-                } => failed::redrive(&ledger, event_id.as_deref(), channel, all_failed).await?,
+                } => {
+                    let rows = failed::Rows {
+                        event_id: event_id.as_deref(),
+                        channel,
+                        all_failed,
+                    };
+                    failed::redrive(&ledger, &keys, rows).await?
+                }
             }
         }
         Command::Demo { api, sandbox } => {

@@ -7,9 +7,11 @@ use rdkafka::message::Message;
 use shared::config::{TableNames, TopicNames};
 use shared::dead_letter::{self, DeadLetter};
 use shared::delivery::{DeadLetterSink, Disposition};
+use shared::delivery::{PARKED_AMBIGUOUS, send_key};
 use shared::domain::ReservationId;
-use shared::dynamodb::{DynamoFailureLedger, create_tables};
+use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore, create_tables};
 use shared::events::HEADER_EVENT_TYPE;
+use shared::idempotency::IdempotencyStore;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, create_topics};
 use shared::ledger::{FailureLedger, LedgerStatus};
 use shared::notification::ChannelKind;
@@ -20,6 +22,7 @@ struct Env {
     tables: TableNames,
     topics: TopicNames,
     ledger: DynamoFailureLedger,
+    keys: DynamoIdempotencyStore,
     kafka: KafkaSettings,
 }
 
@@ -46,7 +49,8 @@ async fn env() -> Env {
     );
     create_topics(&kafka, &topics.all(), 1).await.unwrap();
     Env {
-        ledger: DynamoFailureLedger::new(client, tables.failed_messages.clone()),
+        ledger: DynamoFailureLedger::new(client.clone(), tables.failed_messages.clone()),
+        keys: DynamoIdempotencyStore::new(client, tables.idempotency.clone()),
         tables,
         topics,
         kafka,
@@ -62,6 +66,7 @@ fn ops(env: &Env, args: &[&str]) -> Output {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("KAFKA_BOOTSTRAP_SERVERS", &env.kafka.bootstrap_servers)
         .env("FAILED_MESSAGES_TABLE", &env.tables.failed_messages)
+        .env("IDEMPOTENCY_TABLE", &env.tables.idempotency)
         .env(
             "TOPIC_PAYMENT_COMPLETED_DLQ",
             &env.topics.payment_completed_dlq,
@@ -100,19 +105,31 @@ async fn failed_on(
     channel: ChannelKind,
     status: LedgerStatus,
 ) {
+    let error = shared::Error::from(shared::InfraError::Channel {
+        channel: channel.name(),
+        retryable: false,
+        maybe_delivered: false,
+        retry_after: None,
+        message: "answered HTTP 403: bot was blocked".into(),
+        source: None,
+    });
+    failed_with(env, envelope, channel, status, &error).await;
+}
+
+/// [`failed_on`], failed with `error`.
+async fn failed_with(
+    env: &Env,
+    envelope: &shared::events::EventEnvelope,
+    channel: ChannelKind,
+    status: LedgerStatus,
+    error: &shared::Error,
+) {
     let mut original = shared::fixtures::record_of(envelope, &env.topics.payment_completed, 12);
     original.headers.push((
         HEADER_EVENT_TYPE.into(),
         envelope.event_type.as_str().as_bytes().to_vec(),
     ));
-    let error = shared::Error::from(shared::InfraError::Channel {
-        channel: channel.name(),
-        retryable: false,
-        retry_after: None,
-        message: "answered HTTP 403: bot was blocked".into(),
-        source: None,
-    });
-    let letter = DeadLetter::new(original, &error, 3, Utc::now()).on_channel(channel);
+    let letter = DeadLetter::new(original, error, 3, Utc::now()).on_channel(channel);
     let disposition = if status == LedgerStatus::Failed {
         Disposition::Park
     } else {
@@ -303,4 +320,80 @@ async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A send parked because it may have reached the customer, as the notifier
+/// parks it: its key COMPLETED with the parked answer, its letter on the
+/// failed topic, its row FAILED. Answers its event id and key.
+async fn parked_ambiguous_send(env: &Env) -> (String, String) {
+    let envelope = shared::fixtures::payment_completed_envelope(
+        ReservationId::random(),
+        "maybe@example.com",
+        9_000,
+    );
+    let event_id = envelope.event_id.to_string();
+    let key = send_key(ChannelKind::Telegram, &event_id);
+    let now = Utc::now();
+    let day = chrono::Duration::days(1);
+    env.keys
+        .acquire(&key, "hash", now, now + day, now + day)
+        .await
+        .unwrap();
+    env.keys
+        .complete(&key, Some(PARKED_AMBIGUOUS.into()), now + day)
+        .await
+        .unwrap();
+    let error = shared::Error::from(shared::InfraError::AmbiguousSend {
+        channel: "telegram",
+        message: "sendMessage timed out waiting for the answer".into(),
+        source: None,
+    });
+    failed_with(
+        env,
+        &envelope,
+        ChannelKind::Telegram,
+        LedgerStatus::Failed,
+        &error,
+    )
+    .await;
+    (event_id, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_may_have_arrived_is_left_by_all_failed_and_reopened_when_redriven_by_its_id() {
+    let env = env().await;
+    let (event_id, key) = parked_ambiguous_send(&env).await;
+    let row = |env: &Env| {
+        let ledger = env.ledger.clone();
+        let id = event_id.clone();
+        async move {
+            ledger
+                .get(&id, Some(ChannelKind::Telegram))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let listed = text(&ops(&env, &["failed", "list"]).stdout);
+    assert!(listed.contains("may have reached the customer"), "{listed}");
+
+    let out = ops(&env, &["failed", "redrive", "--all-failed"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("left {event_id} on telegram")),
+        "{said}"
+    );
+    assert!(said.contains("nothing to re-drive"), "{said}");
+    assert_eq!(row(&env).await.status, LedgerStatus::Failed);
+    assert!(env.keys.get(&key).await.unwrap().is_some(), "key kept");
+
+    let out = ops(&env, &["failed", "redrive", &event_id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("re-driven on your word"), "{said}");
+    assert!(env.keys.get(&key).await.unwrap().is_none(), "key reopened");
+    assert_eq!(row(&env).await.status, LedgerStatus::Pending);
+    let letter = dlq_records(&env, 1).await.remove(0);
+    assert_eq!(header_of(&letter, "event-id"), Some(event_id));
 }

@@ -63,13 +63,35 @@ pub enum InfraError {
     Channel {
         channel: &'static str,
         retryable: bool,
+        /// The request may have reached the channel and its answer was lost (a
+        /// timeout after it was sent, a dropped connection, a gateway's 502 or
+        /// 504): the customer may have the message.
+        maybe_delivered: bool,
         /// How long the channel asked us to wait (HTTP 429 `retry_after`).
         retry_after: Option<std::time::Duration>,
         message: String,
         #[source]
         source: Option<Cause>,
     },
+    /// A send that may have reached the customer, on a channel whose policy for
+    /// such sends is `park`: it is not sent again by itself (at most once).
+    #[error(
+        "a send through {channel} may have reached the customer ({message}); parked, not \
+         sent again: check the chat, then `ops failed redrive <event-id> --channel {channel}` \
+         if it never arrived"
+    )]
+    AmbiguousSend {
+        channel: &'static str,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
+
+/// The dead-letter kind of a send parked because it may have reached the
+/// customer: `ops failed redrive` reopens its idempotency key before sending
+/// it again.
+pub const AMBIGUOUS_SEND_KIND: &str = "shared::Error::AmbiguousSend";
 
 /// The longest wait a channel's `retry_after` is honoured for: dlq-retry's
 /// default longest back-off.
@@ -94,7 +116,8 @@ impl InfraError {
             }
             InfraError::StorageRefused { .. }
             | InfraError::CorruptItem(_)
-            | InfraError::Unpublishable { .. } => false,
+            | InfraError::Unpublishable { .. }
+            | InfraError::AmbiguousSend { .. } => false,
         }
     }
 
@@ -111,6 +134,17 @@ impl InfraError {
         }
     }
 
+    /// Whether a failed send may have reached the customer all the same.
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(
+            self,
+            InfraError::Channel {
+                maybe_delivered: true,
+                ..
+            } | InfraError::AmbiguousSend { .. }
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             InfraError::Storage { .. } => "STORAGE_UNAVAILABLE",
@@ -120,6 +154,7 @@ impl InfraError {
             InfraError::Unpublishable { .. } => "UNPUBLISHABLE",
             InfraError::Kafka { .. } => "KAFKA_UNAVAILABLE",
             InfraError::Channel { .. } => "CHANNEL_FAILED",
+            InfraError::AmbiguousSend { .. } => "CHANNEL_AMBIGUOUS",
         }
     }
 
@@ -135,6 +170,7 @@ impl InfraError {
             InfraError::Unpublishable { .. } => "shared::Error::Unpublishable",
             InfraError::Kafka { .. } => "shared::Error::Kafka",
             InfraError::Channel { .. } => "shared::Error::Channel",
+            InfraError::AmbiguousSend { .. } => AMBIGUOUS_SEND_KIND,
         }
     }
 }
@@ -187,6 +223,11 @@ impl Error {
         }
     }
 
+    /// Whether a failed send may have reached the customer all the same.
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(self, Error::Infra(failure) if failure.maybe_delivered())
+    }
+
     /// How long the channel asked us to wait before trying again, if it did.
     pub fn retry_after(&self) -> Option<chrono::Duration> {
         match self {
@@ -215,6 +256,7 @@ mod tests {
         let asking = |after: std::time::Duration| InfraError::Channel {
             channel: "discord",
             retryable: true,
+            maybe_delivered: false,
             retry_after: Some(after),
             message: "HTTP 429".into(),
             source: None,
@@ -238,6 +280,7 @@ mod tests {
     fn channel_down() -> InfraError {
         InfraError::Channel {
             channel: "telegram",
+            maybe_delivered: false,
             retryable: true,
             retry_after: None,
             message: "HTTP 502".into(),

@@ -3,7 +3,7 @@
 //! are tested against real services in `testkit/tests/`.
 
 use crate::ledger::{FailureLedger, LedgerFailure};
-use crate::notification::{ChannelKind, Notification};
+use crate::notification::{AmbiguousSendPolicy, ChannelKind, Notification};
 use crate::ports::{EventPublisher, NotificationChannel, OutboundRecord};
 use crate::{Error, InfraError};
 use chrono::{DateTime, Utc};
@@ -17,12 +17,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// How a fake channel fails: retryable or not, with a 429's `retry_after`.
+/// How a fake channel fails: retryable or not, with a 429's `retry_after`, or
+/// after delivering (the answer lost).
 #[derive(Clone, Copy, Debug)]
 struct FakeFailure {
     times: usize,
     retryable: bool,
     retry_after: Option<Duration>,
+    answer_lost: bool,
 }
 
 /// A channel that records what it sends, optionally slow, optionally failing
@@ -36,6 +38,7 @@ pub struct FakeChannel {
     sent: Mutex<Vec<Notification>>,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
+    ambiguous: AmbiguousSendPolicy,
 }
 
 impl FakeChannel {
@@ -48,6 +51,7 @@ impl FakeChannel {
             sent: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             most_in_flight: AtomicUsize::new(0),
+            ambiguous: AmbiguousSendPolicy::Retry,
         }
     }
 
@@ -67,7 +71,30 @@ impl FakeChannel {
                 times,
                 retryable,
                 retry_after,
+                answer_lost: false,
             }),
+            ..self
+        }
+    }
+
+    /// Delivers its first `times` sends but fails them as a timeout would:
+    /// the customer has the message, the caller does not know.
+    pub fn losing_answers(self, times: usize) -> Self {
+        FakeChannel {
+            failure: Some(FakeFailure {
+                times,
+                retryable: true,
+                retry_after: None,
+                answer_lost: true,
+            }),
+            ..self
+        }
+    }
+
+    /// Does `policy` with a send whose answer was lost.
+    pub fn on_ambiguous(self, policy: AmbiguousSendPolicy) -> Self {
+        FakeChannel {
+            ambiguous: policy,
             ..self
         }
     }
@@ -99,17 +126,25 @@ impl NotificationChannel for FakeChannel {
         tokio::time::sleep(self.latency).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
-        if let Some(failure) = self.failure.filter(|f| attempt < f.times) {
-            return Err(Error::from(InfraError::Channel {
+        let failure = self.failure.filter(|f| attempt < f.times);
+        if failure.is_none_or(|f| f.answer_lost) {
+            lock(&self.sent).push(notification.clone());
+        }
+        match failure {
+            None => Ok(()),
+            Some(failure) => Err(Error::from(InfraError::Channel {
                 channel: self.kind.name(),
                 retryable: failure.retryable,
+                maybe_delivered: failure.answer_lost,
                 retry_after: failure.retry_after,
                 message: "the fake channel failed as told".into(),
                 source: None,
-            }));
+            })),
         }
-        lock(&self.sent).push(notification.clone());
-        Ok(())
+    }
+
+    fn on_ambiguous_send(&self) -> AmbiguousSendPolicy {
+        self.ambiguous
     }
 }
 

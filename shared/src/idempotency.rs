@@ -53,6 +53,10 @@ pub struct IdempotencyRecord {
 pub enum Claim {
     /// The key is ours: do the work, then `complete` (or `release` on failure).
     Acquired,
+    /// The key is ours, taken over from an attempt that held it and never
+    /// finished (its lock outlived its invocation): that attempt may have done
+    /// the work, or part of it.
+    Reclaimed,
     /// The work was done before: here is its stored response.
     Completed { response: Option<String> },
 }
@@ -66,9 +70,15 @@ impl IdempotencyRecord {
     /// True when a new request may take this key over: the record expired, or its
     /// INPROGRESS lock outlived the invocation that took it.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at <= now
-            || (self.status == IdempotencyStatus::InProgress
-                && self.in_progress_until.is_some_and(|until| until <= now))
+        self.expires_at <= now || self.is_abandoned(now)
+    }
+
+    /// True when an attempt took the key and never finished: its INPROGRESS
+    /// lock outlived the invocation, and the record has not expired.
+    pub fn is_abandoned(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+            && self.status == IdempotencyStatus::InProgress
+            && self.in_progress_until.is_some_and(|until| until <= now)
     }
 
     /// What a live record means to a request with `payload_hash`.
@@ -110,6 +120,14 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Gives the key up after a failure, so a retry can do the work.
     fn release(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Gives the key up only when it is COMPLETED with `response` (an
+    /// operator reopening work that was set aside); answers whether it did.
+    fn release_completed_with(
+        &self,
+        key: &str,
+        response: &str,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
 }
 
 /// An in-memory store for unit tests of the handlers' logic.
@@ -141,6 +159,7 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         if let Some(existing) = records.get(key).filter(|r| !r.is_stale(now)) {
             return existing.judge(payload_hash);
         }
+        let abandoned = records.get(key).is_some_and(|r| r.is_abandoned(now));
         records.insert(
             key.to_owned(),
             IdempotencyRecord {
@@ -152,7 +171,11 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
                 response: None,
             },
         );
-        Ok(Claim::Acquired)
+        Ok(if abandoned {
+            Claim::Reclaimed
+        } else {
+            Claim::Acquired
+        })
     }
 
     async fn complete(
@@ -175,6 +198,17 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
     async fn release(&self, key: &str) -> Result<(), Error> {
         self.lock().remove(key);
         Ok(())
+    }
+
+    async fn release_completed_with(&self, key: &str, response: &str) -> Result<bool, Error> {
+        let mut records = self.lock();
+        let matches = records.get(key).is_some_and(|r| {
+            r.status == IdempotencyStatus::Completed && r.response.as_deref() == Some(response)
+        });
+        if matches {
+            records.remove(key);
+        }
+        Ok(matches)
     }
 }
 
@@ -218,14 +252,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lock_past_the_invocation_deadline_is_taken_over() {
+    async fn a_lock_past_the_invocation_deadline_is_taken_over_and_says_so() {
         let store = InMemoryIdempotencyStore::default();
         let h = payload_hash(b"{}");
         store.acquire("k", &h, t(0), t(30), t(3600)).await.unwrap();
         assert_eq!(
             store.acquire("k", &h, t(30), t(60), t(3630)).await.unwrap(),
-            Claim::Acquired
+            Claim::Reclaimed
         );
+    }
+
+    #[tokio::test]
+    async fn only_a_key_completed_with_the_given_answer_is_reopened() {
+        let store = InMemoryIdempotencyStore::default();
+        let h = payload_hash(b"{}");
+        for (key, answer) in [("parked", "PARKED"), ("sent", "SENT")] {
+            store.acquire(key, &h, t(0), t(30), t(3600)).await.unwrap();
+            store
+                .complete(key, Some(answer.into()), t(3600))
+                .await
+                .unwrap();
+        }
+        assert!(
+            store
+                .release_completed_with("parked", "PARKED")
+                .await
+                .unwrap()
+        );
+        assert!(store.get("parked").is_none());
+        assert!(
+            !store
+                .release_completed_with("sent", "PARKED")
+                .await
+                .unwrap()
+        );
+        assert!(store.get("sent").is_some());
     }
 
     #[tokio::test]

@@ -39,6 +39,41 @@ impl ChannelKind {
     }
 }
 
+/// What a channel does with a send that may have reached the customer but
+/// whose answer was lost (a timeout after the request went out, a dropped
+/// connection, a gateway's 502 or 504): `<CHANNEL>_ON_AMBIGUOUS_SEND`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AmbiguousSendPolicy {
+    /// Send it again (at least once: the customer may get it twice).
+    #[default]
+    Retry,
+    /// Never send it again by itself (at most once): parked on the failed
+    /// topic with a FAILED ledger row, for an operator to check and re-drive.
+    Park,
+}
+
+impl AmbiguousSendPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            AmbiguousSendPolicy::Retry => "retry",
+            AmbiguousSendPolicy::Park => "park",
+        }
+    }
+
+    /// The policy of `kind` from `<KIND>_ON_AMBIGUOUS_SEND` (`retry` when unset).
+    pub fn for_channel(vars: &config::Vars, kind: ChannelKind) -> Result<Self, ConfigError> {
+        let var = format!("{}_ON_AMBIGUOUS_SEND", kind.name().to_uppercase());
+        match vars.optional(&var).as_deref() {
+            None | Some("retry") => Ok(AmbiguousSendPolicy::Retry),
+            Some("park") => Ok(AmbiguousSendPolicy::Park),
+            Some(other) => Err(ConfigError::invalid(
+                var,
+                format!("{other:?} is neither `retry` nor `park`"),
+            )),
+        }
+    }
+}
+
 /// Which channels each event type is sent on, from
 /// `NOTIFY_PAYMENT_COMPLETED_CHANNELS` and `NOTIFY_SEAT_HOLD_EXPIRED_CHANNELS`
 /// (comma-separated: `telegram`, `discord` or `telegram,discord`; Telegram alone
@@ -192,6 +227,33 @@ pub fn for_event(envelope: &EventEnvelope) -> Result<Notification, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ambiguous_send_is_retried_unless_the_channel_says_park_and_a_typo_is_refused() {
+        let vars = config::Vars::from_pairs([
+            ("DISCORD_ON_AMBIGUOUS_SEND", "park"),
+            ("TELEGRAM_ON_AMBIGUOUS_SEND", "retry"),
+        ]);
+        let policy = |vars: &config::Vars, kind| AmbiguousSendPolicy::for_channel(vars, kind);
+        assert_eq!(
+            policy(&vars, ChannelKind::Discord).unwrap(),
+            AmbiguousSendPolicy::Park
+        );
+        assert_eq!(
+            policy(&vars, ChannelKind::Telegram).unwrap(),
+            AmbiguousSendPolicy::Retry
+        );
+        assert_eq!(
+            policy(&config::Vars::none(), ChannelKind::Discord).unwrap(),
+            AmbiguousSendPolicy::Retry
+        );
+        let typo = config::Vars::from_pairs([("TELEGRAM_ON_AMBIGUOUS_SEND", "parked")]);
+        let error = policy(&typo, ChannelKind::Telegram)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("TELEGRAM_ON_AMBIGUOUS_SEND"), "{error}");
+        assert!(error.contains("neither `retry` nor `park`"), "{error}");
+    }
 
     #[test]
     fn the_payment_message_has_every_line_of_the_original_in_kst() {

@@ -1,7 +1,7 @@
 //! The ports the functions depend on: small `Send + Sync` traits, with the real
 //! adapters behind cargo features and in-memory ones for unit tests.
 
-use crate::notification::{ChannelKind, Notification};
+use crate::notification::{AmbiguousSendPolicy, ChannelKind, Notification};
 use crate::{Error, InfraError};
 use std::future::Future;
 
@@ -15,6 +15,12 @@ pub trait NotificationChannel: Send + Sync {
     fn kind(&self) -> ChannelKind;
 
     fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// What to do with a send that may have reached the customer but whose
+    /// answer was lost: sent again unless the channel is configured to park it.
+    fn on_ambiguous_send(&self) -> AmbiguousSendPolicy {
+        AmbiguousSendPolicy::Retry
+    }
 }
 
 /// One record to publish to Kafka. Key, value and headers are bytes: a dead

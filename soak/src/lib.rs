@@ -1,9 +1,12 @@
 //! `make soak`: payments from concurrent clients through the local pipeline
 //! while everything around it fails on purpose (the Telegram sandbox fails a
-//! share of sends with timeouts, 5xx and 429s; the Kafka source delivers every
+//! share of sends with timeouts, 5xx and 429s, and delivers a share of the others
+//! but loses their answers; the Kafka source delivers every
 //! batch twice and kills one notifier invocation mid-batch; the broker may be
 //! restarted mid-run; dlq-retry runs on a short schedule). Then it checks that
-//! confirmed payments = events published = messages delivered exactly once, the
+//! confirmed payments = events published = messages delivered exactly once
+//! (a second copy counted apart when it follows a lost answer: the channels'
+//! `retry` policy sends those again, as it says), the
 //! ledger names only published events and holds nothing pending or failed,
 //! every balance is its start minus its confirmed payments, and no seat was sold
 //! twice.
@@ -50,6 +53,10 @@ pub struct SoakConfig {
     /// The share of sends the Telegram sandbox fails (timeouts, 5xx, 429s).
     #[arg(long, default_value_t = 0.2)]
     pub failure_rate: f64,
+    /// The share of the other sends it delivers and then times out (the
+    /// answer lost: under the default `retry` policy they are sent again).
+    #[arg(long, default_value_t = 0.02)]
+    pub answer_lost_rate: f64,
     /// A shell command that restarts the Kafka broker, run once mid-run.
     #[arg(long)]
     pub restart_broker: Option<String>,
@@ -69,6 +76,8 @@ impl SoakConfig {
             clients: 8,
             double_submit: 0.1,
             failure_rate: 0.2,
+            // High enough that a few dozen payments meet the fault.
+            answer_lost_rate: 0.1,
             restart_broker: None,
             settle_seconds: 120,
             seed: 7,
@@ -92,8 +101,11 @@ pub struct Report {
     /// Confirmed payments.
     pub payments: usize,
     pub delivered_once: usize,
-    /// Messages beyond the first per customer.
+    /// Messages beyond the first per customer, not explained by a lost answer.
     pub duplicates: usize,
+    /// Messages beyond the first per customer that followed a copy whose
+    /// answer was lost: what the `retry` policy promises (at least once).
+    pub resent_after_lost_answer: usize,
     /// Confirmed payments whose customer was never told.
     pub lost: usize,
     /// Everything that broke a promise, one line each.
@@ -112,8 +124,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "soak: {} payments, {} delivered once, {} duplicates, {} lost",
-            self.payments, self.delivered_once, self.duplicates, self.lost
+            "soak: {} payments, {} delivered once, {} duplicates, {} sent again after a lost answer, {} lost",
+            self.payments,
+            self.delivered_once,
+            self.duplicates,
+            self.resent_after_lost_answer,
+            self.lost
         )
     }
 }
@@ -217,6 +233,7 @@ async fn start_pipeline(config: &SoakConfig, faults: &DeliveryFaults) -> TestPip
         failure_rate: config.failure_rate,
         timeout_ms: 6_000,
         seed: Some(config.seed),
+        answer_lost_rate: config.answer_lost_rate,
     }));
     pipeline
 }
@@ -226,11 +243,17 @@ async fn start_pipeline(config: &SoakConfig, faults: &DeliveryFaults) -> TestPip
 fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &mut Report) {
     let told = told_per_customer(pipeline);
     for mail in mails.values() {
-        match told.get(mail).copied().unwrap_or(0) {
-            0 => report.lost += 1,
-            n => {
+        match told.get(mail).copied().unwrap_or_default() {
+            Told { copies: 0, .. } => report.lost += 1,
+            Told {
+                copies,
+                answers_lost,
+            } => {
                 report.delivered_once += 1;
-                report.duplicates += n - 1;
+                let extra = copies - 1;
+                let explained = extra.min(answers_lost);
+                report.resent_after_lost_answer += explained;
+                report.duplicates += extra - explained;
             }
         }
     }
@@ -241,9 +264,10 @@ fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &
         ));
     }
     if report.duplicates > 0 {
-        report
-            .violations
-            .push(format!("{} messages sent twice", report.duplicates));
+        report.violations.push(format!(
+            "{} messages sent twice without a lost answer",
+            report.duplicates
+        ));
     }
     if report.lost > 0 {
         report
@@ -272,11 +296,17 @@ fn check_faults(
             .push("the broker restart did not happen or failed".into());
     }
     let chaos = pipeline.sandbox.chaos_failures();
+    if config.answer_lost_rate > 0.0 && chaos.answers_lost == 0 {
+        report
+            .violations
+            .push("no send lost its answer (the fault never fired)".into());
+    }
     report.faults = format!(
-        "{} timeouts, {} 5xx, {} 429s from the sandbox; {} batches delivered twice; {} invocation killed; broker restarted: {}",
+        "{} timeouts, {} 5xx, {} 429s, {} answers lost from the sandbox; {} batches delivered twice; {} invocation killed; broker restarted: {}",
         chaos.timeouts,
         chaos.server_errors,
         chaos.rate_limited,
+        chaos.answers_lost,
         faults.injected.duplicated_batches(),
         faults.injected.killed(),
         if restarted { "yes" } else { "no" },
@@ -439,8 +469,16 @@ async fn wait_until_told(
 /// sandbox and scans the ledger's PENDING rows.
 const TOLD_POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 
+/// The payment messages one customer got.
+#[derive(Clone, Copy, Debug, Default)]
+struct Told {
+    copies: usize,
+    /// Of those, the ones whose answer the sender never got.
+    answers_lost: usize,
+}
+
 /// Payment messages the sandbox accepted, per customer mail.
-fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
+fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, Told> {
     let mut told = HashMap::new();
     for message in pipeline.messages() {
         if !message.text.starts_with(PAYMENT_MESSAGE) {
@@ -451,7 +489,9 @@ fn told_per_customer(pipeline: &TestPipeline) -> HashMap<String, usize> {
             .lines()
             .find_map(|line| line.strip_prefix(CUSTOMER_LINE))
             .unwrap_or_default();
-        *told.entry(customer.to_owned()).or_default() += 1;
+        let told: &mut Told = told.entry(customer.to_owned()).or_default();
+        told.copies += 1;
+        told.answers_lost += usize::from(message.answer_lost);
     }
     told
 }

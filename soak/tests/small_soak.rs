@@ -8,6 +8,7 @@ use soak::{SoakConfig, run};
 async fn payments_under_faults_are_each_told_once_and_nothing_is_lost() {
     let report = run(&SoakConfig::small(40)).await.expect("the soak runs");
     eprintln!("soak: faults: {}", report.faults);
+    eprintln!("{report}");
     assert_eq!(report.payments, 40, "every seat sold: {report}");
     assert_eq!(report.delivered_once, report.payments, "{report}");
     assert_eq!((report.duplicates, report.lost), (0, 0), "{report}");

@@ -30,7 +30,7 @@ use shared::delivery::DeliveryConfig;
 use shared::domain::{Money, SeatId};
 use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KafkaSettings, ProducerSettings, create_topics};
-use shared::notification::ChannelRoutes;
+use shared::notification::{AmbiguousSendPolicy, ChannelRoutes};
 use shared::seed::{SeedRequest, Seeded, generate};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -139,6 +139,8 @@ pub struct Options {
     pub function_timeout: StdDuration,
     /// Faults the Kafka source injects (none by default).
     pub delivery_faults: DeliveryFaults,
+    /// What both channels do with a send whose answer was lost (`retry`).
+    pub on_ambiguous_send: AmbiguousSendPolicy,
 }
 
 impl Default for Options {
@@ -153,8 +155,22 @@ impl Default for Options {
             routes: ChannelRoutes::default(),
             function_timeout: StdDuration::from_secs(30),
             delivery_faults: DeliveryFaults::default(),
+            on_ambiguous_send: AmbiguousSendPolicy::Retry,
         }
     }
+}
+
+/// Both channels on the sandbox at `addr`, as `options` routes them and with
+/// their policy for ambiguous sends.
+fn sandbox_channels(addr: std::net::SocketAddr, options: &Options) -> ChannelSettings {
+    let mut channels = notification_sandbox::channel_settings(addr, options.routes.clone());
+    for telegram in channels.telegram.iter_mut() {
+        telegram.on_ambiguous_send = options.on_ambiguous_send;
+    }
+    for discord in channels.discord.iter_mut() {
+        discord.on_ambiguous_send = options.on_ambiguous_send;
+    }
+    channels
 }
 
 /// Creates tables and topics with unique names.
@@ -219,7 +235,7 @@ impl TestPipeline {
             kafka: kafka(),
             producer: ProducerSettings::default(),
             jwt_secret: Secret::new(JWT_SECRET),
-            channels: notification_sandbox::channel_settings(sandbox_addr, options.routes),
+            channels: sandbox_channels(sandbox_addr, &options),
             functions,
             api_addr: "127.0.0.1:0".parse().unwrap(),
             stream: StreamSourceSettings {
@@ -313,6 +329,17 @@ impl TestPipeline {
             &serde_json::json!({"reservationId": reservation}).to_string(),
         )
         .await
+    }
+
+    /// Holds `seat` and pays for it, both of which must succeed; answers the
+    /// reservation id.
+    pub async fn hold_and_pay(&self, jwt: &str, seat: SeatId) -> String {
+        let (status, held) = self.hold(jwt, seat).await;
+        assert_eq!(status, 201, "{held}");
+        let reservation = held["reservationId"].as_str().unwrap().to_owned();
+        let (status, paid) = self.pay(jwt, &reservation).await;
+        assert_eq!(status, 200, "{paid}");
+        reservation
     }
 
     /// Every item of the three tables, for "nothing changed" checks.

@@ -228,6 +228,7 @@ async fn the_sandboxs_chaos_fails_a_share_of_sends_with_every_kind_and_never_rec
         failure_rate: 0.5,
         timeout_ms: 2_000,
         seed: Some(7),
+        answer_lost_rate: 0.0,
     }));
     let mut settings = channel_settings(addr, ChannelRoutes::default())
         .telegram

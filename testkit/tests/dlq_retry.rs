@@ -231,6 +231,7 @@ async fn letter_due(d: &Direct, at: chrono::DateTime<Utc>) -> String {
     let failure = shared::Error::from(shared::InfraError::Channel {
         channel: "telegram",
         retryable: true,
+        maybe_delivered: false,
         retry_after: None,
         message: "HTTP 502".into(),
         source: None,

@@ -44,7 +44,7 @@ async fn a_completed_key_replays_its_response_until_it_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_in_progress_lock_is_refused_until_its_deadline_then_taken_over() {
+async fn an_in_progress_lock_is_refused_until_its_deadline_then_taken_over_and_said_so() {
     let s = store().await;
     let h = payload_hash(b"body");
     s.acquire("k", &h, t(0), t(30), t(3_600)).await.unwrap();
@@ -54,8 +54,35 @@ async fn an_in_progress_lock_is_refused_until_its_deadline_then_taken_over() {
     ));
     assert_eq!(
         s.acquire("k", &h, t(30), t(60), t(3_630)).await.unwrap(),
+        Claim::Reclaimed
+    );
+    // A record that expired is not an abandoned attempt: a fresh take.
+    assert_eq!(
+        s.acquire("k", &h, t(3_700), t(3_730), t(7_300))
+            .await
+            .unwrap(),
         Claim::Acquired
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_key_completed_with_the_given_answer_is_reopened() {
+    let s = store().await;
+    let h = payload_hash(b"body");
+    for (key, answer) in [("parked", "PARKED"), ("sent", "SENT"), ("held", "")] {
+        s.acquire(key, &h, t(0), t(30), t(3_600)).await.unwrap();
+        if !answer.is_empty() {
+            s.complete(key, Some(answer.into()), t(3_600))
+                .await
+                .unwrap();
+        }
+    }
+    assert!(s.release_completed_with("parked", "PARKED").await.unwrap());
+    assert!(s.get("parked").await.unwrap().is_none());
+    for kept in ["sent", "held"] {
+        assert!(!s.release_completed_with(kept, "PARKED").await.unwrap());
+        assert!(s.get(kept).await.unwrap().is_some(), "{kept} kept");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

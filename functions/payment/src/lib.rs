@@ -189,7 +189,9 @@ impl PaymentApi {
                 tracing::info!("payment replayed from its idempotency record");
                 return Ok(api::json_response(200, &receipt));
             }
-            Claim::Acquired => {}
+            // A payment that died holding the key is settled by the
+            // transaction's conditions: doing it again never charges twice.
+            Claim::Acquired | Claim::Reclaimed => {}
         }
 
         match self.execute(admission, reservation_id).await {

@@ -11,7 +11,7 @@ pub use pacer::SendPacer;
 pub use telegram::{DEFAULT_API_BASE_URL as TELEGRAM_API_BASE_URL, TelegramChannel};
 
 use crate::config::{self, ConfigError, Secret};
-use crate::notification::{ChannelKind, ChannelRoutes, Notification};
+use crate::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes, Notification};
 use crate::ports::NotificationChannel;
 use crate::{Error, InfraError};
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn send_rate(name: &str) -> Result<Option<f64>, ConfigError> {
 /// The Telegram Bot API's settings: `TELEGRAM_API_BASE_URL` (the real API by
 /// default), `TELEGRAM_BOT_TOKEN` (a secret), `TELEGRAM_CHAT_ID`,
 /// `TELEGRAM_TIMEOUT_MS` (5 s by default), `TELEGRAM_MAX_SENDS_PER_SECOND`
-/// (no limit by default).
+/// (no limit by default), `TELEGRAM_ON_AMBIGUOUS_SEND` (`retry` by default).
 #[derive(Clone, Debug)]
 pub struct TelegramSettings {
     pub api_base_url: String,
@@ -40,6 +40,7 @@ pub struct TelegramSettings {
     pub chat_id: String,
     pub timeout: Duration,
     pub max_sends_per_second: Option<f64>,
+    pub on_ambiguous_send: AmbiguousSendPolicy,
 }
 
 impl TelegramSettings {
@@ -50,6 +51,10 @@ impl TelegramSettings {
             chat_id: config::required("TELEGRAM_CHAT_ID")?,
             timeout: Duration::from_millis(config::parsed("TELEGRAM_TIMEOUT_MS", 5_000u64)?),
             max_sends_per_second: send_rate("TELEGRAM_MAX_SENDS_PER_SECOND")?,
+            on_ambiguous_send: AmbiguousSendPolicy::for_channel(
+                &config::Vars::process(),
+                ChannelKind::Telegram,
+            )?,
         })
     }
 
@@ -65,12 +70,14 @@ impl TelegramSettings {
 
 /// A Discord webhook's settings: `DISCORD_WEBHOOK_URL` (a secret: the URL holds
 /// the webhook's token), `DISCORD_TIMEOUT_MS` (5 s by default),
-/// `DISCORD_MAX_SENDS_PER_SECOND` (no limit by default).
+/// `DISCORD_MAX_SENDS_PER_SECOND` (no limit by default),
+/// `DISCORD_ON_AMBIGUOUS_SEND` (`retry` by default).
 #[derive(Clone, Debug)]
 pub struct DiscordSettings {
     pub webhook_url: Secret,
     pub timeout: Duration,
     pub max_sends_per_second: Option<f64>,
+    pub on_ambiguous_send: AmbiguousSendPolicy,
 }
 
 impl DiscordSettings {
@@ -79,6 +86,10 @@ impl DiscordSettings {
             webhook_url: config::secret("DISCORD_WEBHOOK_URL")?,
             timeout: Duration::from_millis(config::parsed("DISCORD_TIMEOUT_MS", 5_000u64)?),
             max_sends_per_second: send_rate("DISCORD_MAX_SENDS_PER_SECOND")?,
+            on_ambiguous_send: AmbiguousSendPolicy::for_channel(
+                &config::Vars::process(),
+                ChannelKind::Discord,
+            )?,
         })
     }
 
@@ -118,16 +129,22 @@ impl ChannelSettings {
     pub fn channels(&self) -> Result<Vec<Channel>, ConfigError> {
         let mut channels = Vec::new();
         if let Some(telegram) = &self.telegram {
-            channels.push(Channel::paced(
-                ChannelClient::Telegram(telegram.channel()?),
-                telegram.max_sends_per_second,
-            )?);
+            channels.push(
+                Channel::paced(
+                    ChannelClient::Telegram(telegram.channel()?),
+                    telegram.max_sends_per_second,
+                )?
+                .on_ambiguous_send(telegram.on_ambiguous_send),
+            );
         }
         if let Some(discord) = &self.discord {
-            channels.push(Channel::paced(
-                ChannelClient::Discord(discord.channel()?),
-                discord.max_sends_per_second,
-            )?);
+            channels.push(
+                Channel::paced(
+                    ChannelClient::Discord(discord.channel()?),
+                    discord.max_sends_per_second,
+                )?
+                .on_ambiguous_send(discord.on_ambiguous_send),
+            );
         }
         for kind in ChannelKind::ALL {
             if self.routes.uses(kind) && !channels.iter().any(|c| c.kind() == kind) {
@@ -141,11 +158,13 @@ impl ChannelSettings {
     }
 }
 
-/// A configured channel: its client, and its send-rate limit if it has one.
+/// A configured channel: its client, its send-rate limit if it has one, and
+/// what it does with a send whose answer was lost.
 #[derive(Clone, Debug)]
 pub struct Channel {
     client: ChannelClient,
     pacer: Option<SendPacer>,
+    ambiguous: AmbiguousSendPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -167,7 +186,19 @@ impl Channel {
                 SendPacer::new(&setting, rate)
             })
             .transpose()?;
-        Ok(Channel { client, pacer })
+        Ok(Channel {
+            client,
+            pacer,
+            ambiguous: AmbiguousSendPolicy::Retry,
+        })
+    }
+
+    /// The same channel, doing `policy` with a send whose answer was lost.
+    pub fn on_ambiguous_send(self, policy: AmbiguousSendPolicy) -> Self {
+        Channel {
+            ambiguous: policy,
+            ..self
+        }
     }
 }
 
@@ -194,6 +225,10 @@ impl NotificationChannel for Channel {
             ChannelClient::Discord(c) => c.send(notification).await,
         }
     }
+
+    fn on_ambiguous_send(&self) -> AmbiguousSendPolicy {
+        self.ambiguous
+    }
 }
 
 /// An HTTP client that gives up after `timeout` (connecting after 3 s at most),
@@ -206,33 +241,48 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
         .map_err(|e| ConfigError::setup("build the HTTP client", e))
 }
 
+/// What failed of one send.
+struct SendFailure {
+    retryable: bool,
+    /// The request may have reached the channel (see `InfraError::Channel`).
+    maybe_delivered: bool,
+    retry_after: Option<Duration>,
+}
+
 fn failure(
     kind: ChannelKind,
-    retryable: bool,
-    retry_after: Option<Duration>,
+    what: SendFailure,
     message: String,
     source: Option<reqwest::Error>,
 ) -> Error {
     Error::from(InfraError::Channel {
         channel: kind.name(),
-        retryable,
-        retry_after,
+        retryable: what.retryable,
+        maybe_delivered: what.maybe_delivered,
+        retry_after: what.retry_after,
         message,
         // The URL holds the secret (bot token, webhook token): never kept.
         source: source.map(|e| Box::new(e.without_url()) as _),
     })
 }
 
-/// A request that got no answer: always worth retrying.
+/// A request that got no answer: always worth retrying. Unless it never
+/// connected, it may have reached the channel and only the answer was lost.
 fn unanswered(kind: ChannelKind, call: &str, error: reqwest::Error) -> Error {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
+    let connected = !error.is_connect() && !error.is_builder();
+    let what = if error.is_connect() {
         "could not connect"
+    } else if error.is_timeout() {
+        "timed out waiting for the answer"
     } else {
-        "request failed"
+        "lost its connection before the answer"
     };
-    failure(kind, true, None, format!("{call} {what}"), Some(error))
+    let what_failed = SendFailure {
+        retryable: true,
+        maybe_delivered: connected,
+        retry_after: None,
+    };
+    failure(kind, what_failed, format!("{call} {what}"), Some(error))
 }
 
 /// An answer other than success: 429 and 5xx are worth retrying, the other 4xx
@@ -245,6 +295,11 @@ fn refused(
     retry_after: Option<Duration>,
 ) -> Error {
     let retryable = status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+    // A gateway answered for an API it lost the answer of: it may have sent.
+    let maybe_delivered = matches!(
+        status,
+        reqwest::StatusCode::BAD_GATEWAY | reqwest::StatusCode::GATEWAY_TIMEOUT
+    );
     let mut message = format!("{call} answered HTTP {}: {description}", status.as_u16());
     if let Some(after) = retry_after {
         if after.subsec_millis() == 0 {
@@ -253,5 +308,10 @@ fn refused(
             message.push_str(&format!(" (retry after {:.3} s)", after.as_secs_f64()));
         }
     }
-    failure(kind, retryable, retry_after, message, None)
+    let what_failed = SendFailure {
+        retryable,
+        maybe_delivered,
+        retry_after,
+    };
+    failure(kind, what_failed, message, None)
 }

@@ -1,18 +1,47 @@
 //! Sending one record's notification on its channels, each at most once.
 
 use super::letter::Letter;
-use crate::Error;
 use crate::clock::Clock;
 use crate::config::ConfigError;
+use crate::dead_letter::DeadLetter;
+use crate::error::AMBIGUOUS_SEND_KIND;
 use crate::idempotency::{Claim, IdempotencyStore};
 use crate::kafka_event::DecodedRecord;
-use crate::notification::{ChannelKind, ChannelRoutes, Notification};
+use crate::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes, Notification};
 use crate::ports::NotificationChannel;
+use crate::{Error, InfraError};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 
 /// How long a send holds its key when the invocation has no deadline (a local call).
 pub const DEFAULT_LOCK: Duration = Duration::seconds(60);
+
+/// What the key of a parked ambiguous send holds: the send may have reached
+/// the customer, so nothing sends it again until an operator reopens the key
+/// (`ops failed redrive` does, for this answer only).
+pub const PARKED_AMBIGUOUS: &str = "PARKED: the send may have reached the customer";
+
+/// The idempotency key of one event's send on one channel.
+pub fn send_key(channel: ChannelKind, event_id: impl std::fmt::Display) -> String {
+    format!("notify:{}:{event_id}", channel.name())
+}
+
+/// An operator's word that a send parked as ambiguous never reached the
+/// customer: reopens its key, so the re-driven letter is sent. Answers whether
+/// it did: not for a letter parked for another reason, nor for a key already
+/// reopened or expired.
+pub async fn reopen_parked_send(
+    store: &impl IdempotencyStore,
+    letter: &DeadLetter,
+) -> Result<bool, Error> {
+    match letter.channel {
+        Some(channel) if letter.error_kind == AMBIGUOUS_SEND_KIND => {
+            let key = send_key(channel, letter.event_id());
+            store.release_completed_with(&key, PARKED_AMBIGUOUS).await
+        }
+        _ => Ok(false),
+    }
+}
 
 /// What happened on one channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +176,9 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
 
     /// Sends the letter's message on `channel` unless the key of this event and
     /// channel says it was sent; releases the key when the send fails, so a
-    /// retry sends.
+    /// retry sends. A send that may have reached the customer (its answer lost,
+    /// or an earlier attempt that died holding the key) on a channel that parks
+    /// such sends is set aside instead: see [`Self::park`].
     async fn send_once(
         &self,
         channel: &C,
@@ -156,7 +187,8 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
     ) -> Result<Outcome, Error> {
         let now = self.clock.now();
         let message: &Notification = &letter.notification;
-        let key = format!("notify:{}:{}", channel.kind().name(), message.event_id);
+        let kind = channel.kind();
+        let key = send_key(kind, message.event_id);
         let claim = self
             .store
             .acquire(
@@ -167,19 +199,82 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
                 now + self.idempotency_ttl,
             )
             .await?;
-        if claim != Claim::Acquired {
-            return Ok(Outcome::AlreadySent);
-        }
-        if let Err(e) = channel.send(message).await {
-            if let Err(release) = self.store.release(&key).await {
-                tracing::error!(error = %crate::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
+        let parks = channel.on_ambiguous_send() == AmbiguousSendPolicy::Park;
+        match claim {
+            Claim::Completed { response } if response.as_deref() == Some(PARKED_AMBIGUOUS) => {
+                return Err(ambiguous(kind, "it was parked earlier", None));
             }
-            return Err(e);
+            Claim::Completed { .. } => return Ok(Outcome::AlreadySent),
+            Claim::Reclaimed if parks => {
+                let why = "an earlier attempt took this send and never finished";
+                return Err(self.park(&key, kind, ambiguous(kind, why, None)).await);
+            }
+            Claim::Acquired | Claim::Reclaimed => {}
         }
-        self.store
-            .complete(&key, None, now + self.idempotency_ttl)
-            .await?;
-        Ok(Outcome::Sent)
+        match channel.send(message).await {
+            Ok(()) => {
+                self.store
+                    .complete(&key, None, now + self.idempotency_ttl)
+                    .await?;
+                Ok(Outcome::Sent)
+            }
+            Err(e) if parks && e.maybe_delivered() => {
+                Err(self.park(&key, kind, answer_lost(kind, e)).await)
+            }
+            Err(e) => {
+                if let Err(release) = self.store.release(&key).await {
+                    tracing::error!(error = %crate::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets aside a send that may have reached the customer (at most once): its
+    /// key COMPLETED with [`PARKED_AMBIGUOUS`], so no redelivery or retry sends
+    /// it, and `error` (non-retryable) parks its dead letter. When the key
+    /// cannot be marked, the storage error is answered instead (retryable): the
+    /// key stays held until its lock ends, and the retry that reclaims it parks.
+    async fn park(&self, key: &str, kind: ChannelKind, error: Error) -> Error {
+        let marked = self
+            .store
+            .complete(
+                key,
+                Some(PARKED_AMBIGUOUS.to_owned()),
+                self.clock.now() + self.idempotency_ttl,
+            )
+            .await;
+        match marked {
+            Ok(()) => {
+                tracing::warn!(channel = kind.name(), error = %error, "send may have reached the customer; parked, not sent again");
+                error
+            }
+            Err(storage) => storage,
+        }
+    }
+}
+
+/// The error of a parked send that may have reached the customer.
+fn ambiguous(kind: ChannelKind, why: &str, cause: Option<Error>) -> Error {
+    Error::from(InfraError::AmbiguousSend {
+        channel: kind.name(),
+        message: why.to_owned(),
+        source: cause.map(|e| Box::new(e) as _),
+    })
+}
+
+/// The channel's failure `error`, whose answer was lost, as a parked send: its
+/// message and cause kept.
+fn answer_lost(kind: ChannelKind, error: Error) -> Error {
+    match error {
+        Error::Infra(InfraError::Channel {
+            message, source, ..
+        }) => Error::from(InfraError::AmbiguousSend {
+            channel: kind.name(),
+            message,
+            source,
+        }),
+        other => ambiguous(kind, "its answer was lost", Some(other)),
     }
 }
 
@@ -348,5 +443,85 @@ mod tests {
         let retried = d.deliver(&poison, Some(ChannelKind::Telegram), None).await;
         assert_eq!(retried[0].channel, Some(ChannelKind::Telegram));
         assert!(d.channels()[0].sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_send_whose_answer_was_lost_is_sent_again_under_the_retry_policy() {
+        let d = deliverer(
+            vec![FakeChannel::telegram().losing_answers(1)],
+            ChannelRoutes::default(),
+        );
+        let r = record();
+        let failures = d.deliver(&r, None, None).await;
+        assert!(failures[0].error.is_retryable());
+        assert!(failures[0].error.maybe_delivered());
+        assert!(d.deliver(&r, None, None).await.is_empty());
+        assert_eq!(d.channels()[0].sent().len(), 2, "at least once: twice");
+    }
+
+    #[tokio::test]
+    async fn a_send_whose_answer_was_lost_is_parked_and_never_sent_again_under_the_park_policy() {
+        let d = deliverer(
+            vec![
+                FakeChannel::telegram()
+                    .losing_answers(1)
+                    .on_ambiguous(AmbiguousSendPolicy::Park),
+            ],
+            ChannelRoutes::default(),
+        );
+        let r = record();
+        let first = d.deliver(&r, None, None).await;
+        assert_eq!(first[0].error.code(), "CHANNEL_AMBIGUOUS");
+        assert!(!first[0].error.is_retryable(), "parked, not retried");
+        let message = first[0].error.to_string();
+        assert!(message.contains("ops failed redrive"), "{message}");
+        // A redelivery and a retry of its letter are parked again, not sent.
+        let again = d.deliver(&r, Some(ChannelKind::Telegram), None).await;
+        assert_eq!(again[0].error.code(), "CHANNEL_AMBIGUOUS");
+        assert_eq!(d.channels()[0].sent().len(), 1, "at most once");
+        // An operator who checked reopens the key: the next delivery sends.
+        let event_id = Letter::parse(&r).unwrap().notification.event_id;
+        let key = send_key(ChannelKind::Telegram, event_id);
+        assert!(
+            d.store()
+                .release_completed_with(&key, PARKED_AMBIGUOUS)
+                .await
+                .unwrap()
+        );
+        assert!(d.deliver(&r, None, None).await.is_empty());
+        assert_eq!(d.channels()[0].sent().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_send_an_earlier_attempt_died_holding_is_parked_under_park_and_sent_under_retry() {
+        for (policy, sends) in [
+            (AmbiguousSendPolicy::Park, 0),
+            (AmbiguousSendPolicy::Retry, 1),
+        ] {
+            let d = deliverer(
+                vec![FakeChannel::telegram().on_ambiguous(policy)],
+                ChannelRoutes::default(),
+            );
+            let r = record();
+            let letter = Letter::parse(&r).unwrap();
+            // An invocation took the key and died before it could finish.
+            let key = send_key(ChannelKind::Telegram, letter.notification.event_id);
+            let long_ago = Utc::now() - Duration::minutes(5);
+            let claim = d
+                .store()
+                .acquire(
+                    &key,
+                    &letter.payload_hash,
+                    long_ago,
+                    long_ago + Duration::seconds(10),
+                    long_ago + Duration::days(1),
+                )
+                .await
+                .unwrap();
+            assert_eq!(claim, Claim::Acquired);
+            let failures = d.deliver(&r, None, None).await;
+            assert_eq!(d.channels()[0].sent().len(), sends, "{policy:?}");
+            assert_eq!(failures.len(), 1 - sends, "{policy:?}");
+        }
     }
 }

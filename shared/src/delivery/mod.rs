@@ -18,7 +18,10 @@ mod deployed;
 mod letter;
 mod sink;
 
-pub use deliverer::{DEFAULT_LOCK, Deliverer, Delivery, Failure, Outcome};
+pub use deliverer::{
+    DEFAULT_LOCK, Deliverer, Delivery, Failure, Outcome, PARKED_AMBIGUOUS, reopen_parked_send,
+    send_key,
+};
 #[cfg(all(feature = "channels", feature = "dynamodb", feature = "kafka"))]
 pub use deployed::{DEFAULT_CONCURRENCY, DeliveryConfig, LambdaDeliverer, concurrency};
 pub use letter::{Letter, MAX_RECORD_BYTES};

@@ -212,6 +212,7 @@ mod tests {
         Error::from(InfraError::Channel {
             channel: "discord",
             retryable: true,
+            maybe_delivered: false,
             retry_after: None,
             message: "HTTP 502".into(),
             source: None,

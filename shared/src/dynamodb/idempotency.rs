@@ -5,8 +5,9 @@ use crate::clock::to_millis;
 use crate::domain::Refusal;
 use crate::idempotency::{Claim, IdempotencyRecord, IdempotencyStatus, IdempotencyStore};
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -89,10 +90,18 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .expression_attribute_values(":now_ms", n(to_millis(now)))
             .expression_attribute_values(":inprogress", s(IdempotencyStatus::InProgress.name()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Claim::Acquired),
+            Ok(out) => {
+                // What the write replaced says whether an attempt died holding it.
+                let replaced = out.attributes.as_ref().map(record_from).transpose()?;
+                Ok(match replaced {
+                    Some(old) if old.is_abandoned(now) => Claim::Reclaimed,
+                    _ => Claim::Acquired,
+                })
+            }
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(e)) => {
                     let existing = match e.item() {
@@ -149,5 +158,27 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .await
             .map_err(|e| sdk_error("DeleteItem (idempotency release)", e))?;
         Ok(())
+    }
+
+    async fn release_completed_with(&self, key: &str, response: &str) -> Result<bool, Error> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .condition_expression("#status = :completed AND #response = :response")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#response", "response")
+            .expression_attribute_values(":completed", s(IdempotencyStatus::Completed.name()))
+            .expression_attribute_values(":response", s(response))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(DeleteItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                _ => Err(sdk_error("DeleteItem (idempotency reopen)", err)),
+            },
+        }
     }
 }
