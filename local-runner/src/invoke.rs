@@ -9,9 +9,11 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Invokes `handler` with `payload` as the runtime would: the payload is
-/// deserialised into the handler's event type, the answer serialised back.
+/// deserialised into the handler's event type, the answer serialised back;
+/// what the invocation counted is flushed after it as the deployed function
+/// flushes it (`shared::metrics::invoked`), when the process has metrics.
 pub async fn invoke<T, R, F, Fut>(
-    function: &str,
+    function: &'static str,
     timeout: Duration,
     payload: Value,
     handler: F,
@@ -31,7 +33,10 @@ where
     context.deadline = (chrono::Utc::now() + timeout).timestamp_millis() as u64;
     context.invoked_function_arn =
         format!("arn:aws:lambda:us-east-1:000000000000:function:{function}");
-    let answer = tokio::time::timeout(timeout, handler(LambdaEvent::new(event, context)))
+    let request_id = context.request_id.clone();
+    let invocation = handler(LambdaEvent::new(event, context));
+    let counted = shared::metrics::invoked(function, request_id, invocation);
+    let answer = tokio::time::timeout(timeout, counted)
         .await
         .map_err(|_| Error::Timeout {
             function: function.to_owned(),

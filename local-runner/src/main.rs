@@ -12,6 +12,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn".into()),
         )
         .init();
+    // Each invocation's metrics go to stdout as EMF lines, as on AWS.
+    shared::metrics::install(&shared::config::Vars::process(), "local-runner")?;
     let config = PipelineConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     let pipeline = Pipeline::start(config, &aws, Arc::new(SystemClock)).await?;

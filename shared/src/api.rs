@@ -197,6 +197,44 @@ pub fn error_response(error: &ApiError) -> ApiGatewayV2httpResponse {
     )
 }
 
+/// A request that succeeded: what it did (its outcome in the `Requests`
+/// metric: `held`, `confirmed`, `replayed`...) and its answer.
+pub struct Success {
+    pub outcome: &'static str,
+    pub response: ApiGatewayV2httpResponse,
+}
+
+impl Success {
+    pub fn json(outcome: &'static str, status: u16, body: &impl Serialize) -> Self {
+        Success {
+            outcome,
+            response: json_response(status, body),
+        }
+    }
+}
+
+/// Answers a request and counts it: `Requests` by outcome (the success's,
+/// the refusal's code, or `5xx` for every server-side failure) and its
+/// `Latency` since `started`.
+pub fn respond(
+    route: &str,
+    started: std::time::Instant,
+    answer: Result<Success, ApiError>,
+) -> ApiGatewayV2httpResponse {
+    let outcome = match &answer {
+        Ok(success) => success.outcome,
+        Err(e) if e.status() >= 500 => "5xx",
+        Err(e) => e.code(),
+    };
+    crate::metrics::count("Requests", &[("outcome", outcome)], 1);
+    let millis = started.elapsed().as_secs_f64() * 1_000.0;
+    crate::metrics::observe_ms("Latency", &[], millis);
+    match answer {
+        Ok(success) => success.response,
+        Err(e) => log_and_respond(route, &e),
+    }
+}
+
 /// Logs a failed request at the level its status deserves and answers it.
 pub fn log_and_respond(route: &str, error: &ApiError) -> ApiGatewayV2httpResponse {
     if error.is_client_error() {

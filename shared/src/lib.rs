@@ -22,6 +22,7 @@ pub mod fixtures;
 pub mod idempotency;
 pub mod kafka_event;
 pub mod ledger;
+pub mod metrics;
 pub mod notification;
 pub mod outbox;
 pub mod ports;

@@ -132,6 +132,8 @@ pub struct Options {
     /// pipeline's own) and how often it runs.
     pub dlq_retry: dlq_retry::Settings,
     pub dlq_retry_interval: StdDuration,
+    /// How often seat-expiration runs (a minute by default).
+    pub seat_expiration_interval: StdDuration,
     /// The channels of each event type (Telegram alone by default).
     pub routes: ChannelRoutes,
     /// The functions' timeout: an invocation's deadline, so also how long a
@@ -152,6 +154,7 @@ impl Default for Options {
             retry_delay: notifier::DEFAULT_RETRY_DELAY,
             dlq_retry: dlq_retry::Settings::default(),
             dlq_retry_interval: StdDuration::from_secs(300),
+            seat_expiration_interval: StdDuration::from_secs(60),
             routes: ChannelRoutes::default(),
             function_timeout: StdDuration::from_secs(30),
             delivery_faults: DeliveryFaults::default(),
@@ -252,7 +255,7 @@ impl TestPipeline {
             },
             function_timeout: options.function_timeout,
             dlq_retry_interval: options.dlq_retry_interval,
-            seat_expiration_interval: StdDuration::from_secs(60),
+            seat_expiration_interval: options.seat_expiration_interval,
         };
         let pipeline = Pipeline::start(config, &aws, options.clock).await.unwrap();
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);

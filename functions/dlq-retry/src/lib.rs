@@ -152,6 +152,22 @@ pub struct RetryReport {
     pub stopped_for_deadline: bool,
 }
 
+impl RetryReport {
+    /// The run's `Letters` by outcome.
+    fn count(&self) {
+        shared::metrics::count_outcomes(
+            "Letters",
+            &[
+                ("processed", self.processed.into()),
+                ("retried", self.retried.into()),
+                ("parked", self.failed.into()),
+                ("not_due", self.not_due.into()),
+                ("skipped", self.skipped.into()),
+            ],
+        );
+    }
+}
+
 /// A record of the chunk and what the run does with it before committing past it.
 struct Pending {
     partition: i32,
@@ -206,6 +222,7 @@ impl DlqRetry {
             .await
             .map_err(Box::new)?;
         span.in_scope(|| tracing::info!(?report, "dlq-retry run finished"));
+        report.count();
         Ok(report)
     }
 

@@ -1,4 +1,4 @@
-use lambda_runtime::{run, service_fn};
+use lambda_runtime::{LambdaEvent, run, service_fn};
 use notifier::{Config, LambdaNotifier};
 use shared::channels::CHANNEL_SECRETS;
 use shared::clock::SystemClock;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    shared::metrics::install(&shared::config::Vars::process(), "notifier")?;
     let aws = aws_config::load_from_env().await;
     // Once per cold start: the channels' and Kafka's secrets from Secrets Manager
     // or SSM (or the environment, locally).
@@ -18,5 +19,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         aws_sdk_dynamodb::Client::new(&aws),
         Arc::new(SystemClock),
     )?;
-    run(service_fn(|event| notifier.handle(event))).await
+    run(service_fn(|event: LambdaEvent<_>| {
+        let request_id = event.context.request_id.clone();
+        shared::metrics::invoked("notifier", request_id, notifier.handle(event))
+    }))
+    .await
 }

@@ -17,7 +17,7 @@ use shared::config::TopicNames;
 use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
 use shared::outbox::OutboxItem;
 use shared::ports::{EventPublisher, OutboundRecord};
-use shared::spans;
+use shared::{metrics, spans};
 use tracing::Instrument;
 
 /// Why the function could not start.
@@ -142,8 +142,11 @@ impl<P: EventPublisher> Relay<P> {
         }
         let results = self.publisher.publish_all(&records).await;
         let mut published = 0;
-        for ((sequence_number, record), result) in
-            sequence_numbers.iter().zip(&records).zip(results)
+        for (index, ((sequence_number, record), result)) in sequence_numbers
+            .iter()
+            .zip(&records)
+            .zip(results)
+            .enumerate()
         {
             let Err(e) = result else {
                 published += 1;
@@ -161,6 +164,7 @@ impl<P: EventPublisher> Relay<P> {
                     error = %shared::error_chain(&e),
                     "publish failed; the stream re-delivers from this record"
                 );
+                count_batch(published, skipped, records.len() - index);
                 return RelayAnswer::resume_from(sequence_number, skipped);
             }
             skipped += 1;
@@ -170,11 +174,28 @@ impl<P: EventPublisher> Relay<P> {
             );
         }
         tracing::info!(published, skipped, "outbox batch published");
+        count_batch(published, skipped, 0);
         RelayAnswer {
             skipped,
             ..RelayAnswer::default()
         }
     }
+}
+
+/// The batch's `Records` by outcome: `published`, `skipped` (never
+/// publishable), `failed` (the stream delivers them again), and its size.
+fn count_batch(published: usize, skipped: usize, failed: usize) {
+    let size = published + skipped + failed;
+    metrics::observe("BatchSize", &[], size as f64);
+    let n = |count: usize| count as u64;
+    metrics::count_outcomes(
+        "Records",
+        &[
+            ("published", n(published)),
+            ("skipped", n(skipped)),
+            ("failed", n(failed)),
+        ],
+    );
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
-use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES};
+use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES, Success};
 use shared::auth::{Admission, JwtKey};
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, Vars};
@@ -31,6 +31,11 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Used when the invocation has no deadline (a local call): how long the
 /// idempotency lock is held before another request may take over.
 const DEFAULT_LOCK: Duration = Duration::seconds(30);
+
+/// The `Requests` outcomes of a payment that went through: charged now, or
+/// answered again with the first receipt (a retry, a double click).
+const CONFIRMED: &str = "confirmed";
+const REPLAYED: &str = "replayed";
 
 pub use shared::auth::JWT_SECRET;
 
@@ -145,6 +150,7 @@ impl PaymentApi {
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
         let span = spans::http_request("payment", &event.context.request_id, &method, &path);
+        let started = std::time::Instant::now();
         let answer = async {
             match (method.as_str(), path.trim_end_matches('/')) {
                 ("POST", "/payments") => self.pay(&request, deadline).await,
@@ -153,14 +159,14 @@ impl PaymentApi {
         }
         .instrument(span.clone())
         .await;
-        Ok(answer.unwrap_or_else(|e| span.in_scope(|| api::log_and_respond("payments", &e))))
+        Ok(span.in_scope(|| api::respond("payments", started, answer)))
     }
 
     async fn pay(
         &self,
         request: &ApiGatewayV2httpRequest,
         deadline: Option<DateTime<Utc>>,
-    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    ) -> Result<Success, ApiError> {
         let now = self.clock.now();
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
         let body: PaymentRequest = api::json_body(request, self.max_body_bytes)?;
@@ -187,7 +193,7 @@ impl PaymentApi {
                     .and_then(|r| serde_json::from_str(r).ok())
                     .ok_or_else(|| shared::Error::corrupt(format!("{key} has no response")))?;
                 tracing::info!("payment replayed from its idempotency record");
-                return Ok(api::json_response(200, &receipt));
+                return Ok(Success::json(REPLAYED, 200, &receipt));
             }
             // A payment that died holding the key is settled by the
             // transaction's conditions: doing it again never charges twice.
@@ -195,14 +201,14 @@ impl PaymentApi {
         }
 
         match self.execute(admission, reservation_id).await {
-            Ok(receipt) => {
+            Ok((receipt, outcome)) => {
                 let stored = serde_json::to_string(&receipt).ok();
                 if let Err(e) = self.idempotency.complete(&key, stored, expires_at).await {
                     // The payment is committed; a retry finds the reservation
                     // CONFIRMED and gets the same receipt from it.
                     tracing::error!(error = %shared::error_chain(&e), "could not record the payment's idempotency result");
                 }
-                Ok(api::json_response(200, &receipt))
+                Ok(Success::json(outcome, 200, &receipt))
             }
             Err(e) => {
                 if let Err(release) = self.idempotency.release(&key).await {
@@ -217,7 +223,7 @@ impl PaymentApi {
         &self,
         admission: Admission,
         reservation_id: ReservationId,
-    ) -> Result<PaymentReceipt, shared::Error> {
+    ) -> Result<(PaymentReceipt, &'static str), shared::Error> {
         let reservation =
             self.repository
                 .reservation(reservation_id)
@@ -230,7 +236,7 @@ impl PaymentApi {
         // A retry of a payment that went through: the first receipt, no charge.
         if let Some(receipt) = self.repository.confirmed_receipt(&reservation).await? {
             tracing::info!(payment = %receipt.payment_id, "payment retried; answering the first receipt");
-            return Ok(receipt);
+            return Ok((receipt, REPLAYED));
         }
         let checkout = self
             .repository
@@ -252,6 +258,6 @@ impl PaymentApi {
             customer = %checkout.user.mail,
             "payment confirmed"
         );
-        Ok(outcome.receipt)
+        Ok((outcome.receipt, CONFIRMED))
     }
 }

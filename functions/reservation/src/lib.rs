@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
-use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES};
+use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES, Success};
 use shared::auth::JwtKey;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, Vars};
@@ -159,6 +159,7 @@ impl ReservationApi {
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
         let span = spans::http_request("reservation", &event.context.request_id, &method, &path);
+        let started = std::time::Instant::now();
         let answer = async {
             match (method.as_str(), path_segments(&path).as_slice()) {
                 ("POST", ["reservations"]) => self.hold(&request).await,
@@ -172,13 +173,10 @@ impl ReservationApi {
         }
         .instrument(span.clone())
         .await;
-        Ok(answer.unwrap_or_else(|e| span.in_scope(|| api::log_and_respond("reservations", &e))))
+        Ok(span.in_scope(|| api::respond("reservations", started, answer)))
     }
 
-    async fn hold(
-        &self,
-        request: &ApiGatewayV2httpRequest,
-    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    async fn hold(&self, request: &ApiGatewayV2httpRequest) -> Result<Success, ApiError> {
         let now = self.clock.now();
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
         let body: HoldRequest = api::json_body(request, self.max_body_bytes)?;
@@ -207,17 +205,14 @@ impl ReservationApi {
             user = %admission.user_id,
             "seat held"
         );
-        Ok(api::json_response(
+        Ok(Success::json(
+            "held",
             201,
             &ReservationView::from(&reservation),
         ))
     }
 
-    async fn show(
-        &self,
-        request: &ApiGatewayV2httpRequest,
-        id: &str,
-    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    async fn show(&self, request: &ApiGatewayV2httpRequest, id: &str) -> Result<Success, ApiError> {
         let admission = self
             .jwt
             .verify(api::bearer_token(request)?, self.clock.now())?;
@@ -232,7 +227,8 @@ impl ReservationApi {
                     id: id.to_string(),
                 })?;
         reservation.ensure_owner(admission.user_id)?;
-        Ok(api::json_response(
+        Ok(Success::json(
+            "shown",
             200,
             &ReservationView::from(&reservation),
         ))

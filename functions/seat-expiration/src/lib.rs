@@ -101,6 +101,20 @@ pub struct ExpirationReport {
     pub stopped_for_deadline: bool,
 }
 
+impl ExpirationReport {
+    /// The run's `Holds` by outcome.
+    fn count(&self) {
+        shared::metrics::count_outcomes(
+            "Holds",
+            &[
+                ("released", self.released.into()),
+                ("skipped", self.skipped.into()),
+                ("failed", self.failed.into()),
+            ],
+        );
+    }
+}
+
 pub struct SeatExpiration {
     repository: TicketingRepository,
     config: Config,
@@ -129,6 +143,7 @@ impl SeatExpiration {
             .await
             .map_err(Box::new)?;
         span.in_scope(|| tracing::info!(?report, "seat-expiration run finished"));
+        report.count();
         Ok(report)
     }
 

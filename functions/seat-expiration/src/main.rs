@@ -1,4 +1,4 @@
-use lambda_runtime::{run, service_fn};
+use lambda_runtime::{LambdaEvent, run, service_fn};
 use seat_expiration::{Config, SeatExpiration};
 use shared::clock::SystemClock;
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    shared::metrics::install(&shared::config::Vars::process(), "seat-expiration")?;
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
     let expiration = SeatExpiration::new(
@@ -13,5 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         aws_sdk_dynamodb::Client::new(&aws),
         Arc::new(SystemClock),
     );
-    run(service_fn(|event| expiration.handle(event))).await
+    run(service_fn(|event: LambdaEvent<_>| {
+        let request_id = event.context.request_id.clone();
+        shared::metrics::invoked("seat-expiration", request_id, expiration.handle(event))
+    }))
+    .await
 }

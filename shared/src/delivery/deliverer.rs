@@ -7,6 +7,7 @@ use crate::dead_letter::DeadLetter;
 use crate::error::AMBIGUOUS_SEND_KIND;
 use crate::idempotency::{Claim, IdempotencyStore};
 use crate::kafka_event::DecodedRecord;
+use crate::metrics;
 use crate::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes, Notification};
 use crate::ports::NotificationChannel;
 use crate::{Error, InfraError};
@@ -166,6 +167,7 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
             if let Ok(outcome) = &outcome {
                 tracing::info!(channel = kind.name(), ?outcome, "notification handled");
             }
+            count_send(kind, &outcome);
             deliveries.push(Delivery {
                 channel: kind,
                 outcome,
@@ -251,6 +253,27 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
             }
             Err(storage) => storage,
         }
+    }
+}
+
+/// `Sends` of `channel` that went out (`sent`) or were not repeated
+/// (`duplicate_skipped`), and `RateLimited` for a channel that asked us to
+/// wait. A failed send is counted where its dead letter goes (the sink).
+fn count_send(channel: ChannelKind, outcome: &Result<Outcome, Error>) {
+    let sends = |outcome| {
+        metrics::count(
+            "Sends",
+            &[("channel", channel.name()), ("outcome", outcome)],
+            1,
+        )
+    };
+    match outcome {
+        Ok(Outcome::Sent) => sends("sent"),
+        Ok(Outcome::AlreadySent) => sends("duplicate_skipped"),
+        Err(e) if e.retry_after().is_some() => {
+            metrics::count("RateLimited", &[("channel", channel.name())], 1);
+        }
+        Err(_) => {}
     }
 }
 

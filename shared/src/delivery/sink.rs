@@ -5,6 +5,7 @@
 use crate::config::TopicNames;
 use crate::dead_letter::DeadLetter;
 use crate::ledger::{FailureLedger, LedgerFailure, LedgerStatus};
+use crate::metrics;
 use crate::notification::ChannelKind;
 use crate::ports::EventPublisher;
 use crate::{Error, InfraError};
@@ -28,6 +29,22 @@ impl Disposition {
             Disposition::Park
         }
     }
+}
+
+impl Disposition {
+    /// Its outcome in the `Sends` metric.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Disposition::Retry => "dead_lettered_retryable",
+            Disposition::Park => "failed_permanent",
+        }
+    }
+}
+
+/// The `channel` dimension of a letter: its channel, or `record` for a record
+/// that failed before any channel (as the ledger names it).
+fn channel_dimension(letter: &DeadLetter) -> &'static str {
+    letter.channel.map_or("record", ChannelKind::name)
 }
 
 /// What became of a dead letter.
@@ -93,6 +110,14 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
                 at: now,
             })
             .await?;
+        metrics::count(
+            "Sends",
+            &[
+                ("channel", channel_dimension(letter)),
+                ("outcome", disposition.outcome()),
+            ],
+            1,
+        );
         tracing::warn!(
             event = %event_id,
             channel = letter.channel.map_or("-", ChannelKind::name),
@@ -142,6 +167,8 @@ impl<P: EventPublisher, L: FailureLedger> DeadLetterSink<P, L> {
                     code = e.code(),
                     "dead letter cannot be written for good; skipped (the original record is at these coordinates)"
                 );
+                let channel = channel_dimension(letter);
+                metrics::count("DeadLettersSkipped", &[("channel", channel)], 1);
                 Ok(Written::Skipped)
             }
             Err(e) => Err(e),
