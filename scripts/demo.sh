@@ -21,4 +21,11 @@ if [ "${KEEP_STACK:-0}" != 1 ]; then
   trap 'scripts/local-stack.sh down' EXIT
 fi
 scripts/local-stack.sh up
-"$ROOT/target/debug/ops" demo
+status=0
+"$ROOT/target/debug/ops" demo || status=$?
+# The run's business metrics: the EMF lines the functions wrote to the runner's log.
+echo
+echo "== the run's metrics (EMF lines in the local runner's log, summed as CloudWatch would)"
+"$ROOT/target/debug/ops" metrics "${PIPELINE_STATE_DIR:-$ROOT/.local}/logs/local-runner.log" ||
+  echo "(no local runner log here: the runner was started by another stack)"
+exit "$status"

@@ -8,10 +8,12 @@
 //! - `ops seed`: creates a concert with seats and users with a balance and an
 //!   ACTIVE queue token, and prints them as one JSON object;
 //! - `ops failed list|show|redrive`: the failed-message ledger;
-//! - `ops demo`: runs the demo scenario through a running pipeline.
+//! - `ops demo`: runs the demo scenario through a running pipeline;
+//! - `ops metrics <log>`: the business metrics in a log, summed.
 
 mod demo;
 mod failed;
+mod metrics;
 mod outbox;
 mod topics;
 
@@ -123,6 +125,11 @@ enum Command {
             default_value = "http://127.0.0.1:8081"
         )]
         sandbox: String,
+    },
+    /// Sum the business metrics (EMF lines) in a log per metric and dimensions.
+    Metrics {
+        /// The local runner's log, or a function's exported log.
+        log: std::path::PathBuf,
     },
 }
 
@@ -273,6 +280,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 std::process::exit(1);
             }
         }
+        Command::Metrics { log } => metrics::print(&log)?,
     }
     Ok(())
 }

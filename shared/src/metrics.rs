@@ -210,6 +210,75 @@ impl Drop for Capture {
     }
 }
 
+/// One metric of one dimension set, summed over EMF documents as CloudWatch
+/// sums them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Total {
+    pub metric: String,
+    /// Name and value of each dimension, in the order the documents declare them.
+    pub dimensions: Vec<(String, String)>,
+    /// A counter's sum, or every value of a distribution.
+    pub values: Vec<f64>,
+    pub distribution: bool,
+}
+
+impl Total {
+    /// The value of dimension `name`, if it has it.
+    pub fn dimension(&self, name: &str) -> Option<&str> {
+        self.dimensions
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when its dimensions are exactly `dimensions`, in any order.
+    pub fn has_dimensions(&self, dimensions: &[(&str, &str)]) -> bool {
+        self.dimensions.len() == dimensions.len()
+            && dimensions
+                .iter()
+                .all(|(k, v)| self.dimension(k) == Some(*v))
+    }
+}
+
+/// The totals of EMF `documents` (anything else skipped), one per metric and
+/// dimension set, sorted by metric and dimensions.
+pub fn totals<'a>(documents: impl IntoIterator<Item = &'a serde_json::Value>) -> Vec<Total> {
+    let mut totals: std::collections::BTreeMap<(String, Vec<(String, String)>), Total> =
+        std::collections::BTreeMap::new();
+    for doc in documents {
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        let dimensions: Vec<(String, String)> = directive["Dimensions"][0]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.as_str())
+            .map(|name| (name.to_owned(), doc[name].as_str().unwrap_or("").to_owned()))
+            .collect();
+        let names = directive["Metrics"].as_array().into_iter().flatten();
+        for metric in names.filter_map(|m| m["Name"].as_str()) {
+            let value = &doc[metric];
+            let key = (metric.to_owned(), dimensions.clone());
+            let total = totals.entry(key).or_insert_with(|| Total {
+                metric: metric.to_owned(),
+                dimensions: dimensions.clone(),
+                values: Vec::new(),
+                distribution: value.is_array(),
+            });
+            match value {
+                serde_json::Value::Array(values) => total
+                    .values
+                    .extend(values.iter().filter_map(|v| v.as_f64())),
+                single => match (total.values.first_mut(), single.as_f64()) {
+                    (Some(sum), Some(n)) => *sum += n,
+                    (None, Some(n)) => total.values.push(n),
+                    (_, None) => {}
+                },
+            }
+        }
+    }
+    totals.into_values().collect()
+}
+
 /// What CloudWatch makes of `metric` in the documents whose dimensions are
 /// exactly `dimensions` (the function among them): a counter's sum, or a
 /// distribution's values; `None` when no document has it.
@@ -219,28 +288,14 @@ pub fn value_of(
     metric: &str,
     dimensions: &[(&str, &str)],
 ) -> Option<serde_json::Value> {
-    let values: Vec<&serde_json::Value> = documents
-        .iter()
-        .filter(|doc| {
-            let declared = &doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0];
-            declared
-                .as_array()
-                .is_some_and(|d| d.len() == dimensions.len())
-                && dimensions.iter().all(|(k, v)| doc[*k] == *v)
-        })
-        .filter_map(|doc| doc.get(metric))
-        .collect();
-    match values.first()? {
-        serde_json::Value::Array(_) => Some(serde_json::Value::Array(
-            values
-                .iter()
-                .filter_map(|v| v.as_array())
-                .flatten()
-                .cloned()
-                .collect(),
-        )),
-        _ => Some(values.iter().filter_map(|v| v.as_u64()).sum::<u64>().into()),
-    }
+    let total = totals(documents)
+        .into_iter()
+        .find(|t| t.metric == metric && t.has_dimensions(dimensions))?;
+    Some(if total.distribution {
+        serde_json::json!(total.values)
+    } else {
+        serde_json::json!(total.values.first().copied().unwrap_or(0.0) as u64)
+    })
 }
 
 #[cfg(all(test, feature = "fixtures"))]
