@@ -24,6 +24,12 @@ where
     F: FnOnce(LambdaEvent<T>) -> Fut,
     Fut: Future<Output = Result<R, lambda_runtime::Error>>,
 {
+    // Lambda continues the caller's X-Ray trace: an HTTP API request's
+    // `X-Amzn-Trace-Id` becomes the invocation's trace header.
+    let xray_trace_id = payload
+        .pointer("/headers/x-amzn-trace-id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let event: T = serde_json::from_value(payload).map_err(|e| Error::Invocation {
         function: function.to_owned(),
         message: format!("the event does not deserialise: {e}"),
@@ -31,6 +37,7 @@ where
     let mut context = Context::default();
     context.request_id = uuid_like();
     context.deadline = (chrono::Utc::now() + timeout).timestamp_millis() as u64;
+    context.xray_trace_id = xray_trace_id;
     context.invoked_function_arn =
         format!("arn:aws:lambda:us-east-1:000000000000:function:{function}");
     let request_id = context.request_id.clone();

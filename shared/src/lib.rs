@@ -29,6 +29,7 @@ pub mod ports;
 pub mod seed;
 pub mod spans;
 pub mod topics;
+pub mod trace;
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;

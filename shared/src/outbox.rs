@@ -5,6 +5,7 @@
 use crate::config::TopicNames;
 use crate::events::{EventEnvelope, EventType, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use crate::ports::OutboundRecord;
+use crate::trace::TraceContext;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,10 @@ pub struct OutboxItem {
     pub created_bucket: Option<String>,
     /// Epoch seconds: the table's TTL attribute.
     pub expires_at: i64,
+    /// The W3C trace context of the work that wrote it (`shared::trace`);
+    /// absent on items written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl OutboxItem {
@@ -44,10 +49,20 @@ impl OutboxItem {
             created_at: now.timestamp_millis(),
             created_bucket: Some(created_bucket(now, &event.event_id.to_string())),
             expires_at: (now + RETENTION).timestamp(),
+            traceparent: None,
         }
     }
 
-    /// The Kafka record: key = aggregate id, headers `event-id` and `event-type`.
+    /// The same item, carrying `trace` (when there is one).
+    pub fn traced(self, trace: Option<&TraceContext>) -> Self {
+        OutboxItem {
+            traceparent: trace.map(TraceContext::traceparent),
+            ..self
+        }
+    }
+
+    /// The Kafka record: key = aggregate id, headers `event-id`, `event-type`
+    /// and, when the item has one, `traceparent`.
     pub fn to_record(&self, topics: &TopicNames) -> OutboundRecord {
         let topic = match self.event_type {
             EventType::PaymentCompleted => topics.payment_completed.clone(),
@@ -57,7 +72,7 @@ impl OutboxItem {
             topic,
             key: Some(self.aggregate_id.clone().into_bytes()),
             value: Some(self.envelope.clone().into_bytes()),
-            headers: vec![
+            headers: [
                 (
                     HEADER_EVENT_ID.to_owned(),
                     self.event_id.clone().into_bytes(),
@@ -66,7 +81,14 @@ impl OutboxItem {
                     HEADER_EVENT_TYPE.to_owned(),
                     self.event_type.as_str().as_bytes().to_vec(),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                self.traceparent
+                    .as_ref()
+                    .map(|t| (crate::trace::HEADER.to_owned(), t.clone().into_bytes())),
+            )
+            .collect(),
             event_id: self.event_id.clone(),
         }
     }

@@ -13,7 +13,8 @@ pub fn invocation(function: &'static str, request_id: &str) -> Span {
     info_span!("invocation", function, request_id)
 }
 
-/// One HTTP request to `function`; its reservation is recorded once known.
+/// One HTTP request to `function`; its reservation is recorded once known,
+/// and the trace it starts (`trace_id`) by the functions that write events.
 pub fn http_request(function: &'static str, request_id: &str, method: &str, path: &str) -> Span {
     info_span!(
         "request",
@@ -21,14 +22,22 @@ pub fn http_request(function: &'static str, request_id: &str, method: &str, path
         request_id,
         method,
         path,
-        reservation_id = Empty
+        reservation_id = Empty,
+        trace_id = Empty
     )
 }
 
 /// One Kafka record: `at` is `topic-partition@offset`, the key its
-/// reservation; its event id is recorded once the value parsed.
+/// reservation; its event id and the trace its `traceparent` header carries
+/// are recorded once the record decoded.
 pub fn kafka_record(at: &str, reservation_id: Option<&str>) -> Span {
-    info_span!("record", at, reservation_id, event_id = Empty)
+    info_span!(
+        "record",
+        at,
+        reservation_id,
+        event_id = Empty,
+        trace_id = Empty
+    )
 }
 
 /// One dead letter being retried: where its original record was, its event,
@@ -46,7 +55,8 @@ pub fn dead_letter(
         event_id,
         reservation_id,
         channel,
-        retry_count
+        retry_count,
+        trace_id = Empty
     )
 }
 
@@ -63,6 +73,13 @@ pub fn expired_hold(reservation_id: &str, seat_id: &str) -> Span {
 /// Records the reservation of the current request or record.
 pub fn record_reservation(reservation_id: impl std::fmt::Display) {
     Span::current().record("reservation_id", display(reservation_id));
+}
+
+/// Records the trace id of the current record (its `traceparent`), if it has one.
+pub fn record_trace(traceparent: Option<&str>) {
+    if let Some(trace) = traceparent.and_then(crate::trace::TraceContext::parse) {
+        Span::current().record("trace_id", trace.trace_id());
+    }
 }
 
 /// Records the event of the current record.

@@ -443,6 +443,7 @@ impl DlqRetry {
                 letter.channel.map_or("-", |c| c.name()),
                 letter.retry_count,
             );
+            span.in_scope(|| spans::record_trace(letter.original.header(shared::trace::HEADER)));
             self.retry(letter, deadline, &mut tally)
                 .instrument(span)
                 .await?;

@@ -248,6 +248,7 @@ where
         let mut skipped = 0;
         let (decoded, failures) = match decode_record(record) {
             Ok(decoded) => {
+                spans::record_trace(decoded.header(shared::trace::HEADER));
                 let failures = self.deliverer.deliver(&decoded, None, deadline).await;
                 (decoded, failures)
             }

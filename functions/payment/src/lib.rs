@@ -15,6 +15,7 @@ use shared::domain::{EventId, PaymentId, PaymentReceipt, Refusal, ReservationId,
 use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
 use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
 use shared::spans;
+use shared::trace::TraceContext;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -150,10 +151,13 @@ impl PaymentApi {
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
         let span = spans::http_request("payment", &event.context.request_id, &method, &path);
+        // The trace the PaymentCompleted event carries to its message.
+        let trace = TraceContext::for_invocation(event.context.xray_trace_id.as_deref());
+        span.record("trace_id", trace.trace_id());
         let started = std::time::Instant::now();
         let answer = async {
             match (method.as_str(), path.trim_end_matches('/')) {
-                ("POST", "/payments") => self.pay(&request, deadline).await,
+                ("POST", "/payments") => self.pay(&request, deadline, trace).await,
                 (_, route) => Err(api::no_route(&method, &path, route == "/payments")),
             }
         }
@@ -166,6 +170,7 @@ impl PaymentApi {
         &self,
         request: &ApiGatewayV2httpRequest,
         deadline: Option<DateTime<Utc>>,
+        trace: TraceContext,
     ) -> Result<Success, ApiError> {
         let now = self.clock.now();
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
@@ -200,7 +205,7 @@ impl PaymentApi {
             Claim::Acquired | Claim::Reclaimed => {}
         }
 
-        match self.execute(admission, reservation_id).await {
+        match self.execute(admission, reservation_id, trace).await {
             Ok((receipt, outcome)) => {
                 let stored = serde_json::to_string(&receipt).ok();
                 if let Err(e) = self.idempotency.complete(&key, stored, expires_at).await {
@@ -223,6 +228,7 @@ impl PaymentApi {
         &self,
         admission: Admission,
         reservation_id: ReservationId,
+        trace: TraceContext,
     ) -> Result<(PaymentReceipt, &'static str), shared::Error> {
         let reservation =
             self.repository
@@ -250,7 +256,10 @@ impl PaymentApi {
             EventId::random(),
             now,
         )?;
-        self.repository.pay(&checkout, &outcome, now).await?;
+        self.repository
+            .traced(trace)
+            .pay(&checkout, &outcome, now)
+            .await?;
         tracing::info!(
             payment = %outcome.receipt.payment_id,
             event_id = %outcome.event.event_id,

@@ -16,6 +16,7 @@ use crate::domain::{
 };
 use crate::events::{EventEnvelope, SeatHoldExpired};
 use crate::seed::SeedData;
+use crate::trace::TraceContext;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
@@ -42,6 +43,8 @@ pub enum Release {
 pub struct TicketingRepository {
     client: Client,
     tables: TableNames,
+    /// The trace the outbox items it writes carry (see [`Self::traced`]).
+    trace: Option<TraceContext>,
 }
 
 /// The writes of a payment whose failed condition the domain re-judges.
@@ -88,7 +91,20 @@ impl PaymentSlots {
 
 impl TicketingRepository {
     pub fn new(client: Client, tables: TableNames) -> Self {
-        TicketingRepository { client, tables }
+        TicketingRepository {
+            client,
+            tables,
+            trace: None,
+        }
+    }
+
+    /// The same repository, writing outbox items that carry `trace`: one per
+    /// request or run, so the event it writes can be followed to its message.
+    pub fn traced(&self, trace: TraceContext) -> Self {
+        TicketingRepository {
+            trace: Some(trace),
+            ..self.clone()
+        }
     }
 
     pub fn tables(&self) -> &TableNames {
@@ -222,7 +238,8 @@ impl TicketingRepository {
             now,
         )?);
         tx.update(writes::expire_reservation(table, reservation.id, now)?);
-        tx.put(writes::put_outbox(&self.tables.outbox, &event, now)?);
+        let trace = self.trace.as_ref();
+        tx.put(writes::put_outbox(&self.tables.outbox, &event, now, trace)?);
         match tx
             .commit(&self.client, "TransactWriteItems (release)")
             .await
@@ -453,6 +470,7 @@ impl TicketingRepository {
             &self.tables.outbox,
             &outcome.event,
             now,
+            self.trace.as_ref(),
         )?);
         Ok((tx, slots))
     }

@@ -11,6 +11,7 @@ use crate::domain::{
 };
 use crate::events::EventEnvelope;
 use crate::outbox::OutboxItem;
+use crate::trace::TraceContext;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValuesOnConditionCheckFailure as ReturnOld, Update,
 };
@@ -251,13 +252,14 @@ pub(crate) fn put_new(table: &str, item: Item) -> Result<Put, Error> {
         .map_err(build_error)
 }
 
-/// The event's outbox item, written once.
+/// The event's outbox item, written once, with the trace of the work that wrote it.
 pub(crate) fn put_outbox(
     outbox_table: &str,
     event: &EventEnvelope,
     now: DateTime<Utc>,
+    trace: Option<&TraceContext>,
 ) -> Result<Put, Error> {
-    let item = serde_dynamo::to_item(OutboxItem::new(event, now))
+    let item = serde_dynamo::to_item(OutboxItem::new(event, now).traced(trace))
         .map_err(|e| Error::storage("serialising the outbox item", e))?;
     put_new(outbox_table, item)
 }
