@@ -228,7 +228,7 @@ pub fn respond(
     };
     crate::metrics::count("Requests", &[("outcome", outcome)], 1);
     let millis = started.elapsed().as_secs_f64() * 1_000.0;
-    crate::metrics::observe_ms("Latency", &[], millis);
+    crate::metrics::observe_latency_ms(&[], millis);
     match answer {
         Ok(success) => success.response,
         Err(e) => log_and_respond(route, &e),

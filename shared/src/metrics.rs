@@ -1,6 +1,6 @@
 //! Business metrics as CloudWatch Embedded Metric Format (EMF) log lines.
 //!
-//! Code counts through [`count`] and [`observe_ms`] (the `metrics` facade), and
+//! Code counts through [`count`] and [`observe_latency_ms`] (the `metrics` facade), and
 //! every value is labelled with the function whose invocation it belongs to
 //! (the `function` dimension, from [`in_function`]) and a few low-cardinality
 //! dimensions (channel, event type, outcome; never an id). The recorder is
@@ -55,6 +55,7 @@ pub fn install(vars: &Vars, function: &'static str) -> Result<&'static Emitter, 
         .cloudwatch_namespace(namespace)
         .init()
         .map_err(|e| ConfigError::setup("install the metrics recorder", e))?;
+    metrics::describe_histogram!(LATENCY, metrics::Unit::Milliseconds, "request latency");
     Ok(EMITTER.get_or_init(|| Emitter {
         collector,
         default_function: function,
@@ -143,11 +144,14 @@ pub fn count_outcomes(metric: &'static str, outcomes: &[(&'static str, u64)]) {
     }
 }
 
-/// Records `millis` in the `metric` distribution (milliseconds).
-pub fn observe_ms(metric: &'static str, dimensions: &[(&'static str, &'static str)], millis: f64) {
+/// The distribution of request latencies, in milliseconds (its unit is
+/// declared once, when the recorder is installed).
+pub const LATENCY: &str = "Latency";
+
+/// Records `millis` in the [`LATENCY`] distribution.
+pub fn observe_latency_ms(dimensions: &[(&'static str, &'static str)], millis: f64) {
     if emitter().is_some() {
-        metrics::describe_histogram!(metric, metrics::Unit::Milliseconds, "");
-        metrics::histogram!(metric, labels(dimensions)).record(millis);
+        metrics::histogram!(LATENCY, labels(dimensions)).record(millis);
     }
 }
 
@@ -309,7 +313,7 @@ mod tests {
             count("Requests", &[("outcome", "confirmed")], 1);
             count("Requests", &[("outcome", "confirmed")], 2);
             count("Requests", &[("outcome", "HOLD_EXPIRED")], 1);
-            observe_ms("Latency", &[], 12.5);
+            observe_latency_ms(&[], 12.5);
         })
         .await;
         let docs = capture.documents();

@@ -29,9 +29,7 @@ impl Disposition {
             Disposition::Park
         }
     }
-}
 
-impl Disposition {
     /// Its outcome in the `Sends` metric.
     pub fn outcome(self) -> &'static str {
         match self {
