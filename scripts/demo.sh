@@ -22,10 +22,19 @@ if [ "${KEEP_STACK:-0}" != 1 ]; then
 fi
 scripts/local-stack.sh up
 status=0
-"$ROOT/target/debug/ops" demo || status=$?
+transcript="${PIPELINE_STATE_DIR:-$ROOT/.local}/demo-output.txt"
+"$ROOT/target/debug/ops" demo | tee "$transcript" || status=$?
 # The run's business metrics: the EMF lines the functions wrote to the runner's log.
 echo
 echo "== the run's metrics (EMF lines in the local runner's log, summed as CloudWatch would)"
 "$ROOT/target/debug/ops" metrics "${PIPELINE_STATE_DIR:-$ROOT/.local}/logs/local-runner.log" ||
   echo "(no local runner log here: the runner was started by another stack)"
+# One payment's whole story: the one that waited out the Telegram outage.
+traced=$(sed -n 's/.*`ops trace \([0-9a-f-]*\)`.*/\1/p' "$transcript" | tail -n 1)
+if [ -n "$traced" ]; then
+  echo
+  echo "== ops trace $traced (fan D's payment, through the Telegram outage)"
+  "$ROOT/target/debug/ops" trace "$traced" --sandbox "${DEMO_SANDBOX_URL:-http://127.0.0.1:8081}" ||
+    status=1
+fi
 exit "$status"

@@ -226,23 +226,7 @@ impl Demo<'_> {
 
     /// What the sandbox received, on every channel or on `channel`.
     async fn sandbox_messages(&self, channel: Option<&str>) -> Result<Vec<Value>, Error> {
-        let url = match channel {
-            Some(channel) => format!("{}/sandbox/messages?channel={channel}", self.sandbox),
-            None => format!("{}/sandbox/messages", self.sandbox),
-        };
-        let body: Value = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?
-            .json()
-            .await
-            .map_err(|source| Error::Http { url, source })?;
-        Ok(body["messages"].as_array().cloned().unwrap_or_default())
+        crate::sandbox::messages(&self.http, self.sandbox, channel).await
     }
 
     /// How many sandbox messages name each of `mails`.
@@ -568,6 +552,7 @@ impl Demo<'_> {
                 LedgerStatus::Processed,
             )
             .await?;
+        println!("its whole story, step by step: `ops trace {reservation}`");
         Ok(pending && processed)
     }
 

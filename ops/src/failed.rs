@@ -13,19 +13,16 @@
 
 use crate::Error;
 use chrono::{SecondsFormat, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use shared::config::TopicNames;
 use shared::dead_letter::DeadLetter;
 use shared::delivery::{DeadLetterSink, reopen_parked_send};
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::error::AMBIGUOUS_SEND_KIND;
-use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, decoded_message};
+use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, ScanBounds, scan_topics};
 use shared::ledger::{LedgerEntry, LedgerStatus};
 use shared::notification::ChannelKind;
 use std::collections::HashMap;
-use std::time::Duration;
 
 fn entry_json(e: &LedgerEntry) -> serde_json::Value {
     json!({
@@ -87,47 +84,23 @@ async fn dead_letters(
     kafka: &KafkaSettings,
     topics: &[&str],
 ) -> Result<HashMap<RowKey, DeadLetter>, Error> {
-    let kafka_error = |e: rdkafka::error::KafkaError| Error::Message(format!("Kafka: {e}"));
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set(
-            "group.id",
-            format!("ops-redrive-{}", shared::domain::EventId::random()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(kafka_error)?;
-    let timeout = Duration::from_secs(10);
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(kafka_error)?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), timeout)
-                .map_err(kafka_error)?;
-            if high > low {
-                assignment
-                    .add_partition_offset(topic, partition.id(), Offset::Offset(low))
-                    .map_err(kafka_error)?;
-                remaining += high - low;
-            }
-        }
+    let whole = ScanBounds {
+        since: None,
+        per_partition: i64::MAX,
+    };
+    let scanned = scan_topics(kafka, topics, whole, |_| true).await?;
+    if !scanned.cut_short.is_empty() {
+        eprintln!(
+            "ops: the broker stopped answering before the end of {}: dead letters past that point are not seen",
+            scanned.cut_short.join(", ")
+        );
     }
-    consumer.assign(&assignment).map_err(kafka_error)?;
-    let mut letters = HashMap::new();
-    while remaining > 0 {
-        let Ok(Ok(message)) = tokio::time::timeout(timeout, consumer.recv()).await else {
-            break;
-        };
-        remaining -= 1;
-        if let Ok(letter) = DeadLetter::from_dlq_record(&decoded_message(&message.detach())) {
-            letters.insert((letter.event_id(), letter.channel), letter);
-        }
-    }
-    Ok(letters)
+    Ok(scanned
+        .records
+        .iter()
+        .filter_map(|record| DeadLetter::from_dlq_record(record).ok())
+        .map(|letter| ((letter.event_id(), letter.channel), letter))
+        .collect())
 }
 
 /// Which rows to re-drive: one event's (on one channel, if given), or every

@@ -9,13 +9,16 @@
 //!   ACTIVE queue token, and prints them as one JSON object;
 //! - `ops failed list|show|redrive`: the failed-message ledger;
 //! - `ops demo`: runs the demo scenario through a running pipeline;
-//! - `ops metrics <log>`: the business metrics in a log, summed.
+//! - `ops metrics <log>`: the business metrics in a log, summed;
+//! - `ops trace <reservation-id | event-id>`: what happened to one payment or hold.
 
 mod demo;
 mod failed;
 mod metrics;
 mod outbox;
+mod sandbox;
 mod topics;
+mod trace;
 
 use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
@@ -131,6 +134,8 @@ enum Command {
         /// The local runner's log, or a function's exported log.
         log: std::path::PathBuf,
     },
+    /// What happened to one reservation's payment or hold, as a timeline.
+    Trace(trace::TraceArgs),
 }
 
 #[derive(Subcommand)]
@@ -281,6 +286,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Metrics { log } => metrics::print(&log)?,
+        Command::Trace(args) => trace::run(args, client).await?,
     }
     Ok(())
 }

@@ -340,7 +340,7 @@ async fn parked_ambiguous_send(env: &Env) -> (String, String) {
         .await
         .unwrap();
     env.keys
-        .complete(&key, Some(PARKED_AMBIGUOUS.into()), now + day)
+        .complete(&key, Some(PARKED_AMBIGUOUS.into()), now, now + day)
         .await
         .unwrap();
     let error = shared::Error::from(shared::InfraError::AmbiguousSend {

@@ -46,6 +46,9 @@ pub struct IdempotencyRecord {
     pub expires_at: DateTime<Utc>,
     pub in_progress_until: Option<DateTime<Utc>>,
     pub response: Option<String>,
+    /// When the work was done; absent while in progress and on records
+    /// completed before it was kept.
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// What taking a key found.
@@ -110,11 +113,12 @@ pub trait IdempotencyStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Claim, Error>> + Send;
 
-    /// Marks the key COMPLETED with the response a replay gets.
+    /// Marks the key COMPLETED at `completed_at` with the response a replay gets.
     fn complete(
         &self,
         key: &str,
         response: Option<String>,
+        completed_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
@@ -169,6 +173,7 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
                 expires_at,
                 in_progress_until: Some(in_progress_until),
                 response: None,
+                completed_at: None,
             },
         );
         Ok(if abandoned {
@@ -182,6 +187,7 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         &self,
         key: &str,
         response: Option<String>,
+        completed_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), Error> {
         let mut records = self.lock();
@@ -190,6 +196,7 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
             .ok_or_else(|| Error::corrupt(format!("idempotency key {key} vanished")))?;
         record.status = IdempotencyStatus::Completed;
         record.response = response;
+        record.completed_at = Some(completed_at);
         record.expires_at = expires_at;
         record.in_progress_until = None;
         Ok(())
@@ -229,7 +236,7 @@ mod tests {
             Claim::Acquired
         );
         store
-            .complete("k", Some("answer".into()), t(3600))
+            .complete("k", Some("answer".into()), t(0), t(3600))
             .await
             .unwrap();
         assert_eq!(
@@ -269,7 +276,7 @@ mod tests {
         for (key, answer) in [("parked", "PARKED"), ("sent", "SENT")] {
             store.acquire(key, &h, t(0), t(30), t(3600)).await.unwrap();
             store
-                .complete(key, Some(answer.into()), t(3600))
+                .complete(key, Some(answer.into()), t(0), t(3600))
                 .await
                 .unwrap();
         }
@@ -294,7 +301,7 @@ mod tests {
         let store = InMemoryIdempotencyStore::default();
         let h = payload_hash(b"{}");
         store.acquire("k", &h, t(0), t(30), t(100)).await.unwrap();
-        store.complete("k", None, t(100)).await.unwrap();
+        store.complete("k", None, t(0), t(100)).await.unwrap();
         assert_eq!(
             store
                 .acquire("k", &h, t(100), t(130), t(200))
@@ -311,7 +318,7 @@ mod tests {
             .acquire("k", &payload_hash(b"a"), t(0), t(30), t(3600))
             .await
             .unwrap();
-        store.complete("k", None, t(3600)).await.unwrap();
+        store.complete("k", None, t(0), t(3600)).await.unwrap();
         let err = store
             .acquire("k", &payload_hash(b"b"), t(1), t(31), t(3601))
             .await

@@ -2,6 +2,10 @@
 //! record's acknowledgement, client settings from the environment, and topic
 //! provisioning.
 
+mod scan;
+
+pub use scan::{ScanBounds, Scanned, scan_topics};
+
 use crate::config::{self, ConfigError, Secret};
 use crate::ports::{EventPublisher, OutboundRecord};
 use crate::topics::{ExistingTopic, TopicOutcome, TopicSpec};

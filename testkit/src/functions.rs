@@ -22,7 +22,7 @@ pub fn lambda_env(
     tables: &TableNames,
     topics: &TopicNames,
 ) -> Vec<(String, String)> {
-    [
+    let lambda = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
         ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
@@ -30,6 +30,18 @@ pub fn lambda_env(
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "local".into()),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+    ];
+    lambda
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(stack_env(tables, topics))
+        .collect()
+}
+
+/// The local stack's endpoints and credentials, the tables and topics of this
+/// test: what a function or `ops` needs to work on them.
+pub fn stack_env(tables: &TableNames, topics: &TopicNames) -> Vec<(String, String)> {
+    [
         (
             "AWS_ENDPOINT_URL",
             std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".into()),

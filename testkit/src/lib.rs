@@ -115,6 +115,8 @@ pub struct TestPipeline {
     pub repo: TicketingRepository,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sandbox: NotificationSandbox,
+    /// Where the sandbox serves its API (`GET /sandbox/messages`).
+    pub sandbox_url: String,
     pub base_url: String,
     pub http: reqwest::Client,
     pipeline: Option<Pipeline>,
@@ -159,6 +161,23 @@ impl Default for Options {
             function_timeout: StdDuration::from_secs(30),
             delivery_faults: DeliveryFaults::default(),
             on_ambiguous_send: AmbiguousSendPolicy::Retry,
+        }
+    }
+}
+
+impl Options {
+    /// Failed sends retried at once: the notifier's dead letters due now, and
+    /// dlq-retry running every second with no back-off.
+    pub fn retrying_at_once() -> Options {
+        Options {
+            retry_delay: Duration::zero(),
+            dlq_retry_interval: StdDuration::from_secs(1),
+            dlq_retry: dlq_retry::Settings {
+                backoff_base: Duration::zero(),
+                backoff_max: Duration::zero(),
+                ..Default::default()
+            },
+            ..Options::default()
         }
     }
 }
@@ -265,6 +284,7 @@ impl TestPipeline {
             tables,
             topics,
             sandbox,
+            sandbox_url: format!("http://{sandbox_addr}"),
             base_url: format!("http://{}", pipeline.api_addr),
             http: reqwest::Client::new(),
             pipeline: Some(pipeline),

@@ -4,7 +4,6 @@
 //! least once); under `park` never again by itself (at most once), until an
 //! operator re-drives it.
 
-use chrono::Duration;
 use local_runner::notification_sandbox::{
     DISCORD, FailurePlan, NotificationSandbox, TELEGRAM, channel_settings,
 };
@@ -91,19 +90,12 @@ async fn a_channel_that_cannot_be_reached_never_delivered() {
 /// with sends whose answer was lost, and every Kafka batch delivered twice.
 async fn pipeline(policy: AmbiguousSendPolicy) -> TestPipeline {
     TestPipeline::start(Options {
-        retry_delay: Duration::zero(),
-        dlq_retry_interval: StdDuration::from_secs(1),
-        dlq_retry: dlq_retry::Settings {
-            backoff_base: Duration::zero(),
-            backoff_max: Duration::zero(),
-            ..Default::default()
-        },
         delivery_faults: local_runner::kafka_source::DeliveryFaults {
             duplicate: true,
             ..Default::default()
         },
         on_ambiguous_send: policy,
-        ..Options::default()
+        ..Options::retrying_at_once()
     })
     .await
 }

@@ -27,9 +27,11 @@ async fn a_completed_key_replays_its_response_until_it_expires() {
         s.acquire("k", &h, t(0), t(30), t(100)).await.unwrap(),
         Claim::Acquired
     );
-    s.complete("k", Some("first answer".into()), t(100))
+    s.complete("k", Some("first answer".into()), t(5), t(100))
         .await
         .unwrap();
+    let stored = s.get("k").await.unwrap().expect("the completed record");
+    assert_eq!(stored.completed_at, Some(t(5)), "when the work was done");
     assert_eq!(
         s.acquire("k", &h, t(99), t(129), t(199)).await.unwrap(),
         Claim::Completed {
@@ -72,7 +74,7 @@ async fn only_a_key_completed_with_the_given_answer_is_reopened() {
     for (key, answer) in [("parked", "PARKED"), ("sent", "SENT"), ("held", "")] {
         s.acquire(key, &h, t(0), t(30), t(3_600)).await.unwrap();
         if !answer.is_empty() {
-            s.complete(key, Some(answer.into()), t(3_600))
+            s.complete(key, Some(answer.into()), t(0), t(3_600))
                 .await
                 .unwrap();
         }
@@ -91,7 +93,7 @@ async fn the_same_key_with_another_payload_is_refused() {
     s.acquire("k", &payload_hash(b"a"), t(0), t(30), t(3_600))
         .await
         .unwrap();
-    s.complete("k", None, t(3_600)).await.unwrap();
+    s.complete("k", None, t(0), t(3_600)).await.unwrap();
     assert!(matches!(
         s.acquire("k", &payload_hash(b"b"), t(1), t(31), t(3_601))
             .await,

@@ -23,15 +23,8 @@ async fn each_function_counts_what_it_did_in_emf_documents_per_function_and_outc
     let capture = Capture::start().await;
     let p = TestPipeline::start(Options {
         hold_for: Duration::seconds(2),
-        retry_delay: Duration::zero(),
-        dlq_retry_interval: StdDuration::from_secs(1),
         seat_expiration_interval: StdDuration::from_secs(1),
-        dlq_retry: dlq_retry::Settings {
-            backoff_base: Duration::zero(),
-            backoff_max: Duration::zero(),
-            ..Default::default()
-        },
-        ..Options::default()
+        ..Options::retrying_at_once()
     })
     .await;
     // The payment's first send is throttled: dead-lettered, then sent by dlq-retry.

@@ -208,7 +208,11 @@ impl PaymentApi {
         match self.execute(admission, reservation_id, trace).await {
             Ok((receipt, outcome)) => {
                 let stored = serde_json::to_string(&receipt).ok();
-                if let Err(e) = self.idempotency.complete(&key, stored, expires_at).await {
+                if let Err(e) = self
+                    .idempotency
+                    .complete(&key, stored, self.clock.now(), expires_at)
+                    .await
+                {
                     // The payment is committed; a retry finds the reservation
                     // CONFIRMED and gets the same receipt from it.
                     tracing::error!(error = %shared::error_chain(&e), "could not record the payment's idempotency result");

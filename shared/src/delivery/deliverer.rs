@@ -215,8 +215,10 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
         }
         match channel.send(message).await {
             Ok(()) => {
+                // When the channel answered: the send's time, not the claim's.
+                let sent_at = self.clock.now();
                 self.store
-                    .complete(&key, None, now + self.idempotency_ttl)
+                    .complete(&key, None, sent_at, sent_at + self.idempotency_ttl)
                     .await?;
                 Ok(Outcome::Sent)
             }
@@ -238,12 +240,14 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
     /// cannot be marked, the storage error is answered instead (retryable): the
     /// key stays held until its lock ends, and the retry that reclaims it parks.
     async fn park(&self, key: &str, kind: ChannelKind, error: Error) -> Error {
+        let now = self.clock.now();
         let marked = self
             .store
             .complete(
                 key,
                 Some(PARKED_AMBIGUOUS.to_owned()),
-                self.clock.now() + self.idempotency_ttl,
+                now,
+                now + self.idempotency_ttl,
             )
             .await;
         match marked {

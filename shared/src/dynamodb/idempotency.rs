@@ -52,6 +52,7 @@ fn record_from(item: &Item) -> Result<IdempotencyRecord, Error> {
             .ok_or_else(|| Error::corrupt("idempotency expiresAt out of range"))?,
         in_progress_until: r.opt_time("inProgressUntil")?,
         response: r.opt_str("response").map(str::to_owned),
+        completed_at: r.opt_time("completedAt")?,
     })
 }
 
@@ -120,6 +121,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         &self,
         key: &str,
         response: Option<String>,
+        completed_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), Error> {
         let mut update = self
@@ -129,17 +131,19 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .key("pk", s(key))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":completed", s(IdempotencyStatus::Completed.name()))
-            .expression_attribute_values(":exp", n(expires_at.timestamp()));
+            .expression_attribute_values(":exp", n(expires_at.timestamp()))
+            .expression_attribute_values(":at", n(to_millis(completed_at)));
         update = match response {
             Some(text) => update
                 .update_expression(
-                    "SET #status = :completed, expiresAt = :exp, #response = :response \
-                     REMOVE inProgressUntil",
+                    "SET #status = :completed, expiresAt = :exp, completedAt = :at, \
+                     #response = :response REMOVE inProgressUntil",
                 )
                 .expression_attribute_names("#response", "response")
                 .expression_attribute_values(":response", s(text)),
             None => update.update_expression(
-                "SET #status = :completed, expiresAt = :exp REMOVE inProgressUntil",
+                "SET #status = :completed, expiresAt = :exp, completedAt = :at \
+                 REMOVE inProgressUntil",
             ),
         };
         update

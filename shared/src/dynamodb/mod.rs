@@ -13,7 +13,7 @@ mod writes;
 
 pub use idempotency::DynamoIdempotencyStore;
 pub use ledger::DynamoFailureLedger;
-pub use outbox::outbox_items_created_between;
+pub use outbox::{outbox_item, outbox_items_created_between};
 pub use provision::{create_tables, delete_tables};
 pub use repository::{ExpiredHold, Release, TicketingRepository};
 

@@ -50,3 +50,22 @@ pub async fn outbox_items_created_between(
     items.sort_by(|a, b| (a.created_at, &a.event_id).cmp(&(b.created_at, &b.event_id)));
     Ok(items)
 }
+
+/// The outbox item of `event_id`, while the outbox keeps it (7 days).
+pub async fn outbox_item(
+    client: &Client,
+    table: &str,
+    event_id: &str,
+) -> Result<Option<OutboxItem>, Error> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(event_id))
+        .send()
+        .await
+        .map_err(|e| sdk_error("GetItem (outbox item)", e))?;
+    out.item
+        .map(serde_dynamo::from_item::<_, OutboxItem>)
+        .transpose()
+        .map_err(|e| Error::corrupt(format!("outbox item {event_id}: {e}")))
+}

@@ -1,0 +1,562 @@
+//! The reads behind `ops trace`: the reservation and payment items, the
+//! reservation's outbox items, its records on every topic (a bounded read from
+//! shortly before the hold), each channel's idempotency record, the ledger's
+//! rows and, locally, what the notification sandbox received.
+
+use super::story::{Entry, Outcome, ScanNote, Source, Story};
+use crate::Error;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use shared::config::{TableNames, TopicNames};
+use shared::dead_letter;
+use shared::delivery::{PARKED_AMBIGUOUS, send_key};
+use shared::domain::{Reservation, ReservationId, ReservationStatus};
+use shared::dynamodb::{
+    DynamoFailureLedger, DynamoIdempotencyStore, TicketingRepository, outbox_item,
+    outbox_items_created_between,
+};
+use shared::events::{EventEnvelope, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
+use shared::idempotency::{IdempotencyRecord, IdempotencyStatus};
+use shared::kafka::{KafkaSettings, ScanBounds, scan_topics};
+use shared::kafka_event::DecodedRecord;
+use shared::ledger::{LedgerEntry, LedgerStatus};
+use shared::notification::{ChannelKind, ChannelRoutes};
+use shared::outbox::OutboxItem;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How long after a hold ran out its expiry event is looked for: the job runs
+/// every minute, so an hour covers a long outage of it.
+const EXPIRY_LATENESS: Duration = Duration::hours(1);
+/// How far before the hold the topics are read: the clocks of the functions
+/// and the broker may differ a little.
+const CLOCK_SLACK: Duration = Duration::minutes(1);
+/// How far before an event's first failure its records are looked for, when
+/// only the ledger knows the event.
+const LEDGER_LOOKBACK: Duration = Duration::hours(1);
+
+/// Where `ops trace` reads.
+pub struct Sources {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub tables: TableNames,
+    pub topics: TopicNames,
+    pub kafka: KafkaSettings,
+    pub routes: ChannelRoutes,
+    /// The notification sandbox's URL, on a local stack.
+    pub sandbox: Option<String>,
+    /// The most records read on one partition.
+    pub scan_limit: i64,
+}
+
+/// What the id names: a reservation, or an event (whose reservation is then
+/// found from its outbox item).
+struct Subject {
+    reservation: Option<Reservation>,
+    reservation_id: Option<String>,
+    outbox: Vec<OutboxItem>,
+    ledger: Vec<LedgerEntry>,
+}
+
+/// Everything found about `id` (a reservation id or an event id).
+pub async fn gather(sources: &Sources, id: &str, now: DateTime<Utc>) -> Result<Story, Error> {
+    let subject = subject(sources, id, now).await?;
+    let mut story = Story {
+        asked: id.to_owned(),
+        reservation_id: subject.reservation_id.clone(),
+        reservation_status: subject
+            .reservation
+            .as_ref()
+            .map(|r| r.status.name().to_owned()),
+        ..Story::default()
+    };
+    if let Some(reservation) = &subject.reservation {
+        story
+            .entries
+            .extend(reservation_entries(sources, reservation).await?);
+    }
+    let (records, scan) = records_of(sources, &subject).await?;
+    story.scan = scan;
+    let outbox = with_published_events(sources, subject.outbox, &records).await?;
+    story.entries.extend(outbox.iter().map(outbox_entry));
+    story.entries.extend(records.iter().map(record_entry));
+    story.events = events_of(&outbox, &records);
+    for (event_id, event_type) in story.events.clone() {
+        let ledger = sources.ledger().for_event(&event_id).await?;
+        story.entries.extend(ledger.iter().map(ledger_entry));
+        for channel in channels_of(sources, &event_type, &ledger) {
+            let record = sources.keys().get(&send_key(channel, &event_id)).await?;
+            if let Some(record) = &record {
+                story.entries.push(key_entry(&event_id, channel, record));
+            }
+            let row = ledger.iter().find(|row| row.channel == Some(channel));
+            story.outcomes.push(outcome(
+                &event_id,
+                &event_type,
+                channel,
+                record.as_ref(),
+                row,
+            ));
+        }
+    }
+    if let Some(url) = &sources.sandbox {
+        story
+            .entries
+            .extend(sandbox_entries(url, &outbox, &records).await?);
+    }
+    story.sort();
+    Ok(story)
+}
+
+impl Sources {
+    fn repository(&self) -> TicketingRepository {
+        TicketingRepository::new(self.dynamodb.clone(), self.tables.clone())
+    }
+
+    fn ledger(&self) -> DynamoFailureLedger {
+        DynamoFailureLedger::new(self.dynamodb.clone(), self.tables.failed_messages.clone())
+    }
+
+    fn keys(&self) -> DynamoIdempotencyStore {
+        DynamoIdempotencyStore::new(self.dynamodb.clone(), self.tables.idempotency.clone())
+    }
+}
+
+/// Finds what `id` names, or says that nothing is known of it.
+async fn subject(sources: &Sources, id: &str, now: DateTime<Utc>) -> Result<Subject, Error> {
+    let repository = sources.repository();
+    let as_reservation = match ReservationId::parse(id) {
+        Ok(rid) => repository.reservation(rid).await?,
+        Err(_) => None,
+    };
+    if let Some(reservation) = as_reservation {
+        let outbox = outbox_of(sources, &reservation, now).await?;
+        return Ok(Subject {
+            reservation_id: Some(reservation.id.to_string()),
+            reservation: Some(reservation),
+            outbox,
+            ledger: Vec::new(),
+        });
+    }
+    if let Some(item) = outbox_item(&sources.dynamodb, &sources.tables.outbox, id).await? {
+        let reservation = match ReservationId::parse(&item.aggregate_id) {
+            Ok(rid) => repository.reservation(rid).await?,
+            Err(_) => None,
+        };
+        let mut outbox = match &reservation {
+            Some(r) => outbox_of(sources, r, now).await?,
+            None => Vec::new(),
+        };
+        if !outbox.iter().any(|o| o.event_id == item.event_id) {
+            outbox.push(item.clone());
+        }
+        return Ok(Subject {
+            reservation_id: Some(item.aggregate_id.clone()),
+            reservation,
+            outbox,
+            ledger: Vec::new(),
+        });
+    }
+    let ledger = sources.ledger().for_event(id).await?;
+    if ledger.is_empty() {
+        return Err(Error::Message(format!(
+            "no reservation, outbox item or ledger row has the id {id} (outbox items are kept 7 days; \
+             check the tables the *_TABLE variables name)"
+        )));
+    }
+    Ok(Subject {
+        reservation: None,
+        reservation_id: None,
+        outbox: Vec::new(),
+        ledger,
+    })
+}
+
+/// The reservation's outbox items: written between its hold and an hour after
+/// the hold ran out (its payment before, its expiry event after).
+async fn outbox_of(
+    sources: &Sources,
+    reservation: &Reservation,
+    now: DateTime<Utc>,
+) -> Result<Vec<OutboxItem>, Error> {
+    let from = reservation.created_at - Duration::seconds(1);
+    let to = (reservation.hold_expires_at + EXPIRY_LATENESS).min(now);
+    let id = reservation.id.to_string();
+    Ok(
+        outbox_items_created_between(&sources.dynamodb, &sources.tables.outbox, from, to)
+            .await?
+            .into_iter()
+            .filter(|item| item.aggregate_id == id)
+            .collect(),
+    )
+}
+
+/// The hold, the payment (and its item) or the hold running out.
+async fn reservation_entries(
+    sources: &Sources,
+    reservation: &Reservation,
+) -> Result<Vec<Entry>, Error> {
+    let mut entries = vec![Entry {
+        at: reservation.created_at,
+        source: Source::Reservation,
+        what: format!(
+            "held seat {} of concert {} for user {}: {}, until {}",
+            reservation.seat_number,
+            reservation.concert_id,
+            reservation.user_id,
+            reservation.amount.to_won_string(),
+            reservation.hold_expires_at.format("%H:%M:%S%.3fZ"),
+        ),
+        details: json!({
+            "seatId": reservation.seat_id.to_string(),
+            "seatNumber": reservation.seat_number,
+            "concertId": reservation.concert_id.to_string(),
+            "userId": reservation.user_id.to_string(),
+            "amountKrw": reservation.amount.amount(),
+            "holdExpiresAt": reservation.hold_expires_at,
+        }),
+    }];
+    match &reservation.status {
+        ReservationStatus::Confirmed {
+            payment_id,
+            paid_at,
+        } => {
+            let receipt = sources.repository().receipt(*payment_id).await?;
+            let what = match &receipt {
+                Some(r) => format!("paid {} (payment {payment_id})", r.amount.to_won_string()),
+                None => format!("CONFIRMED by payment {payment_id}, whose item is missing"),
+            };
+            entries.push(Entry {
+                at: *paid_at,
+                source: Source::Payment,
+                what,
+                details: json!({"paymentId": payment_id.to_string(), "found": receipt.is_some()}),
+            });
+        }
+        ReservationStatus::Expired => entries.push(Entry {
+            at: reservation.hold_expires_at,
+            source: Source::Reservation,
+            what: "the hold ran out unpaid; the seat was released (EXPIRED)".into(),
+            details: json!({"status": ReservationStatus::EXPIRED}),
+        }),
+        ReservationStatus::Pending => {}
+    }
+    Ok(entries)
+}
+
+/// The reservation's records on every topic: keyed by it, or carrying one of
+/// its events' ids.
+async fn records_of(
+    sources: &Sources,
+    subject: &Subject,
+) -> Result<(Vec<DecodedRecord>, ScanNote), Error> {
+    let since = match (
+        &subject.reservation,
+        subject.outbox.first(),
+        subject.ledger.first(),
+    ) {
+        (Some(r), _, _) => Some(r.created_at - CLOCK_SLACK),
+        (None, Some(item), _) => DateTime::from_timestamp_millis(item.created_at - 60_000),
+        (None, None, Some(row)) => Some(row.first_failed_at - LEDGER_LOOKBACK),
+        (None, None, None) => None,
+    };
+    let key = subject.reservation_id.clone().map(String::into_bytes);
+    let mut event_ids: BTreeSet<String> =
+        subject.outbox.iter().map(|o| o.event_id.clone()).collect();
+    event_ids.extend(subject.ledger.iter().map(|row| row.event_id.clone()));
+    let topics = sources.topics.all();
+    let bounds = ScanBounds {
+        since,
+        per_partition: sources.scan_limit,
+    };
+    let scanned = scan_topics(&sources.kafka, &topics, bounds, |record| {
+        (key.is_some() && record.key == key)
+            || record
+                .header(HEADER_EVENT_ID)
+                .is_some_and(|id| event_ids.contains(id))
+    })
+    .await?;
+    let note = ScanNote {
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        since,
+        read: scanned.read,
+        cut_short: scanned.cut_short,
+    };
+    Ok((scanned.records, note))
+}
+
+/// `outbox` and the outbox items of events seen only on the topics (written
+/// outside the window looked at), while the outbox keeps them.
+async fn with_published_events(
+    sources: &Sources,
+    mut outbox: Vec<OutboxItem>,
+    records: &[DecodedRecord],
+) -> Result<Vec<OutboxItem>, Error> {
+    let unknown: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r.header(HEADER_EVENT_ID))
+        .filter(|id| !outbox.iter().any(|o| o.event_id == *id))
+        .collect();
+    for event_id in unknown {
+        if let Some(item) = outbox_item(&sources.dynamodb, &sources.tables.outbox, event_id).await?
+        {
+            outbox.push(item);
+        }
+    }
+    Ok(outbox)
+}
+
+/// Each event once, oldest first: from the outbox, else from its records.
+fn events_of(outbox: &[OutboxItem], records: &[DecodedRecord]) -> Vec<(String, String)> {
+    let mut events: Vec<(String, String)> = Vec::new();
+    let from_outbox = outbox
+        .iter()
+        .map(|o| (o.event_id.clone(), o.event_type.as_str().to_owned()));
+    let from_records = records.iter().filter_map(|r| {
+        Some((
+            r.header(HEADER_EVENT_ID)?.to_owned(),
+            r.header(HEADER_EVENT_TYPE).unwrap_or("unknown").to_owned(),
+        ))
+    });
+    for (id, kind) in from_outbox.chain(from_records) {
+        if !events.iter().any(|(known, _)| *known == id) {
+            events.push((id, kind));
+        }
+    }
+    events
+}
+
+fn outbox_entry(item: &OutboxItem) -> Entry {
+    let trace = item
+        .traceparent
+        .as_deref()
+        .and_then(shared::trace::TraceContext::parse)
+        .map(|t| format!(", trace {}", t.trace_id()))
+        .unwrap_or_default();
+    Entry {
+        at: DateTime::from_timestamp_millis(item.created_at).unwrap_or_default(),
+        source: Source::Outbox,
+        what: format!(
+            "{} {} written{trace}",
+            item.event_type.as_str(),
+            item.event_id
+        ),
+        details: json!({
+            "eventId": item.event_id,
+            "eventType": item.event_type.as_str(),
+            "traceparent": item.traceparent,
+        }),
+    }
+}
+
+fn record_entry(record: &DecodedRecord) -> Entry {
+    let header = |name| record.header(name).unwrap_or("-");
+    let mut what = format!(
+        "{} {} {}",
+        record.coordinates(),
+        header(HEADER_EVENT_TYPE),
+        header(HEADER_EVENT_ID)
+    );
+    if let Some(error) = record.header(dead_letter::EXCEPTION_FQCN) {
+        what.push_str(&format!(
+            " on {}, retry {}, next at {}: {error}: {}",
+            header(dead_letter::NOTIFICATION_CHANNEL),
+            header(dead_letter::RETRY_COUNT),
+            header(dead_letter::NEXT_ATTEMPT_AT),
+            header(dead_letter::EXCEPTION_MESSAGE),
+        ));
+    }
+    let headers: serde_json::Map<String, Value> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into())))
+        .collect();
+    Entry {
+        at: DateTime::from_timestamp_millis(record.timestamp_ms).unwrap_or_default(),
+        source: Source::Kafka,
+        what,
+        details: json!({
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key.as_deref().map(String::from_utf8_lossy),
+            "headers": headers,
+        }),
+    }
+}
+
+fn ledger_entry(row: &LedgerEntry) -> Entry {
+    let channel = row.channel.map_or("-", ChannelKind::name);
+    Entry {
+        at: row.last_failed_at,
+        source: Source::Ledger,
+        what: format!(
+            "{} on {channel}: {} after {} (first {}): {}: {}",
+            row.event_id,
+            row.status.name(),
+            if row.attempts == 1 {
+                "1 failed attempt".to_owned()
+            } else {
+                format!("{} failed attempts", row.attempts)
+            },
+            row.first_failed_at.format("%H:%M:%S%.3fZ"),
+            row.error_kind,
+            row.last_error
+        ),
+        details: json!({
+            "eventId": row.event_id,
+            "channel": row.channel.map(ChannelKind::name),
+            "status": row.status.name(),
+            "attempts": row.attempts,
+            "firstFailedAt": row.first_failed_at,
+            "lastFailedAt": row.last_failed_at,
+            "errorKind": row.error_kind,
+            "lastError": row.last_error,
+        }),
+    }
+}
+
+/// The channels an event of `event_type` goes to now, and any its ledger rows name.
+fn channels_of(sources: &Sources, event_type: &str, ledger: &[LedgerEntry]) -> Vec<ChannelKind> {
+    let mut channels: Vec<ChannelKind> = shared::events::EventType::parse(event_type)
+        .map(|t| sources.routes.for_type(t).to_vec())
+        .unwrap_or_default();
+    for channel in ledger.iter().filter_map(|row| row.channel) {
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    channels
+}
+
+fn key_entry(event_id: &str, channel: ChannelKind, record: &IdempotencyRecord) -> Entry {
+    let parked = record.response.as_deref() == Some(PARKED_AMBIGUOUS);
+    let (at, what) = match (record.status, parked) {
+        (IdempotencyStatus::Completed, true) => (
+            record.completed_at,
+            "parked: the send may have reached the customer",
+        ),
+        (IdempotencyStatus::Completed, false) => (record.completed_at, "sent"),
+        (IdempotencyStatus::InProgress, _) => {
+            (record.in_progress_until, "being sent (the key is locked)")
+        }
+    };
+    Entry {
+        at: at.unwrap_or(record.expires_at),
+        source: Source::Idempotency,
+        what: format!("{event_id} on {}: {what}", channel.name()),
+        details: json!({
+            "key": record.key,
+            "status": record.status.name(),
+            "response": record.response,
+            "completedAt": record.completed_at,
+            "inProgressUntil": record.in_progress_until,
+            "expiresAt": record.expires_at,
+        }),
+    }
+}
+
+/// What became of an event on a channel, from its key and its ledger row.
+fn outcome(
+    event_id: &str,
+    event_type: &str,
+    channel: ChannelKind,
+    key: Option<&IdempotencyRecord>,
+    row: Option<&LedgerEntry>,
+) -> Outcome {
+    let name = channel.name();
+    let parked = key.is_some_and(|k| k.response.as_deref() == Some(PARKED_AMBIGUOUS));
+    let completed = key.is_some_and(|k| k.status == IdempotencyStatus::Completed);
+    let (state, note) = match (completed, parked, row.map(|r| r.status)) {
+        (true, true, _) => (
+            "parked",
+            format!(
+                "parked: it may have reached the customer; check the chat, then \
+             `ops failed redrive {event_id} --channel {name}` if it never arrived"
+            ),
+        ),
+        (true, false, _) => (
+            "sent",
+            match key.and_then(|k| k.completed_at) {
+                Some(at) => format!("sent at {}", at.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+                None => "sent".into(),
+            },
+        ),
+        (false, _, Some(LedgerStatus::Failed)) => (
+            "failed",
+            format!(
+                "failed for good: `ops failed show {event_id}`, then \
+             `ops failed redrive {event_id} --channel {name}` once the cause is fixed"
+            ),
+        ),
+        (false, _, Some(LedgerStatus::Pending)) => (
+            "retrying",
+            format!(
+                "waiting on the dead-letter topic for dlq-retry (`ops failed show {event_id}`)"
+            ),
+        ),
+        (false, _, Some(LedgerStatus::Processed)) => ("sent", "sent by a retry".into()),
+        (false, _, None) if key.is_some() => ("sending", "a send holds its key now".into()),
+        (false, _, None) => (
+            "not_sent",
+            "no send recorded yet: the notifier has not handled it".into(),
+        ),
+    };
+    Outcome {
+        event_id: event_id.to_owned(),
+        event_type: event_type.to_owned(),
+        channel: name.to_owned(),
+        state,
+        note,
+    }
+}
+
+/// The sandbox's messages whose text is one of these events' notifications.
+async fn sandbox_entries(
+    url: &str,
+    outbox: &[OutboxItem],
+    records: &[DecodedRecord],
+) -> Result<Vec<Entry>, Error> {
+    let envelopes = outbox
+        .iter()
+        .map(|o| o.envelope.as_bytes())
+        .chain(records.iter().filter_map(|r| r.value.as_deref()))
+        .filter_map(|bytes| EventEnvelope::from_json(bytes).ok());
+    // Each event's notification text, the way the notifier words it.
+    let texts: BTreeMap<String, String> = envelopes
+        .filter_map(|envelope| shared::notification::for_event(&envelope).ok())
+        .map(|n| (n.event_id.to_string(), n.text))
+        .collect();
+    let messages = crate::sandbox::messages(&reqwest::Client::new(), url, None).await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| {
+            let (event_id, _) = texts.iter().find(|(_, text)| m["text"] == **text)?;
+            Some(sandbox_entry(event_id, m))
+        })
+        .collect())
+}
+
+fn sandbox_entry(event_id: &str, message: &Value) -> Entry {
+    let lost = message["answerLost"].as_bool().unwrap_or(false);
+    Entry {
+        at: message["receivedAt"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default(),
+        source: Source::Sandbox,
+        what: format!(
+            "{event_id} received on {} as message {} in chat {}{}",
+            message["channel"].as_str().unwrap_or("-"),
+            message["messageId"],
+            message["chatId"].as_str().unwrap_or("-"),
+            if lost { " (its answer was lost)" } else { "" }
+        ),
+        details: json!({
+            "eventId": event_id,
+            "channel": message["channel"],
+            "messageId": message["messageId"],
+            "chatId": message["chatId"],
+            "answerLost": lost,
+        }),
+    }
+}
