@@ -77,7 +77,7 @@ pub async fn gather(sources: &Sources, id: &str, now: DateTime<Utc>) -> Result<S
     story.scan = scan;
     let outbox = with_published_events(sources, subject.outbox, &records).await?;
     story.entries.extend(outbox.iter().map(outbox_entry));
-    story.entries.extend(records.iter().map(record_entry));
+    story.entries.extend(record_entries(&records));
     story.events = events_of(&outbox, &records);
     for (event_id, event_type) in story.events.clone() {
         let ledger = sources.ledger().for_event(&event_id).await?;
@@ -347,6 +347,33 @@ fn outbox_entry(item: &OutboxItem) -> Entry {
     }
 }
 
+/// One entry per record; a dead letter dlq-retry read before it was due and
+/// put back unchanged (the same event, channel and retry count as an earlier
+/// one) says so.
+fn record_entries(records: &[DecodedRecord]) -> Vec<Entry> {
+    let mut letters = BTreeSet::new();
+    records
+        .iter()
+        .map(|record| {
+            let mut entry = record_entry(record);
+            let letter = record.header(dead_letter::RETRY_COUNT).map(|retry| {
+                (
+                    record.topic.clone(),
+                    record.header(HEADER_EVENT_ID).map(str::to_owned),
+                    record
+                        .header(dead_letter::NOTIFICATION_CHANNEL)
+                        .map(str::to_owned),
+                    retry.to_owned(),
+                )
+            });
+            if letter.is_some_and(|letter| !letters.insert(letter)) {
+                entry.what.push_str(" (put back by dlq-retry: not due yet)");
+            }
+            entry
+        })
+        .collect()
+}
+
 fn record_entry(record: &DecodedRecord) -> Entry {
     let header = |name| record.header(name).unwrap_or("-");
     let mut what = format!(
@@ -558,5 +585,98 @@ fn sandbox_entry(event_id: &str, message: &Value) -> Entry {
             "chatId": message["chatId"],
             "answerLost": lost,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(offset: i64, retry: &str) -> DecodedRecord {
+        let header = |k: &str, v: &str| (k.to_owned(), v.as_bytes().to_vec());
+        DecodedRecord {
+            topic: "payment.completed.dlq".into(),
+            partition: 0,
+            offset,
+            timestamp_ms: 1_900_000_000_000 + offset,
+            key: Some(b"r-1".to_vec()),
+            value: None,
+            headers: vec![
+                header(HEADER_EVENT_ID, "e-1"),
+                header(HEADER_EVENT_TYPE, "PaymentCompleted"),
+                header(dead_letter::NOTIFICATION_CHANNEL, "telegram"),
+                header(dead_letter::RETRY_COUNT, retry),
+                header(dead_letter::EXCEPTION_FQCN, "shared::Error::Channel"),
+            ],
+        }
+    }
+
+    fn key(response: Option<&str>) -> IdempotencyRecord {
+        let at = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        IdempotencyRecord {
+            key: "notify:telegram:e-1".into(),
+            status: IdempotencyStatus::Completed,
+            payload_hash: "h".into(),
+            expires_at: at + Duration::days(7),
+            in_progress_until: None,
+            response: response.map(str::to_owned),
+            completed_at: Some(at),
+        }
+    }
+
+    fn row(status: LedgerStatus) -> LedgerEntry {
+        let at = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        LedgerEntry {
+            event_id: "e-1".into(),
+            channel: Some(ChannelKind::Telegram),
+            event_type: Some("PaymentCompleted".into()),
+            status,
+            attempts: 1,
+            first_failed_at: at,
+            last_failed_at: at,
+            error_kind: "shared::Error::Channel".into(),
+            last_error: "503".into(),
+            topic: "payment.completed".into(),
+            partition: 0,
+            offset: 1,
+        }
+    }
+
+    fn state(key: Option<&IdempotencyRecord>, row: Option<&LedgerEntry>) -> (&'static str, String) {
+        let o = outcome("e-1", "PaymentCompleted", ChannelKind::Telegram, key, row);
+        (o.state, o.note)
+    }
+
+    #[test]
+    fn a_dead_letter_put_back_unchanged_is_told_apart_from_a_retry() {
+        let entries = record_entries(&[letter(0, "0"), letter(1, "0"), letter(2, "1")]);
+        let put_back: Vec<bool> = entries
+            .iter()
+            .map(|e| e.what.ends_with("(put back by dlq-retry: not due yet)"))
+            .collect();
+        assert_eq!(put_back, [false, true, false]);
+        assert!(
+            entries[0].what.contains("on telegram, retry 0"),
+            "{}",
+            entries[0].what
+        );
+    }
+
+    #[test]
+    fn each_outcome_says_what_an_operator_does_next() {
+        assert_eq!(state(Some(&key(None)), None).0, "sent");
+        let (parked, note) = state(Some(&key(Some(PARKED_AMBIGUOUS))), None);
+        assert_eq!(parked, "parked");
+        assert!(note.contains("check the chat, then `ops failed redrive e-1 --channel telegram`"));
+        let (failed, note) = state(None, Some(&row(LedgerStatus::Failed)));
+        assert_eq!(failed, "failed");
+        assert!(note.contains("`ops failed show e-1`"), "{note}");
+        assert_eq!(state(None, Some(&row(LedgerStatus::Pending))).0, "retrying");
+        assert_eq!(state(None, None).0, "not_sent");
+        // A send that succeeded on a retry: its key says sent, whatever the row says.
+        assert_eq!(
+            state(Some(&key(None)), Some(&row(LedgerStatus::Failed))).0,
+            "sent"
+        );
     }
 }
