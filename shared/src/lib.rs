@@ -22,6 +22,8 @@ pub mod fixtures;
 pub mod idempotency;
 pub mod kafka_event;
 pub mod ledger;
+#[cfg(any(test, feature = "logging"))]
+pub mod logging;
 pub mod metrics;
 pub mod notification;
 pub mod outbox;

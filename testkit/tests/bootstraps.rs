@@ -56,36 +56,93 @@ fn bootstrap(logical_id: &str, binary: &str) -> PathBuf {
     }
 }
 
+/// A started binary and the lines it writes to stdout, read as they come so
+/// it never blocks on a full pipe.
+struct Running {
+    process: KillOnDrop,
+    stdout: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Running {
+    /// Stops the binary: the lines it logged.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        self.stdout.join().unwrap_or_default()
+    }
+}
+
 /// Starts `binary` with only `env` (nothing of this process's environment
 /// leaks in), the way Lambda starts it.
-fn run(path: &PathBuf, env: Vec<(String, String)>) -> KillOnDrop {
-    let child = Command::new(path)
+fn run(path: &PathBuf, env: Vec<(String, String)>) -> Running {
+    let mut child = Command::new(path)
         .env_clear()
         .envs(env)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("{path:?} does not start: {e}"));
-    KillOnDrop(child)
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let stdout = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    });
+    Running {
+        process: KillOnDrop(child),
+        stdout,
+    }
 }
 
 /// One function's run: its binary with `extra` variables, given `event`.
 async fn invoke(
-    (logical_id, binary): (&str, &str),
+    function: (&str, &str),
     tables: &TableNames,
     topics: &TopicNames,
     extra: &[(&str, String)],
     event: Value,
 ) -> Value {
+    invoke_logged(function, tables, topics, extra, event)
+        .await
+        .0
+}
+
+/// [`invoke`], and the log lines the binary wrote (Lambda's JSON format).
+async fn invoke_logged(
+    (logical_id, binary): (&str, &str),
+    tables: &TableNames,
+    topics: &TopicNames,
+    extra: &[(&str, String)],
+    event: Value,
+) -> (Value, Vec<Value>) {
     let api = RuntimeApi::start(binary).await.unwrap();
     let mut env = lambda_env(&api.endpoint(), binary, tables, topics);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let _running = run(&bootstrap(logical_id, binary), env);
-    match api.invoke(event, TIMEOUT).await {
+    let running = run(&bootstrap(logical_id, binary), env);
+    let answer = match api.invoke(event, TIMEOUT).await {
         Ok(Outcome::Response(answer)) => answer,
         Ok(Outcome::Error(error)) => panic!("{binary} answered an error: {error}"),
         Err(e) => panic!("{binary}: {e}"),
-    }
+    };
+    let lines = running.stop();
+    let logged = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{binary} wrote a line that is not JSON ({e}): {line}"))
+        })
+        .collect();
+    (answer, logged)
+}
+
+/// The line whose message is `message`.
+fn line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["fields"]["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -126,7 +183,7 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
     let body: Value = serde_json::from_str(held["body"].as_str().unwrap()).unwrap();
     let reservation = body["reservationId"].as_str().unwrap();
 
-    let paid = invoke(
+    let (paid, logged) = invoke_logged(
         FUNCTIONS[1],
         &tables,
         &topics,
@@ -135,6 +192,12 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
     )
     .await;
     assert_eq!(paid["statusCode"], 200, "{paid}");
+    // Its lines carry the ids of its work as top-level members.
+    let confirmed = line(&logged, "payment confirmed");
+    assert_eq!(confirmed["function"], "payment", "{confirmed}");
+    assert_eq!(confirmed["reservation_id"], reservation, "{confirmed}");
+    assert!(confirmed["request_id"].is_string(), "{confirmed}");
+    assert_eq!(confirmed["trace_id"].as_str().map(str::len), Some(32));
 
     let relayed = invoke(
         FUNCTIONS[2],
@@ -154,7 +217,7 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
     .await;
     assert_eq!(published.len(), 1);
 
-    let notified = invoke(
+    let (notified, logged) = invoke_logged(
         FUNCTIONS[3],
         &tables,
         &topics,
@@ -163,6 +226,11 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
     )
     .await;
     assert_eq!(notified["batchItemFailures"], serde_json::json!([]));
+    let handled = line(&logged, "notification handled");
+    for id in ["request_id", "at", "reservation_id", "event_id"] {
+        assert!(handled[id].is_string(), "no top-level {id}: {handled}");
+    }
+    assert_eq!(handled["fields"]["channel"], "telegram", "{handled}");
     assert_eq!(sandbox.messages().len(), 2, "{:?}", sandbox.messages());
 
     let retried = invoke(

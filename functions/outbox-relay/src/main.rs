@@ -4,7 +4,7 @@ use shared::kafka::KAFKA_SECRETS;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    shared::logging::init();
     shared::metrics::install(&shared::config::Vars::process(), "outbox-relay")?;
     // Once per cold start: the Kafka SASL credentials, when Secrets Manager or
     // SSM holds them (the AWS SDK is loaded only then).

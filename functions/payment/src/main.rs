@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    shared::logging::init();
     shared::metrics::install(&shared::config::Vars::process(), "payment")?;
     let aws = aws_config::load_from_env().await;
     // Once per cold start: the JWT key from Secrets Manager or SSM (or the
