@@ -62,7 +62,17 @@ pub fn outbox_insert(
     envelope: &EventEnvelope,
     seq: u64,
 ) -> aws_lambda_events::dynamodb::EventRecord {
-    let item = crate::outbox::OutboxItem::new(envelope, chrono::Utc::now());
+    outbox_insert_of(
+        crate::outbox::OutboxItem::new(envelope, chrono::Utc::now()),
+        seq,
+    )
+}
+
+/// The stream's INSERT record of `item`, at sequence number `seq`.
+pub fn outbox_insert_of(
+    item: crate::outbox::OutboxItem,
+    seq: u64,
+) -> aws_lambda_events::dynamodb::EventRecord {
     let mut record = aws_lambda_events::dynamodb::EventRecord::default();
     record.event_name = "INSERT".into();
     record.change.sequence_number = Some(format!("{seq:021}"));

@@ -8,9 +8,10 @@
 use tracing::field::{Empty, display};
 use tracing::{Span, info_span};
 
-/// One invocation of a scheduled or stream-triggered `function`.
+/// One invocation of a scheduled or stream-triggered `function`; a run that
+/// writes events records the trace they carry (`trace_id`).
 pub fn invocation(function: &'static str, request_id: &str) -> Span {
-    info_span!("invocation", function, request_id)
+    info_span!("invocation", function, request_id, trace_id = Empty)
 }
 
 /// One HTTP request to `function`; its reservation is recorded once known,
@@ -60,9 +61,16 @@ pub fn dead_letter(
     )
 }
 
-/// One outbox item of a stream batch.
+/// One outbox item of a stream batch; the trace it carries is recorded once
+/// its record is read.
 pub fn outbox_item(sequence_number: &str, event_id: &str, reservation_id: &str) -> Span {
-    info_span!("outbox_item", sequence_number, event_id, reservation_id)
+    info_span!(
+        "outbox_item",
+        sequence_number,
+        event_id,
+        reservation_id,
+        trace_id = Empty
+    )
 }
 
 /// One expired hold being released.

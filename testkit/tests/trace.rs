@@ -57,3 +57,19 @@ async fn a_payment_nobody_traced_starts_its_own_trace() {
     assert_eq!(trace.trace_id().len(), 32);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_holds_notice_carries_the_trace_of_the_run_that_released_it() {
+    let p = TestPipeline::start(Options {
+        hold_for: chrono::Duration::seconds(1),
+        seat_expiration_interval: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    let s = seed(&p.repo, 1, 1, 100_000, 50_000).await;
+    let (status, held) = p.hold(&s.users[0].jwt, s.seats[0].id).await;
+    assert_eq!(status, 201, "{held}");
+    let trace = trace_on(&p.topics.seat_hold_expired).await;
+    assert_eq!(trace.trace_id().len(), 32);
+    p.stop().await;
+}

@@ -159,6 +159,12 @@ impl<P: EventPublisher> Relay<P> {
                 key.as_deref().unwrap_or("-"),
             );
             let _entered = span.enter();
+            let traceparent = record
+                .headers
+                .iter()
+                .find(|(name, _)| name == shared::trace::HEADER)
+                .and_then(|(_, value)| std::str::from_utf8(value).ok());
+            spans::record_trace(traceparent);
             if e.is_retryable() {
                 tracing::error!(
                     error = %shared::error_chain(&e),
@@ -361,7 +367,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_publish_is_logged_with_the_request_the_event_and_the_reservation() {
+    async fn a_failed_publish_is_logged_with_the_request_the_event_the_reservation_and_the_trace() {
         let (logs, _capturing) = shared::fakes::CapturedLogs::start();
         let relay = relay(vec![0]);
         let envelope = shared::fixtures::payment_completed_envelope(
@@ -371,7 +377,10 @@ mod tests {
         );
         let mut context = lambda_runtime::Context::default();
         context.request_id = "request-9".into();
-        let records = vec![shared::fixtures::outbox_insert(&envelope, 1)];
+        let trace = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01";
+        let item = shared::outbox::OutboxItem::new(&envelope, chrono::Utc::now())
+            .traced(shared::trace::TraceContext::parse(trace).as_ref());
+        let records = vec![shared::fixtures::outbox_insert_of(item, 1)];
         relay
             .handle(LambdaEvent::new(batch(records), context))
             .await
@@ -381,6 +390,7 @@ mod tests {
             "request-9".to_owned(),
             envelope.event_id.to_string(),
             envelope.aggregate_id.clone(),
+            "5759e988bd862e3fe1be46a994272793".to_owned(),
         ] {
             assert!(line.contains(&id), "{id} is not in {line}");
         }

@@ -17,6 +17,7 @@ use shared::domain::EventId;
 use shared::dynamodb::items::{HELD_SHARDS, held_shard_name};
 use shared::dynamodb::{ExpiredHold, Release, TicketingRepository};
 use shared::spans;
+use shared::trace::TraceContext;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -137,7 +138,11 @@ impl SeatExpiration {
         let deadline = shared::clock::deadline_from_millis(event.context.deadline)
             .unwrap_or_else(|| self.clock.now() + self.config.settings.default_run_time);
         let span = spans::invocation("seat-expiration", &event.context.request_id);
+        // The run's trace: its SeatHoldExpired events carry it to their notices.
+        let trace = TraceContext::for_invocation(event.context.xray_trace_id.as_deref());
+        span.record("trace_id", trace.trace_id());
         let report = self
+            .traced(trace)
             .run(deadline)
             .instrument(span.clone())
             .await
@@ -145,6 +150,15 @@ impl SeatExpiration {
         span.in_scope(|| tracing::info!(?report, "seat-expiration run finished"));
         report.count();
         Ok(report)
+    }
+
+    /// The same job, its events carrying `trace`.
+    fn traced(&self, trace: TraceContext) -> SeatExpiration {
+        SeatExpiration {
+            repository: self.repository.traced(trace),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+        }
     }
 
     fn out_of_time(&self, deadline: DateTime<Utc>) -> bool {
