@@ -26,6 +26,8 @@
 //!   0.02` that share of the other sends is delivered and then answered after
 //!   `timeoutMs` (the answer lost); `GET /sandbox/messages` counts them as
 //!   `chaos`
+//! - the data platform's API, `POST /v1/events`, and what it received:
+//!   `data_platform` (its failures are planned with `"channel": "data-platform"`)
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -44,6 +46,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+mod data_platform;
+
+pub use data_platform::{
+    ReceivedEvent, SANDBOX_DATA_PLATFORM_KEY, SANDBOX_PSEUDONYM_KEY, data_platform_settings,
+};
 
 pub const TELEGRAM: &str = "telegram";
 pub const DISCORD: &str = "discord";
@@ -141,6 +149,8 @@ struct SandboxState {
     chaos: Option<(Chaos, StdRng)>,
     /// Failures the chaos caused, per kind.
     chaos_failures: ChaosFailures,
+    /// What the data platform holds.
+    platform: data_platform::PlatformState,
 }
 
 /// Random failures of every kind a channel meets.
@@ -343,6 +353,7 @@ impl NotificationSandbox {
             .route("/sandbox/rate-limit", post(plan_rate_limit))
             .route("/sandbox/chaos", post(plan_chaos))
             .with_state(self.clone())
+            .merge(self.data_platform_routes())
     }
 
     /// Serves on `addr` (port 0 picks a free one) until the task is dropped.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod data_platform;
 pub mod dead_letter;
 pub mod delivery;
 pub mod domain;

@@ -100,7 +100,7 @@ impl NotificationChannel for DiscordChannel {
             }))
             .send()
             .await
-            .map_err(|e| unanswered(kind, "execute webhook", e))?;
+            .map_err(|e| unanswered(kind.name(), "execute webhook", e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -119,7 +119,7 @@ impl NotificationChannel for DiscordChannel {
             description.push_str(" (global rate limit)");
         }
         Err(refused(
-            kind,
+            kind.name(),
             "execute webhook",
             status,
             &description,

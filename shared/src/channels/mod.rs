@@ -2,10 +2,15 @@
 //! Bot API and Discord webhooks, over HTTPS with rustls. `Channel` is the one the
 //! functions hold: which variant is built is configuration.
 
+mod data_platform;
 mod discord;
 mod pacer;
 mod telegram;
 
+pub use data_platform::{
+    DATA_PLATFORM, DATA_PLATFORM_SECRETS, DEFAULT_BATCH_SIZE as DEFAULT_DATA_PLATFORM_BATCH_SIZE,
+    DataPlatformClient, DataPlatformSettings,
+};
 pub use discord::{DiscordChannel, MAX_CONTENT_CHARS as DISCORD_MAX_CONTENT_CHARS};
 pub use pacer::SendPacer;
 pub use telegram::{DEFAULT_API_BASE_URL as TELEGRAM_API_BASE_URL, TelegramChannel};
@@ -250,13 +255,13 @@ struct SendFailure {
 }
 
 fn failure(
-    kind: ChannelKind,
+    destination: &'static str,
     what: SendFailure,
     message: String,
     source: Option<reqwest::Error>,
 ) -> Error {
     Error::from(InfraError::Channel {
-        channel: kind.name(),
+        channel: destination,
         retryable: what.retryable,
         maybe_delivered: what.maybe_delivered,
         retry_after: what.retry_after,
@@ -268,7 +273,7 @@ fn failure(
 
 /// A request that got no answer: always worth retrying. Unless it never
 /// connected, it may have reached the channel and only the answer was lost.
-fn unanswered(kind: ChannelKind, call: &str, error: reqwest::Error) -> Error {
+fn unanswered(destination: &'static str, call: &str, error: reqwest::Error) -> Error {
     let connected = !error.is_connect() && !error.is_builder();
     let what = if error.is_connect() {
         "could not connect"
@@ -282,13 +287,18 @@ fn unanswered(kind: ChannelKind, call: &str, error: reqwest::Error) -> Error {
         maybe_delivered: connected,
         retry_after: None,
     };
-    failure(kind, what_failed, format!("{call} {what}"), Some(error))
+    failure(
+        destination,
+        what_failed,
+        format!("{call} {what}"),
+        Some(error),
+    )
 }
 
 /// An answer other than success: 429 and 5xx are worth retrying, the other 4xx
 /// (a blocked bot, a deleted webhook, a bad request) are not.
 fn refused(
-    kind: ChannelKind,
+    destination: &'static str,
     call: &str,
     status: reqwest::StatusCode,
     description: &str,
@@ -313,5 +323,5 @@ fn refused(
         maybe_delivered,
         retry_after,
     };
-    failure(kind, what_failed, message, None)
+    failure(destination, what_failed, message, None)
 }

@@ -74,7 +74,7 @@ impl NotificationChannel for TelegramChannel {
             .json(&serde_json::json!({"chat_id": self.chat_id, "text": notification.text}))
             .send()
             .await
-            .map_err(|e| unanswered(kind, "sendMessage", e))?;
+            .map_err(|e| unanswered(kind.name(), "sendMessage", e))?;
         let status = response.status();
         let answer: Option<ApiAnswer> = response.json().await.ok();
         if status.is_success() && answer.as_ref().is_none_or(|a| a.ok) {
@@ -90,7 +90,7 @@ impl NotificationChannel for TelegramChannel {
             .and_then(|p| p.retry_after)
             .map(Duration::from_secs);
         Err(refused(
-            kind,
+            kind.name(),
             "sendMessage",
             status,
             &description,
