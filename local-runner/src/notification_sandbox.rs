@@ -282,6 +282,7 @@ pub fn channel_settings(addr: SocketAddr, routes: ChannelRoutes) -> ChannelSetti
             max_sends_per_second: None,
             on_ambiguous_send: Default::default(),
         }),
+        data_platform: Some(data_platform_settings(addr)),
     }
 }
 

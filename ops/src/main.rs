@@ -153,7 +153,7 @@ enum FailedCommand {
     /// event id (after checking the chat): `--all-failed` leaves it and says so.
     Redrive {
         event_id: Option<String>,
-        /// Only the row of this channel (telegram, discord) of the event.
+        /// Only the row of this channel (telegram, discord, data-platform) of the event.
         #[arg(long, requires = "event_id", value_parser = channel_kind)]
         channel: Option<ChannelKind>,
         /// Every FAILED row.
@@ -165,7 +165,7 @@ enum FailedCommand {
 /// A channel's name on the command line.
 fn channel_kind(name: &str) -> Result<ChannelKind, String> {
     ChannelKind::parse(name)
-        .ok_or_else(|| format!("{name:?} is not a channel: use telegram or discord"))
+        .ok_or_else(|| format!("{name:?} is not a channel: use telegram, discord or data-platform"))
 }
 
 #[tokio::main]

@@ -316,7 +316,8 @@ async fn an_event_failed_on_one_channel_is_redriven_on_that_channel_only() {
     // A usage error (clap's exit code 2), before anything is read or written.
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("\"slack\" is not a channel: use telegram or discord"),
+        text(&out.stderr)
+            .contains("\"slack\" is not a channel: use telegram, discord or data-platform"),
         "{}",
         text(&out.stderr)
     );

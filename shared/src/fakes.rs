@@ -2,9 +2,10 @@
 //! (feature `fixtures`; never in a function's build). The adapters themselves
 //! are tested against real services in `testkit/tests/`.
 
+use crate::delivery::Destination;
 use crate::ledger::{FailureLedger, LedgerFailure};
 use crate::notification::{AmbiguousSendPolicy, ChannelKind, Notification};
-use crate::ports::{EventPublisher, NotificationChannel, OutboundRecord};
+use crate::ports::{EventPublisher, OutboundRecord};
 use crate::{Error, InfraError};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,12 +116,12 @@ impl FakeChannel {
     }
 }
 
-impl NotificationChannel for FakeChannel {
+impl Destination for FakeChannel {
     fn kind(&self) -> ChannelKind {
         self.kind
     }
 
-    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+    async fn send(&self, letter: &crate::delivery::Letter) -> Result<(), Error> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
@@ -128,7 +129,7 @@ impl NotificationChannel for FakeChannel {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
         let failure = self.failure.filter(|f| attempt < f.times);
         if failure.is_none_or(|f| f.answer_lost) {
-            lock(&self.sent).push(notification.clone());
+            lock(&self.sent).push(letter.notification.clone());
         }
         match failure {
             None => Ok(()),

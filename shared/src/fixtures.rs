@@ -79,3 +79,9 @@ pub fn outbox_insert_of(
     record.change.new_image = serde_dynamo::to_item(item).expect("an outbox item serialises");
     record
 }
+
+/// The letter of `envelope`, as a consumer parses it from its record.
+pub fn letter_of(envelope: &EventEnvelope) -> crate::delivery::Letter {
+    crate::delivery::Letter::parse(&record_of(envelope, "payment.completed", 0))
+        .expect("a fixture envelope is a letter")
+}

@@ -14,21 +14,37 @@ pub struct Notification {
     pub text: String,
 }
 
-/// The channels a customer can be told on.
+/// Where an event is delivered: a channel a customer is told on, or the data
+/// platform (fed by its own function). Each has its own idempotency keys,
+/// dead letters (`notification-channel`) and ledger rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChannelKind {
     Telegram,
     Discord,
+    DataPlatform,
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 2] = [ChannelKind::Telegram, ChannelKind::Discord];
+    pub const ALL: [ChannelKind; 3] = [
+        ChannelKind::Telegram,
+        ChannelKind::Discord,
+        ChannelKind::DataPlatform,
+    ];
 
     /// The name in configuration, idempotency keys, dead-letter headers and logs.
     pub fn name(self) -> &'static str {
         match self {
             ChannelKind::Telegram => "telegram",
             ChannelKind::Discord => "discord",
+            ChannelKind::DataPlatform => "data-platform",
+        }
+    }
+
+    /// Whether a customer is told on it (the notifier's routes name only these).
+    pub fn tells_customer(self) -> bool {
+        match self {
+            ChannelKind::Telegram | ChannelKind::Discord => true,
+            ChannelKind::DataPlatform => false,
         }
     }
 
@@ -119,12 +135,16 @@ impl ChannelRoutes {
     pub fn parse_list(variable: &str, text: &str) -> Result<Vec<ChannelKind>, ConfigError> {
         let mut channels = Vec::new();
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let kind = ChannelKind::parse(name).ok_or_else(|| {
-                ConfigError::invalid(
-                    variable,
-                    format!("unknown channel {name:?}; use telegram, discord or telegram,discord"),
-                )
-            })?;
+            let kind = ChannelKind::parse(name)
+                .filter(|kind| kind.tells_customer())
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        variable,
+                        format!(
+                            "unknown channel {name:?}; use telegram, discord or telegram,discord"
+                        ),
+                    )
+                })?;
             if !channels.contains(&kind) {
                 channels.push(kind);
             }
@@ -291,6 +311,8 @@ mod channel_routes_tests {
 
     #[test]
     fn an_unknown_or_empty_channel_list_is_a_configuration_error_naming_the_variable() {
+        let feed = ChannelRoutes::parse_list("NOTIFY_X", "telegram,data-platform").unwrap_err();
+        assert!(feed.to_string().contains("NOTIFY_X"), "{feed}");
         let unknown = ChannelRoutes::parse_list("NOTIFY_X", "telegram,slack").unwrap_err();
         assert!(unknown.to_string().contains("NOTIFY_X"), "{unknown}");
         assert!(unknown.to_string().contains("slack"), "{unknown}");

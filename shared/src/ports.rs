@@ -1,27 +1,11 @@
 //! The ports the functions depend on: small `Send + Sync` traits, with the real
 //! adapters behind cargo features and in-memory ones for unit tests.
 
-use crate::notification::{AmbiguousSendPolicy, ChannelKind, Notification};
 use crate::{Error, InfraError};
 use std::future::Future;
 
 pub use crate::clock::Clock;
 pub use crate::idempotency::IdempotencyStore;
-
-/// Where a customer's notification goes (Telegram, Discord).
-pub trait NotificationChannel: Send + Sync {
-    /// Which channel this is: it routes events and names idempotency keys,
-    /// dead-letter headers and logs.
-    fn kind(&self) -> ChannelKind;
-
-    fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// What to do with a send that may have reached the customer but whose
-    /// answer was lost: sent again unless the channel is configured to park it.
-    fn on_ambiguous_send(&self) -> AmbiguousSendPolicy {
-        AmbiguousSendPolicy::Retry
-    }
-}
 
 /// One record to publish to Kafka. Key, value and headers are bytes: a dead
 /// letter carries the original record exactly, whatever it held.

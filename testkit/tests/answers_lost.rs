@@ -9,18 +9,21 @@ use local_runner::notification_sandbox::{
 };
 use shared::dead_letter::{self, DeadLetter};
 use shared::delivery::{DeadLetterSink, reopen_parked_send, send_key};
-use shared::domain::{EventId, ReservationId};
+use shared::delivery::{Destination, Letter};
+use shared::domain::ReservationId;
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::kafka::{KafkaPublisher, ProducerSettings, decoded_message};
 use shared::ledger::LedgerStatus;
-use shared::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes, Notification};
-use shared::ports::NotificationChannel;
+use shared::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes};
 use std::time::Duration as StdDuration;
 use testkit::{Options, TestPipeline, consume, eventually, header, kafka, seed};
 
-fn message() -> Notification {
-    let event = shared::fixtures::payment_completed(ReservationId::random(), "a@example.com", 1);
-    shared::notification::payment_completed(EventId::random(), &event)
+fn message() -> Letter {
+    shared::fixtures::letter_of(&shared::fixtures::payment_completed_envelope(
+        ReservationId::random(),
+        "a@example.com",
+        1,
+    ))
 }
 
 /// A send's error: (retryable, maybe delivered, text).

@@ -12,10 +12,10 @@ use local_runner::notification_sandbox::{
 use shared::channels::{Channel, ChannelClient, DiscordChannel};
 use shared::clock::SystemClock;
 use shared::dead_letter;
-use shared::domain::{EventId, ReservationId};
+use shared::delivery::{Destination, Letter};
+use shared::domain::ReservationId;
 use shared::ledger::LedgerStatus;
-use shared::notification::{ChannelKind, ChannelRoutes, Notification};
-use shared::ports::NotificationChannel;
+use shared::notification::{ChannelKind, ChannelRoutes};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use testkit::{DirectNotifier, consume, header, kafka};
@@ -24,12 +24,14 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const WEBHOOK_TOKEN: &str = "webhook-secret-token";
 
-fn message(text: &str) -> Notification {
-    let event = shared::fixtures::payment_completed(ReservationId::random(), "d@example.com", 1);
-    Notification {
-        text: text.into(),
-        ..shared::notification::payment_completed(EventId::random(), &event)
-    }
+fn message(text: &str) -> Letter {
+    let mut letter = shared::fixtures::letter_of(&shared::fixtures::payment_completed_envelope(
+        ReservationId::random(),
+        "d@example.com",
+        1,
+    ));
+    letter.notification.text = text.into();
+    letter
 }
 
 async fn webhook_server() -> (MockServer, DiscordChannel) {

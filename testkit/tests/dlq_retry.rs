@@ -408,3 +408,81 @@ async fn a_reservations_dead_letters_are_retried_in_offset_order_among_other_res
         "our letters in offset order: {order:?} of {texts:?}"
     );
 }
+
+/// A sale the data platform did not take (it was down): its dead letter, as
+/// the feed writes it, on the DLQ with a PENDING ledger row.
+async fn platform_dead_letter(d: &Direct) -> String {
+    let envelope = shared::fixtures::payment_completed_envelope(
+        shared::domain::ReservationId::random(),
+        "platform@example.com",
+        150_000,
+    );
+    let original = shared::fixtures::record_of(&envelope, &d.n.topics.payment_completed, 7);
+    let error = shared::Error::from(shared::InfraError::Channel {
+        channel: shared::channels::DATA_PLATFORM,
+        retryable: true,
+        maybe_delivered: false,
+        retry_after: None,
+        message: "POST /v1/events answered HTTP 503".into(),
+        source: None,
+    });
+    let letter = dead_letter::DeadLetter::new(original, &error, 0, Utc::now())
+        .on_channel(ChannelKind::DataPlatform);
+    let sink = shared::delivery::DeadLetterSink::new(
+        shared::kafka::KafkaPublisher::new(&kafka(), &Default::default()).unwrap(),
+        d.n.ledger(),
+        d.n.topics.clone(),
+    );
+    sink.dead_letter(&letter, Disposition::Retry, Utc::now())
+        .await
+        .unwrap();
+    envelope.event_id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_platform_dead_letter_is_retried_on_the_platform_alone_and_taken_once() {
+    let d = direct(Duration::zero(), Duration::seconds(1)).await;
+    let event_id = platform_dead_letter(&d).await;
+
+    let report = run_a_minute(&d).await;
+    assert_eq!(report.processed, 1, "{report:?}");
+    let taken = d.n.sandbox.platform_events();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].event_id, event_id);
+    assert!(
+        !serde_json::to_string(&taken[0].event)
+            .unwrap()
+            .contains("platform@example.com"),
+        "the platform gets a pseudonym, never the mail"
+    );
+    assert!(
+        d.n.sandbox.messages().is_empty(),
+        "no customer is told again"
+    );
+    let row =
+        d.n.ledger()
+            .get(&event_id, Some(ChannelKind::DataPlatform))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(row.status, LedgerStatus::Processed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_the_platform_refuses_is_parked_with_its_reason() {
+    let d = direct(Duration::zero(), Duration::seconds(1)).await;
+    let event_id = platform_dead_letter(&d).await;
+    d.n.sandbox
+        .reject_events(std::slice::from_ref(&event_id), "unknown concert");
+
+    run_a_minute(&d).await;
+    let row =
+        d.n.ledger()
+            .get(&event_id, Some(ChannelKind::DataPlatform))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(row.status, LedgerStatus::Failed, "{row:?}");
+    assert!(row.last_error.contains("unknown concert"), "{row:?}");
+    assert!(d.n.sandbox.platform_events().is_empty());
+}

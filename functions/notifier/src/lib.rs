@@ -26,6 +26,7 @@ use shared::channels::Channel;
 use shared::clock::Clock;
 use shared::config::Vars;
 use shared::dead_letter::DeadLetter;
+use shared::delivery::Destination;
 use shared::delivery::{DeadLetterSink, Deliverer, DeliveryConfig, Disposition, Failure, Written};
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::idempotency::IdempotencyStore;
@@ -35,7 +36,7 @@ use shared::kafka_event::{
     records_by_key,
 };
 use shared::ledger::FailureLedger;
-use shared::ports::{EventPublisher, NotificationChannel};
+use shared::ports::EventPublisher;
 use shared::spans;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -142,7 +143,7 @@ pub struct NotifierAnswer {
 
 impl<C, S, P, L> Notifier<C, S, P, L>
 where
-    C: NotificationChannel,
+    C: Destination,
     S: IdempotencyStore,
     P: EventPublisher,
     L: FailureLedger,

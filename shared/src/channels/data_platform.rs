@@ -6,6 +6,7 @@ use crate::Error;
 use crate::InfraError;
 use crate::config::{self, ConfigError, Secret};
 use crate::data_platform::{BatchAnswer, PlatformEvent, PseudonymKey};
+use crate::delivery::Letter;
 use std::time::Duration;
 
 /// The destination's name in idempotency keys, dead-letter headers, ledger
@@ -141,6 +142,54 @@ impl DataPlatformClient {
             &description,
             retry_after,
         ))
+    }
+}
+
+/// The data platform as one destination of the delivery path: a letter is
+/// sent as a batch of one (how dlq-retry and a re-drive deliver it).
+#[derive(Clone, Debug)]
+pub struct PlatformDestination {
+    client: DataPlatformClient,
+    pseudonyms: PseudonymKey,
+}
+
+impl PlatformDestination {
+    pub fn new(settings: &DataPlatformSettings) -> Result<Self, ConfigError> {
+        Ok(PlatformDestination {
+            client: settings.client()?,
+            pseudonyms: settings.pseudonyms()?,
+        })
+    }
+
+    /// Sends the letter's event; an event the platform refuses is refused for
+    /// good (the others of its batch are not concerned).
+    pub async fn deliver(&self, letter: &Letter) -> Result<(), Error> {
+        let event = PlatformEvent::of(&letter.envelope, &self.pseudonyms)?;
+        let answer = self.client.send(std::slice::from_ref(&event)).await?;
+        let id = &event.event_id;
+        if answer.has(id) {
+            return Ok(());
+        }
+        let (retryable, message) = match answer.rejection_of(id) {
+            Some(reason) => (
+                false,
+                format!("the data platform refused event {id}: {reason}"),
+            ),
+            // An answer that does not name the event: it may have it; asking
+            // again is harmless.
+            None => (
+                true,
+                format!("the data platform's answer does not name event {id}"),
+            ),
+        };
+        Err(Error::from(InfraError::Channel {
+            channel: DATA_PLATFORM,
+            retryable,
+            maybe_delivered: retryable,
+            retry_after: None,
+            message,
+            source: None,
+        }))
     }
 }
 

@@ -5,8 +5,8 @@
 use super::{http_client, refused, unanswered};
 use crate::Error;
 use crate::config::ConfigError;
-use crate::notification::{ChannelKind, Notification};
-use crate::ports::NotificationChannel;
+use crate::delivery::{Destination, Letter};
+use crate::notification::ChannelKind;
 use reqwest::Url;
 use serde::Deserialize;
 use std::time::Duration;
@@ -84,12 +84,13 @@ fn retry_after(answer: Option<&ErrorAnswer>, header: Option<&str>) -> Option<Dur
         .then(|| Duration::from_millis((seconds * 1000.0).ceil() as u64))
 }
 
-impl NotificationChannel for DiscordChannel {
+impl Destination for DiscordChannel {
     fn kind(&self) -> ChannelKind {
         ChannelKind::Discord
     }
 
-    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+    async fn send(&self, letter: &Letter) -> Result<(), Error> {
+        let notification = &letter.notification;
         let kind = ChannelKind::Discord;
         let response = self
             .client

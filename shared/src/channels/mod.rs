@@ -1,4 +1,4 @@
-//! The notification channels behind the `NotificationChannel` port: the Telegram
+//! The notification channels behind the `Destination` port: the Telegram
 //! Bot API and Discord webhooks, over HTTPS with rustls. `Channel` is the one the
 //! functions hold: which variant is built is configuration.
 
@@ -9,15 +9,15 @@ mod telegram;
 
 pub use data_platform::{
     DATA_PLATFORM, DATA_PLATFORM_SECRETS, DEFAULT_BATCH_SIZE as DEFAULT_DATA_PLATFORM_BATCH_SIZE,
-    DataPlatformClient, DataPlatformSettings,
+    DataPlatformClient, DataPlatformSettings, PlatformDestination,
 };
 pub use discord::{DiscordChannel, MAX_CONTENT_CHARS as DISCORD_MAX_CONTENT_CHARS};
 pub use pacer::SendPacer;
 pub use telegram::{DEFAULT_API_BASE_URL as TELEGRAM_API_BASE_URL, TelegramChannel};
 
 use crate::config::{self, ConfigError, Secret};
-use crate::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes, Notification};
-use crate::ports::NotificationChannel;
+use crate::delivery::{Destination, Letter};
+use crate::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes};
 use crate::{Error, InfraError};
 use std::time::Duration;
 
@@ -103,12 +103,15 @@ impl DiscordSettings {
     }
 }
 
-/// Which channels each event type goes to, and the settings of each channel used.
+/// Which channels each event type goes to, the settings of each channel used,
+/// and the data platform's when `DATA_PLATFORM_URL` is set (dlq-retry then
+/// retries its dead letters too).
 #[derive(Clone, Debug)]
 pub struct ChannelSettings {
     pub routes: ChannelRoutes,
     pub telegram: Option<TelegramSettings>,
     pub discord: Option<DiscordSettings>,
+    pub data_platform: Option<DataPlatformSettings>,
 }
 
 impl ChannelSettings {
@@ -124,6 +127,9 @@ impl ChannelSettings {
             discord: routes
                 .uses(ChannelKind::Discord)
                 .then(DiscordSettings::from_env)
+                .transpose()?,
+            data_platform: config::optional("DATA_PLATFORM_URL")
+                .map(|_| DataPlatformSettings::from_env())
                 .transpose()?,
             routes,
         })
@@ -151,6 +157,12 @@ impl ChannelSettings {
                 .on_ambiguous_send(discord.on_ambiguous_send),
             );
         }
+        if let Some(platform) = &self.data_platform {
+            channels.push(Channel::paced(
+                ChannelClient::DataPlatform(PlatformDestination::new(platform)?),
+                platform.max_requests_per_second,
+            )?);
+        }
         for kind in ChannelKind::ALL {
             if self.routes.uses(kind) && !channels.iter().any(|c| c.kind() == kind) {
                 return Err(ConfigError::setup(
@@ -176,6 +188,7 @@ pub struct Channel {
 pub enum ChannelClient {
     Telegram(TelegramChannel),
     Discord(DiscordChannel),
+    DataPlatform(PlatformDestination),
 }
 
 impl Channel {
@@ -187,8 +200,12 @@ impl Channel {
         let kind = client.kind();
         let pacer = max_sends_per_second
             .map(|rate| {
-                let setting = format!("{}_MAX_SENDS_PER_SECOND", kind.name().to_uppercase());
-                SendPacer::new(&setting, rate)
+                let setting = match kind {
+                    ChannelKind::Telegram => "TELEGRAM_MAX_SENDS_PER_SECOND",
+                    ChannelKind::Discord => "DISCORD_MAX_SENDS_PER_SECOND",
+                    ChannelKind::DataPlatform => "DATA_PLATFORM_MAX_REQUESTS_PER_SECOND",
+                };
+                SendPacer::new(setting, rate)
             })
             .transpose()?;
         Ok(Channel {
@@ -212,22 +229,24 @@ impl ChannelClient {
         match self {
             ChannelClient::Telegram(_) => ChannelKind::Telegram,
             ChannelClient::Discord(_) => ChannelKind::Discord,
+            ChannelClient::DataPlatform(_) => ChannelKind::DataPlatform,
         }
     }
 }
 
-impl NotificationChannel for Channel {
+impl Destination for Channel {
     fn kind(&self) -> ChannelKind {
         self.client.kind()
     }
 
-    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+    async fn send(&self, letter: &Letter) -> Result<(), Error> {
         if let Some(pacer) = &self.pacer {
             pacer.until_ready().await;
         }
         match &self.client {
-            ChannelClient::Telegram(c) => c.send(notification).await,
-            ChannelClient::Discord(c) => c.send(notification).await,
+            ChannelClient::Telegram(c) => c.send(letter).await,
+            ChannelClient::Discord(c) => c.send(letter).await,
+            ChannelClient::DataPlatform(c) => c.deliver(letter).await,
         }
     }
 

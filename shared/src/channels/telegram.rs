@@ -3,8 +3,8 @@
 use super::{http_client, refused, unanswered};
 use crate::Error;
 use crate::config::ConfigError;
-use crate::notification::{ChannelKind, Notification};
-use crate::ports::NotificationChannel;
+use crate::delivery::{Destination, Letter};
+use crate::notification::ChannelKind;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -61,12 +61,13 @@ impl TelegramChannel {
     }
 }
 
-impl NotificationChannel for TelegramChannel {
+impl Destination for TelegramChannel {
     fn kind(&self) -> ChannelKind {
         ChannelKind::Telegram
     }
 
-    async fn send(&self, notification: &Notification) -> Result<(), Error> {
+    async fn send(&self, letter: &Letter) -> Result<(), Error> {
+        let notification = &letter.notification;
         let kind = ChannelKind::Telegram;
         let response = self
             .client

@@ -4,12 +4,12 @@ use super::letter::Letter;
 use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::dead_letter::DeadLetter;
+use crate::delivery::Destination;
 use crate::error::AMBIGUOUS_SEND_KIND;
 use crate::idempotency::{Claim, IdempotencyStore};
 use crate::kafka_event::DecodedRecord;
 use crate::metrics;
 use crate::notification::{AmbiguousSendPolicy, ChannelKind, ChannelRoutes, Notification};
-use crate::ports::NotificationChannel;
 use crate::{Error, InfraError};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ pub struct Deliverer<C, S> {
     idempotency_ttl: Duration,
 }
 
-impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
+impl<C: Destination, S: IdempotencyStore> Deliverer<C, S> {
     pub fn new(
         channels: Vec<C>,
         routes: ChannelRoutes,
@@ -213,7 +213,7 @@ impl<C: NotificationChannel, S: IdempotencyStore> Deliverer<C, S> {
             }
             Claim::Acquired | Claim::Reclaimed => {}
         }
-        match channel.send(message).await {
+        match channel.send(letter).await {
             Ok(()) => {
                 // When the channel answered: the send's time, not the claim's.
                 let sent_at = self.clock.now();

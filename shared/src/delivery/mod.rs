@@ -27,7 +27,28 @@ pub use deployed::{DEFAULT_CONCURRENCY, DeliveryConfig, LambdaDeliverer, concurr
 pub use letter::{Letter, MAX_RECORD_BYTES};
 pub use sink::{DeadLetterSink, Disposition, Written};
 
+use crate::Error;
 use crate::config::{ConfigError, Vars};
+use crate::notification::{AmbiguousSendPolicy, ChannelKind};
+use std::future::Future;
+
+/// Where a letter is delivered: a channel a customer is told on (Telegram,
+/// Discord), or the data platform.
+pub trait Destination: Send + Sync {
+    /// Which destination this is: it routes events and names idempotency
+    /// keys, dead-letter headers, ledger rows and logs.
+    fn kind(&self) -> ChannelKind;
+
+    /// Delivers what this destination takes of `letter` (the customer's
+    /// message, or the platform's event).
+    fn send(&self, letter: &Letter) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// What to do with a send that may have arrived but whose answer was
+    /// lost: sent again unless the destination is configured to park it.
+    fn on_ambiguous_send(&self) -> AmbiguousSendPolicy {
+        AmbiguousSendPolicy::Retry
+    }
+}
 
 /// How long a sent event is remembered unless `IDEMPOTENCY_TTL_SECONDS` says
 /// otherwise: a week, far beyond any redelivery or retry. No topic may keep
