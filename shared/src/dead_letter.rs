@@ -79,6 +79,20 @@ impl DeadLetter {
         }
     }
 
+    /// The dead letter of a record's first failure: due after `retry_delay`,
+    /// or after the wait the destination asked for when that is longer.
+    pub fn first(
+        original: DecodedRecord,
+        error: &Error,
+        retry_delay: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let delay = error
+            .retry_after()
+            .map_or(retry_delay, |after| after.max(retry_delay));
+        DeadLetter::new(original, error, 0, now + delay)
+    }
+
     /// The same dead letter, for a failure on `channel`.
     pub fn on_channel(self, channel: ChannelKind) -> Self {
         DeadLetter {

@@ -277,11 +277,7 @@ where
         failure: Failure,
     ) -> Result<Written, shared::Error> {
         let now = self.clock.now();
-        let delay = failure
-            .error
-            .retry_after()
-            .map_or(self.retry_delay, |after| after.max(self.retry_delay));
-        let mut letter = DeadLetter::new(record.clone(), &failure.error, 0, now + delay);
+        let mut letter = DeadLetter::first(record.clone(), &failure.error, self.retry_delay, now);
         if let Some(channel) = failure.channel {
             letter = letter.on_channel(channel);
         }

@@ -44,6 +44,27 @@ pub async fn reopen_parked_send(
     }
 }
 
+/// Takes the key of a letter's send: locked until the invocation's deadline
+/// (or [`DEFAULT_LOCK`] from now), remembered `ttl` once done.
+pub(super) async fn take_key<S: IdempotencyStore>(
+    store: &S,
+    key: &str,
+    letter: &Letter,
+    deadline: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<Claim, Error> {
+    store
+        .acquire(
+            key,
+            &letter.payload_hash,
+            now,
+            deadline.unwrap_or(now + DEFAULT_LOCK),
+            now + ttl,
+        )
+        .await
+}
+
 /// What happened on one channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -191,16 +212,15 @@ impl<C: Destination, S: IdempotencyStore> Deliverer<C, S> {
         let message: &Notification = &letter.notification;
         let kind = channel.kind();
         let key = send_key(kind, message.event_id);
-        let claim = self
-            .store
-            .acquire(
-                &key,
-                &letter.payload_hash,
-                now,
-                deadline.unwrap_or(now + DEFAULT_LOCK),
-                now + self.idempotency_ttl,
-            )
-            .await?;
+        let claim = take_key(
+            &self.store,
+            &key,
+            letter,
+            deadline,
+            now,
+            self.idempotency_ttl,
+        )
+        .await?;
         let parks = channel.on_ambiguous_send() == AmbiguousSendPolicy::Park;
         match claim {
             Claim::Completed { response } if response.as_deref() == Some(PARKED_AMBIGUOUS) => {
@@ -263,7 +283,7 @@ impl<C: Destination, S: IdempotencyStore> Deliverer<C, S> {
 /// `Sends` of `channel` that went out (`sent`) or were not repeated
 /// (`duplicate_skipped`), and `RateLimited` for a channel that asked us to
 /// wait. A failed send is counted where its dead letter goes (the sink).
-fn count_send(channel: ChannelKind, outcome: &Result<Outcome, Error>) {
+pub(super) fn count_send(channel: ChannelKind, outcome: &Result<Outcome, Error>) {
     let sends = |outcome| {
         metrics::count(
             "Sends",

@@ -15,6 +15,7 @@
 mod deliverer;
 #[cfg(all(feature = "channels", feature = "dynamodb", feature = "kafka"))]
 mod deployed;
+mod feed;
 mod letter;
 mod sink;
 
@@ -24,6 +25,7 @@ pub use deliverer::{
 };
 #[cfg(all(feature = "channels", feature = "dynamodb", feature = "kafka"))]
 pub use deployed::{DEFAULT_CONCURRENCY, DeliveryConfig, LambdaDeliverer, concurrency};
+pub use feed::{PlatformApi, PlatformFeed};
 pub use letter::{Letter, MAX_RECORD_BYTES};
 pub use sink::{DeadLetterSink, Disposition, Written};
 
