@@ -1,13 +1,15 @@
 //! The whole pipeline wired as template.yaml wires it on AWS: the HTTP API to the
 //! reservation and payment functions, the outbox stream to the relay, the payment
-//! and hold-expired topics to the notifier, and the schedules of dlq-retry and
-//! seat-expiration.
+//! and hold-expired topics to the notifier and (when the data platform is
+//! configured) to the data-platform feed in its own consumer group, and the
+//! schedules of dlq-retry and seat-expiration.
 
 use crate::Error;
 use crate::http_api::{self, Invoker, Route};
 use crate::invoke::invoke;
 use crate::kafka_source::{self, KafkaSourceSettings};
 use crate::stream_source::{self, FailureQueue, StreamSourceSettings};
+use data_platform_feed::LambdaFeed;
 use dlq_retry::DlqRetry;
 use notifier::LambdaNotifier;
 use outbox_relay::Relay;
@@ -54,6 +56,8 @@ pub struct FunctionSettings {
     pub reservation: reservation::Settings,
     pub payment: payment::Settings,
     pub notifier: notifier::Settings,
+    /// The feed's first retry delay (`RETRY_DELAY_SECONDS`, as the notifier's).
+    pub feed_retry_delay: chrono::Duration,
     pub dlq_retry: dlq_retry::Settings,
     pub seat_expiration: seat_expiration::Settings,
     /// How long the notifier and dlq-retry remember a sent event.
@@ -66,6 +70,7 @@ impl Default for FunctionSettings {
             reservation: Default::default(),
             payment: Default::default(),
             notifier: Default::default(),
+            feed_retry_delay: data_platform_feed::DEFAULT_RETRY_DELAY,
             dlq_retry: Default::default(),
             seat_expiration: Default::default(),
             delivery_idempotency_ttl: shared::delivery::DEFAULT_IDEMPOTENCY_TTL,
@@ -79,6 +84,10 @@ impl FunctionSettings {
             reservation: reservation::Settings::from_vars(vars)?,
             payment: payment::Settings::from_vars(vars)?,
             notifier: notifier::Settings::from_vars(vars)?,
+            feed_retry_delay: vars.seconds(
+                "RETRY_DELAY_SECONDS",
+                data_platform_feed::DEFAULT_RETRY_DELAY,
+            )?,
             dlq_retry: dlq_retry::Settings::from_vars(vars)?,
             seat_expiration: seat_expiration::Settings::from_vars(vars)?,
             delivery_idempotency_ttl: shared::delivery::idempotency_ttl(vars)?,
@@ -167,6 +176,22 @@ pub fn scheduled_event(schedule: &str) -> serde_json::Value {
     })
 }
 
+/// Runs a Kafka event source for `function` until `stop`.
+fn kafka_source_task(
+    kafka: KafkaSettings,
+    topics: Vec<String>,
+    settings: KafkaSourceSettings,
+    function: Invoker,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let group = settings.group_id.clone();
+        if let Err(e) = kafka_source::run(kafka, topics, settings, function, stop).await {
+            tracing::error!(group, error = %shared::error_chain(&e), "the Kafka source stopped");
+        }
+    })
+}
+
 /// Invokes `function` every `interval` with a scheduled event, as an EventBridge
 /// Scheduler `rate(...)` schedule does, until `stop`.
 fn schedule(
@@ -191,12 +216,14 @@ fn schedule(
     })
 }
 
-/// The six functions, built from their configs as their `main.rs` builds them.
+/// The functions, built from their configs as their `main.rs` builds them.
 struct Functions {
     reservation: Arc<ReservationApi>,
     payment: Arc<PaymentApi>,
     relay: Arc<Relay<shared::kafka::KafkaPublisher>>,
     notifier: Arc<LambdaNotifier>,
+    /// The data-platform feed, when the platform is configured.
+    feed: Option<Arc<LambdaFeed>>,
     dlq_retry: Arc<DlqRetry>,
     seat_expiration: Arc<SeatExpiration>,
 }
@@ -244,6 +271,20 @@ impl Functions {
             delivery: delivery.clone(),
             settings: settings.notifier.clone(),
         };
+        let feed =
+            config
+                .channels
+                .data_platform
+                .clone()
+                .map(|platform| data_platform_feed::Config {
+                    tables: config.tables.clone(),
+                    platform,
+                    idempotency_ttl: settings.delivery_idempotency_ttl,
+                    kafka: delivery.kafka.clone(),
+                    producer: config.producer.clone(),
+                    topics: config.topics.clone(),
+                    retry_delay: settings.feed_retry_delay,
+                });
         let dlq_retry = dlq_retry::Config {
             delivery,
             settings: settings.dlq_retry.clone(),
@@ -266,6 +307,11 @@ impl Functions {
                 LambdaNotifier::from_config(&notifier, dynamodb.clone(), clock.clone())
                     .map_err(startup_error)?,
             ),
+            feed: feed
+                .map(|feed| LambdaFeed::from_config(&feed, dynamodb.clone(), clock.clone()))
+                .transpose()
+                .map_err(startup_error)?
+                .map(Arc::new),
             dlq_retry: Arc::new(
                 DlqRetry::from_config(dlq_retry, dynamodb.clone(), clock.clone())
                     .map_err(startup_error)?,
@@ -355,13 +401,29 @@ impl Pipeline {
             config.topics.seat_hold_expired.clone(),
         ];
         let source_settings = config.kafka_source.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                kafka_source::run(kafka, topics, source_settings, notifier_invoker, watcher).await
-            {
-                tracing::error!(error = %shared::error_chain(&e), "the Kafka source stopped");
-            }
-        }));
+        if let Some(feed) = functions.feed {
+            // Its own consumer group: the feed and the notifier never hold
+            // each other back.
+            let feed_settings = KafkaSourceSettings {
+                group_id: format!("{}-data-platform", source_settings.group_id),
+                ..source_settings.clone()
+            };
+            let feed_invoker = invoker!("data-platform-feed", timeout, feed);
+            tasks.push(kafka_source_task(
+                config.kafka.clone(),
+                topics.clone(),
+                feed_settings,
+                feed_invoker,
+                watcher.clone(),
+            ));
+        }
+        tasks.push(kafka_source_task(
+            kafka,
+            topics,
+            source_settings,
+            notifier_invoker,
+            watcher,
+        ));
         tasks.push(schedule(
             "dlq-retry",
             config.dlq_retry_interval,

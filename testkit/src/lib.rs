@@ -145,6 +145,9 @@ pub struct Options {
     pub delivery_faults: DeliveryFaults,
     /// What both channels do with a send whose answer was lost (`retry`).
     pub on_ambiguous_send: AmbiguousSendPolicy,
+    /// Also run the data-platform feed, on the sandbox's platform (off by
+    /// default: a failure plan for every channel would fail it too).
+    pub data_platform: bool,
 }
 
 impl Default for Options {
@@ -161,6 +164,7 @@ impl Default for Options {
             function_timeout: StdDuration::from_secs(30),
             delivery_faults: DeliveryFaults::default(),
             on_ambiguous_send: AmbiguousSendPolicy::Retry,
+            data_platform: false,
         }
     }
 }
@@ -192,6 +196,9 @@ fn sandbox_channels(addr: std::net::SocketAddr, options: &Options) -> ChannelSet
     for discord in channels.discord.iter_mut() {
         discord.on_ambiguous_send = options.on_ambiguous_send;
     }
+    if !options.data_platform {
+        channels.data_platform = None;
+    }
     channels
 }
 
@@ -221,6 +228,7 @@ fn function_settings(options: &Options, notifier_group: &str) -> FunctionSetting
     let mut settings = FunctionSettings::default();
     settings.reservation.hold_for = options.hold_for;
     settings.notifier.retry_delay = options.retry_delay;
+    settings.feed_retry_delay = options.retry_delay;
     settings.dlq_retry = dlq_retry::Settings {
         group_id: format!("{notifier_group}-dlq-retry"),
         safety_margin: options.dlq_retry.safety_margin.min(quarter),

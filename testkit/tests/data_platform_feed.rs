@@ -252,3 +252,87 @@ async fn a_batch_whose_answer_was_lost_is_sent_again_and_the_platform_keeps_each
     assert_eq!(s.taken(), ids);
     assert_eq!(s.sandbox.platform_duplicates(), ids);
 }
+
+/// Holds and pays for `n` seats through the pipeline: the reservations.
+async fn pay(p: &testkit::TestPipeline, n: u32) -> Vec<String> {
+    let s = testkit::seed(&p.repo, n, n, 100_000, 50_000).await;
+    let mut paid = Vec::new();
+    for (fan, seat) in s.users.iter().zip(&s.seats) {
+        paid.push(p.hold_and_pay(&fan.jwt, seat.id).await);
+    }
+    paid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_notifier_failing_does_not_delay_the_feed_nor_the_feed_failing_the_notifier() {
+    let p = testkit::TestPipeline::start(testkit::Options {
+        data_platform: true,
+        ..testkit::Options::default()
+    })
+    .await;
+    // Telegram down: the sales still reach the platform at once.
+    p.sandbox
+        .fail_next(FailurePlan::fail(1_000, 503).on(local_runner::notification_sandbox::TELEGRAM));
+    pay(&p, 2).await;
+    testkit::eventually(
+        StdDuration::from_secs(60),
+        "the platform has both sales",
+        || async { (p.sandbox.platform_events().len() == 2).then_some(()) },
+    )
+    .await;
+    assert!(p.messages().is_empty(), "Telegram is still down");
+
+    // The platform down: the customers are still told at once.
+    p.sandbox
+        .fail_next(FailurePlan::fail(1_000, 503).on(DATA_PLATFORM));
+    pay(&p, 1).await;
+    p.wait_for_messages(1, StdDuration::from_secs(60)).await;
+    assert_eq!(p.sandbox.platform_events().len(), 2, "the platform is down");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_sale_reaches_the_platform_once_through_a_killed_invocation_and_duplicate_batches() {
+    let faults = local_runner::kafka_source::DeliveryFaults {
+        duplicate: true,
+        kill_once_after: Some(StdDuration::from_millis(100)),
+        ..Default::default()
+    };
+    let p = testkit::TestPipeline::start(testkit::Options {
+        data_platform: true,
+        // A killed invocation's keys stay locked until its deadline.
+        function_timeout: StdDuration::from_secs(3),
+        delivery_faults: faults.clone(),
+        ..testkit::Options::retrying_at_once()
+    })
+    .await;
+    // The platform answers slowly at first: the first feed invocation is
+    // killed while it waits.
+    p.sandbox.fail_next(FailurePlan {
+        delay_ms: Some(400),
+        ..FailurePlan::fail(1, 200).on(DATA_PLATFORM)
+    });
+    let reservations = pay(&p, 3).await;
+    let taken = testkit::eventually(
+        StdDuration::from_secs(90),
+        "the platform has every sale",
+        || async {
+            let events = p.sandbox.platform_events();
+            (events.len() >= 3).then_some(events)
+        },
+    )
+    .await;
+    let mut sales: Vec<String> = taken
+        .iter()
+        .map(|e| e.event["aggregateId"].as_str().unwrap().to_owned())
+        .collect();
+    sales.sort();
+    let mut expected = reservations.clone();
+    expected.sort();
+    assert_eq!(sales, expected, "each sale once");
+    // The feed's first invocation, waiting 400 ms on the platform, is always
+    // killed (the notifier's too, when it runs past 100 ms); batches came twice.
+    assert!(faults.injected.killed() >= 1);
+    assert!(faults.injected.duplicated_batches() >= 2);
+    p.stop().await;
+}
