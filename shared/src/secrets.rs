@@ -96,10 +96,15 @@ impl SecretStore {
 /// The secrets of a local stack (LocalStack or moto) under the names the
 /// template's parameters default to, so `env.local.json` and a local deploy find
 /// them: (variable, secret name).
-pub const LOCAL_SECRET_NAMES: [(&str, &str); 3] = [
+pub const LOCAL_SECRET_NAMES: [(&str, &str); 5] = [
     ("JWT_SECRET", "ticketing/jwt-key"),
     ("TELEGRAM_BOT_TOKEN", "ticketing/telegram-bot-token"),
     ("DISCORD_WEBHOOK_URL", "ticketing/discord-webhook"),
+    ("DATA_PLATFORM_API_KEY", "ticketing/data-platform-api-key"),
+    (
+        "DATA_PLATFORM_PSEUDONYM_KEY",
+        "ticketing/data-platform-pseudonym-key",
+    ),
 ];
 
 impl SecretStore {

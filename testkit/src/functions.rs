@@ -14,6 +14,10 @@ pub const FUNCTIONS: [(&str, &str); 6] = [
     ("SeatExpirationFunction", "seat-expiration"),
 ];
 
+/// The data-platform feed (template logical id, binary): apart from
+/// [`FUNCTIONS`] until the benchmarks give it a platform to start against.
+pub const FEED: (&str, &str) = ("DataPlatformFeedFunction", "data-platform-feed");
+
 /// What every function gets: Lambda's own variables, the local stack's
 /// endpoints, the tables and topics of this test.
 pub fn lambda_env(

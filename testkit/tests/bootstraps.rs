@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
-use testkit::functions::{FUNCTIONS, lambda_env};
+use testkit::functions::{FEED, FUNCTIONS, lambda_env};
 use testkit::samples::{payment_of, root, sample, seed_the_sample_world};
 use testkit::secured_kafka::SecuredKafka;
 use testkit::{KillOnDrop, LOCAL_JWT_SECRET, aws, consume, consume_from, kafka, provision, unique};
@@ -32,7 +32,7 @@ fn debug_binaries() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
             build.current_dir(root()).args(["build", "--quiet"]);
-            for (_, binary) in FUNCTIONS {
+            for (_, binary) in FUNCTIONS.iter().chain([&FEED]) {
                 build.args(["-p", binary]);
             }
             let status = build.status().expect("cargo runs");
@@ -285,6 +285,44 @@ async fn the_relay_bootstrap_signs_in_to_kafka_over_tls_with_credentials_from_se
     assert_eq!(relayed["batchItemFailures"], serde_json::json!([]));
     let published = consume_from(&kafka.settings(), &topics.payment_completed, 1, TIMEOUT).await;
     assert_eq!(published.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_feed_bootstrap_sends_its_sample_event_to_the_platform_with_keys_from_secrets_manager()
+{
+    let aws = aws().await;
+    let (tables, topics) = provision(&aws, 1).await;
+    let sandbox = NotificationSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let store = SecretStore::new(&aws);
+    let api_key = unique("smoke/data-platform-api-key");
+    let pseudonym_key = unique("smoke/data-platform-pseudonym-key");
+    let keys = [
+        (&api_key, notification_sandbox::SANDBOX_DATA_PLATFORM_KEY),
+        (&pseudonym_key, notification_sandbox::SANDBOX_PSEUDONYM_KEY),
+    ];
+    for (id, value) in keys {
+        store.put_secret(id, &Secret::new(value)).await.unwrap();
+    }
+    let platform = [
+        ("DATA_PLATFORM_URL", format!("http://{addr}")),
+        ("DATA_PLATFORM_API_KEY_SECRET_ID", api_key),
+        ("DATA_PLATFORM_PSEUDONYM_KEY_SECRET_ID", pseudonym_key),
+    ];
+
+    let (fed, logged) = invoke_logged(
+        FEED,
+        &tables,
+        &topics,
+        &platform,
+        sample("kafka-self-managed.json"),
+    )
+    .await;
+    assert_eq!(fed["batchItemFailures"], serde_json::json!([]));
+    assert_eq!(fed["delivered"], 2, "{fed}");
+    assert_eq!(sandbox.platform_events().len(), 2);
+    let done = line(&logged, "batch fed to the data platform");
+    assert_eq!(done["function"], "data-platform-feed", "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -251,7 +251,7 @@ fn template_functions() -> Vec<(String, Vec<String>)> {
 #[test]
 fn env_local_json_sets_only_variables_the_template_declares_for_every_function() {
     let functions = template_functions();
-    assert_eq!(functions.len(), 6, "{functions:?}");
+    assert_eq!(functions.len(), 7, "{functions:?}");
     let text = std::fs::read_to_string(root().join("env.local.json")).unwrap();
     let local: Value = serde_json::from_str(&text).unwrap();
     let local = local.as_object().unwrap();

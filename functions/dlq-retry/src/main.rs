@@ -1,6 +1,6 @@
 use dlq_retry::{Config, DlqRetry};
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use shared::channels::CHANNEL_SECRETS;
+use shared::channels::{CHANNEL_SECRETS, DATA_PLATFORM_SECRETS};
 use shared::clock::SystemClock;
 use shared::kafka::KAFKA_SECRETS;
 use std::sync::Arc;
@@ -12,7 +12,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = aws_config::load_from_env().await;
     // Once per cold start: the channels' and Kafka's secrets from Secrets Manager
     // or SSM (or the environment, locally).
-    shared::secrets::preload(&aws, &[CHANNEL_SECRETS.as_slice(), &KAFKA_SECRETS].concat()).await?;
+    let secrets = [
+        CHANNEL_SECRETS.as_slice(),
+        &DATA_PLATFORM_SECRETS,
+        &KAFKA_SECRETS,
+    ]
+    .concat();
+    shared::secrets::preload(&aws, &secrets).await?;
     let config = Config::from_env()?;
     let retry = DlqRetry::from_config(
         config,
