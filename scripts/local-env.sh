@@ -16,6 +16,8 @@ export TELEGRAM_BOT_TOKEN=${TELEGRAM_BOT_TOKEN:-local-sandbox-token}
 export TELEGRAM_CHAT_ID=${TELEGRAM_CHAT_ID:-10001}
 export DISCORD_WEBHOOK_URL=${DISCORD_WEBHOOK_URL:-http://127.0.0.1:8081/api/webhooks/20002/local-sandbox-webhook-token}
 export JWT_SECRET=${JWT_SECRET:-local-only-jwt-secret-change-me-0123456789}
-# The data platform's keys (the sandbox's): used once DATA_PLATFORM_URL names a platform.
+# The data platform (the sandbox serves its API): the local runner then runs the
+# feed, and dlq-retry retries its dead letters. Set it empty to run without the feed.
+export DATA_PLATFORM_URL=${DATA_PLATFORM_URL-http://127.0.0.1:8081}
 export DATA_PLATFORM_API_KEY=${DATA_PLATFORM_API_KEY:-sandbox-data-platform-key}
 export DATA_PLATFORM_PSEUDONYM_KEY=${DATA_PLATFORM_PSEUDONYM_KEY:-local-only-pseudonym-key-0123456789}

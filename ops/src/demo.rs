@@ -224,6 +224,63 @@ impl Demo<'_> {
         Ok(false)
     }
 
+    /// Waits until the data platform has `confirmed` sales (a minute at most)
+    /// and prints what it holds; off when the feed is not configured.
+    async fn data_platform(&self, confirmed: usize) -> Result<PlatformCount, Error> {
+        if shared::config::optional("DATA_PLATFORM_URL").is_none() {
+            return Ok(PlatformCount {
+                off: true,
+                sales: 0,
+                resent: 0,
+            });
+        }
+        step("11. the data platform, fed by its own consumer group: every sale once, no mail");
+        let url = format!("{}/sandbox/data-platform/events", self.sandbox);
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+        loop {
+            let body: Value = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| Error::Http {
+                    url: url.clone(),
+                    source,
+                })?
+                .json()
+                .await
+                .map_err(|source| Error::Http {
+                    url: url.clone(),
+                    source,
+                })?;
+            let events = body["events"].as_array().cloned().unwrap_or_default();
+            let sales = events
+                .iter()
+                .filter(|e| e["event"]["eventType"] == "PaymentCompleted")
+                .count();
+            if sales >= confirmed || std::time::Instant::now() > deadline {
+                for e in &events {
+                    println!(
+                        "platform has {} {} (reservation {}, customer {})",
+                        e["event"]["eventType"].as_str().unwrap_or("-"),
+                        e["eventId"].as_str().unwrap_or("-"),
+                        e["event"]["aggregateId"].as_str().unwrap_or("-"),
+                        e["event"]["payload"]["customerPseudonym"]
+                            .as_str()
+                            .map_or("-".into(), |p| format!("{}…", &p[..12.min(p.len())])),
+                    );
+                }
+                let resent = body["duplicates"].as_u64().unwrap_or(0) as usize;
+                return Ok(PlatformCount {
+                    off: false,
+                    sales,
+                    resent,
+                });
+            }
+            tokio::time::sleep(StdDuration::from_millis(500)).await;
+        }
+    }
+
     /// What the sandbox received, on every channel or on `channel`.
     async fn sandbox_messages(&self, channel: Option<&str>) -> Result<Vec<Value>, Error> {
         crate::sandbox::messages(&self.http, self.sandbox, channel).await
@@ -340,6 +397,32 @@ impl Verdicts {
     }
 }
 
+/// What the data platform received of the run (the sandbox's platform).
+struct PlatformCount {
+    /// The feed is not running (no `DATA_PLATFORM_URL`).
+    off: bool,
+    /// PaymentCompleted events it holds, each once.
+    sales: usize,
+    /// Events it was sent again after it had them (a retry after a lost answer).
+    resent: usize,
+}
+
+impl PlatformCount {
+    fn holds(&self, confirmed: usize) -> bool {
+        self.off || self.sales == confirmed
+    }
+
+    fn summary(&self) -> String {
+        if self.off {
+            return String::new();
+        }
+        format!(
+            "; data platform: {} sales received once, {} sent again",
+            self.sales, self.resent
+        )
+    }
+}
+
 /// How long a duplicate notification is given to show up before the count.
 const DUPLICATE_GRACE: StdDuration = StdDuration::from_secs(3);
 
@@ -382,11 +465,13 @@ pub async fn run(
     if duplicated > 0 {
         println!("\n{duplicated} payments were notified more than once");
     }
+    let platform = demo.data_platform(confirmed).await?;
     println!(
         "\ndemo: {confirmed} payments confirmed, {delivered} notifications delivered, \
-         {failed_permanently} failed permanently, {lost} lost"
+         {failed_permanently} failed permanently, {lost} lost{}",
+        platform.summary()
     );
-    Ok(lost == 0 && duplicated == 0 && verdicts.all_hold())
+    Ok(lost == 0 && duplicated == 0 && verdicts.all_hold() && platform.holds(confirmed))
 }
 
 impl Demo<'_> {
@@ -528,7 +613,7 @@ impl Demo<'_> {
         ledger: &DynamoFailureLedger,
     ) -> Result<bool, Error> {
         step("8. Telegram goes down: fan D still pays at once; the message waits in the DLQ");
-        self.sandbox_failures(json!({"count": 1_000_000, "status": 502}))
+        self.sandbox_failures(json!({"count": 1_000_000, "status": 502, "channel": "telegram"}))
             .await?;
         let started = std::time::Instant::now();
         let reservation = self
@@ -558,7 +643,7 @@ impl Demo<'_> {
 
     async fn blocked_bot(&self, cast: &Cast, ledger: &DynamoFailureLedger) -> Result<bool, Error> {
         step("9. the bot is blocked for the chat (HTTP 403): fan E's notification fails for good");
-        self.sandbox_failures(json!({"count": 1, "status": 403}))
+        self.sandbox_failures(json!({"count": 1, "status": 403, "channel": "telegram"}))
             .await?;
         let reservation = self
             .hold_and_pay("fan E", cast.fan(3), cast.seat(4))

@@ -21,6 +21,8 @@ fn ops_trace(p: &TestPipeline, id: &str, args: &[&str]) -> String {
         // The pipeline's routes: Telegram alone.
         .env("NOTIFY_PAYMENT_COMPLETED_CHANNELS", "telegram")
         .env("NOTIFY_SEAT_HOLD_EXPIRED_CHANNELS", "telegram")
+        // This pipeline runs without the data-platform feed.
+        .env("DATA_PLATFORM_URL", "")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

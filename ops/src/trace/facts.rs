@@ -275,7 +275,10 @@ pub fn outcome(
         (false, _, None) if key.is_some() => ("sending", "a send holds its key now".into()),
         (false, _, None) => (
             "not_sent",
-            "no send recorded yet: the notifier has not handled it".into(),
+            match channel {
+                ChannelKind::DataPlatform => "not sent yet: the feed has not handled it".into(),
+                _ => "no send recorded yet: the notifier has not handled it".into(),
+            },
         ),
     };
     Outcome {

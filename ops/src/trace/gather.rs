@@ -42,6 +42,9 @@ pub struct Sources {
     pub topics: TopicNames,
     pub kafka: KafkaSettings,
     pub routes: ChannelRoutes,
+    /// Whether the data-platform feed runs (`DATA_PLATFORM_URL` is set): every
+    /// event then has a data-platform outcome too.
+    pub feeds_platform: bool,
     /// The notification sandbox's URL, on a local stack.
     pub sandbox: Option<String>,
     /// The most records read on one partition.
@@ -263,6 +266,9 @@ fn channels_of(sources: &Sources, event_type: &str, ledger: &[LedgerEntry]) -> V
     let mut channels: Vec<ChannelKind> = shared::events::EventType::parse(event_type)
         .map(|t| sources.routes.for_type(t).to_vec())
         .unwrap_or_default();
+    if sources.feeds_platform {
+        channels.push(ChannelKind::DataPlatform);
+    }
     for channel in ledger.iter().filter_map(|row| row.channel) {
         if !channels.contains(&channel) {
             channels.push(channel);

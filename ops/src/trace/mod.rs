@@ -43,6 +43,7 @@ pub async fn run(args: TraceArgs, dynamodb: aws_sdk_dynamodb::Client) -> Result<
         topics: TopicNames::from_env(),
         kafka: KafkaSettings::from_env()?,
         routes: ChannelRoutes::from_env()?,
+        feeds_platform: shared::config::optional("DATA_PLATFORM_URL").is_some(),
         sandbox: args.sandbox,
         scan_limit: args.scan_limit,
     };
