@@ -235,24 +235,9 @@ impl Demo<'_> {
             });
         }
         step("11. the data platform, fed by its own consumer group: every sale once, no mail");
-        let url = format!("{}/sandbox/data-platform/events", self.sandbox);
         let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
         loop {
-            let body: Value = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| Error::Http {
-                    url: url.clone(),
-                    source,
-                })?
-                .json()
-                .await
-                .map_err(|source| Error::Http {
-                    url: url.clone(),
-                    source,
-                })?;
+            let body = crate::sandbox::platform(&self.http, self.sandbox).await?;
             let events = body["events"].as_array().cloned().unwrap_or_default();
             let sales = events
                 .iter()

@@ -14,18 +14,31 @@ pub async fn messages(
         Some(channel) => format!("{base}/sandbox/messages?channel={channel}"),
         None => format!("{base}/sandbox/messages"),
     };
+    let body = get_json(http, url).await?;
+    Ok(body["messages"].as_array().cloned().unwrap_or_default())
+}
+
+/// What the sandbox's data platform holds: `events` (each once),
+/// `duplicates`, `requests`.
+pub async fn platform(http: &reqwest::Client, base: &str) -> Result<Value, Error> {
+    let url = format!(
+        "{}/sandbox/data-platform/events",
+        base.trim_end_matches('/')
+    );
+    get_json(http, url).await
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> Result<Value, Error> {
     let http_error = |source| Error::Http {
         url: url.clone(),
         source,
     };
-    let body: Value = http
-        .get(&url)
+    http.get(&url)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(http_error)?
         .json()
         .await
-        .map_err(http_error)?;
-    Ok(body["messages"].as_array().cloned().unwrap_or_default())
+        .map_err(http_error)
 }

@@ -77,6 +77,34 @@ impl BatchAnswer {
             .chain(&self.duplicates)
             .any(|id| id == event_id)
     }
+
+    /// What the answer means for `event_id`: delivered, refused for good with
+    /// the platform's reason, or not named at all (it may have it: asking
+    /// again is harmless, so that is retried).
+    pub fn result_for(&self, event_id: &str) -> Result<(), crate::Error> {
+        if self.has(event_id) {
+            return Ok(());
+        }
+        let (retryable, message) = match self.rejection_of(event_id) {
+            Some(reason) => (
+                false,
+                format!("the data platform refused event {event_id}: {reason}"),
+            ),
+            None => (
+                true,
+                format!("the data platform's answer does not name event {event_id}"),
+            ),
+        };
+        Err(crate::InfraError::Channel {
+            channel: crate::notification::ChannelKind::DataPlatform.name(),
+            retryable,
+            maybe_delivered: retryable,
+            retry_after: None,
+            message,
+            source: None,
+        }
+        .into())
+    }
 }
 
 /// The key customer pseudonyms are made with.
@@ -199,5 +227,11 @@ mod tests {
         assert_eq!(answer.rejection_of("a"), None);
         let empty: BatchAnswer = serde_json::from_str("{}").unwrap();
         assert!(!empty.has("a"));
+        assert!(answer.result_for("b").is_ok());
+        let refused = answer.result_for("c").unwrap_err();
+        assert!(!refused.is_retryable());
+        assert!(crate::error_chain(&refused).contains("unknown concert"));
+        let unnamed = empty.result_for("a").unwrap_err();
+        assert!(unnamed.is_retryable() && unnamed.maybe_delivered());
     }
 }

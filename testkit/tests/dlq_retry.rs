@@ -428,11 +428,7 @@ async fn platform_dead_letter(d: &Direct) -> String {
     });
     let letter = dead_letter::DeadLetter::new(original, &error, 0, Utc::now())
         .on_channel(ChannelKind::DataPlatform);
-    let sink = shared::delivery::DeadLetterSink::new(
-        shared::kafka::KafkaPublisher::new(&kafka(), &Default::default()).unwrap(),
-        d.n.ledger(),
-        d.n.topics.clone(),
-    );
+    let sink = d.n.config.delivery.sink(d.n.dynamodb.clone()).unwrap();
     sink.dead_letter(&letter, Disposition::Retry, Utc::now())
         .await
         .unwrap();

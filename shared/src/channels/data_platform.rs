@@ -166,30 +166,7 @@ impl PlatformDestination {
     pub async fn deliver(&self, letter: &Letter) -> Result<(), Error> {
         let event = PlatformEvent::of(&letter.envelope, &self.pseudonyms)?;
         let answer = self.client.send(std::slice::from_ref(&event)).await?;
-        let id = &event.event_id;
-        if answer.has(id) {
-            return Ok(());
-        }
-        let (retryable, message) = match answer.rejection_of(id) {
-            Some(reason) => (
-                false,
-                format!("the data platform refused event {id}: {reason}"),
-            ),
-            // An answer that does not name the event: it may have it; asking
-            // again is harmless.
-            None => (
-                true,
-                format!("the data platform's answer does not name event {id}"),
-            ),
-        };
-        Err(Error::from(InfraError::Channel {
-            channel: DATA_PLATFORM,
-            retryable,
-            maybe_delivered: retryable,
-            retry_after: None,
-            message,
-            source: None,
-        }))
+        answer.result_for(&event.event_id)
     }
 }
 

@@ -138,43 +138,25 @@ impl<P: PlatformApi, S: IdempotencyStore> PlatformFeed<P, S> {
         c: &Claimed,
         answer: &Result<BatchAnswer, Error>,
     ) -> Result<Outcome, Error> {
-        let id = &c.event.event_id;
-        let failed = match answer {
-            Ok(answer) if answer.has(id) => {
+        let result = match answer {
+            Ok(answer) => answer.result_for(&c.event.event_id),
+            Err(e) => Err(copy_of(e)),
+        };
+        let failed = match result {
+            Ok(()) => {
                 let at = self.clock.now();
                 self.store
                     .complete(&c.key, None, at, at + self.idempotency_ttl)
                     .await?;
                 return Ok(Outcome::Sent);
             }
-            Ok(answer) => match answer.rejection_of(id) {
-                Some(reason) => refusal(
-                    false,
-                    format!("the data platform refused event {id}: {reason}"),
-                ),
-                None => refusal(
-                    true,
-                    format!("the data platform's answer does not name event {id}"),
-                ),
-            },
-            Err(e) => copy_of(e),
+            Err(e) => e,
         };
         if let Err(release) = self.store.release(&c.key).await {
             tracing::error!(error = %crate::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
         }
         Err(failed)
     }
-}
-
-fn refusal(retryable: bool, message: String) -> Error {
-    Error::from(InfraError::Channel {
-        channel: PLATFORM.name(),
-        retryable,
-        maybe_delivered: retryable,
-        retry_after: None,
-        message,
-        source: None,
-    })
 }
 
 /// The request's failure, for one of the letters it carried: the same
@@ -212,7 +194,14 @@ mod tests {
             let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
             self.requests.lock().unwrap().push(ids.clone());
             if let Some((retryable, status)) = self.fail {
-                return Err(refusal(retryable, format!("answered HTTP {status}")));
+                return Err(Error::from(InfraError::Channel {
+                    channel: PLATFORM.name(),
+                    retryable,
+                    maybe_delivered: false,
+                    retry_after: None,
+                    message: format!("answered HTTP {status}"),
+                    source: None,
+                }));
             }
             let (rejected, accepted): (Vec<_>, Vec<_>) =
                 ids.into_iter().partition(|id| self.reject.contains(id));
