@@ -15,8 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use shared::kafka::{KafkaSettings, decoded_message};
 use shared::kafka_event::{KafkaBatchResponse, encode_record};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -49,12 +49,34 @@ pub struct DeliveryFaults {
 pub struct InjectedFaults {
     killed: AtomicUsize,
     duplicated: AtomicUsize,
+    killed_event_ids: Mutex<Vec<String>>,
 }
 
 impl InjectedFaults {
     /// Invocations killed mid-batch.
     pub fn killed(&self) -> usize {
         self.killed.load(Ordering::Relaxed)
+    }
+
+    /// The event ids of the records in the batches that were killed: a send of
+    /// one of them may have gone out before the kill, and the redelivery that
+    /// reclaims its key sends it again (a `retry` channel's promise).
+    pub fn killed_event_ids(&self) -> Vec<String> {
+        self.killed_event_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn record_kill(&self, batch: &[OwnedMessage]) {
+        self.killed.fetch_add(1, Ordering::Relaxed);
+        let ids = batch
+            .iter()
+            .filter_map(|m| decoded_message(m).header("event-id").map(str::to_owned));
+        self.killed_event_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ids);
     }
 
     /// Batches delivered a second time.
@@ -171,7 +193,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let consumer = subscribe(&kafka, &topics, &settings)?;
     tracing::info!(topics = ?topics, group = %settings.group_id, "consuming");
-    let mut faulty = FaultyInvoker::new(function, &settings.faults);
+    let mut faulty = FaultyInvoker::new(function, &settings);
     while !*shutdown.borrow() {
         let batch = next_batch(&consumer, &settings, &mut shutdown).await;
         if batch.is_empty() {
@@ -179,10 +201,10 @@ pub async fn run(
         }
         let payload = serde_json::to_value(lambda_event(&batch, &kafka.bootstrap_servers))?;
         let ranges = ranges(&batch);
-        let retry_soon = match faulty.invoke(payload, batch.len()).await {
+        let retry_soon = match faulty.invoke(payload, &batch).await {
             Ok(answer) => commit(&consumer, &ranges, answer)?,
             Err(e) => {
-                tracing::warn!(error = %shared::error_chain(&e), records = batch.len(), "notifier invocation failed; the batch is delivered again");
+                tracing::warn!(error = %shared::error_chain(&e), group = %settings.group_id, records = batch.len(), "invocation failed; the batch is delivered again");
                 for ((topic, partition), (first, _)) in &ranges {
                     seek(&consumer, topic, *partition, *first);
                 }
@@ -262,34 +284,42 @@ fn commit(
 /// with `duplicate` each batch that succeeded is delivered a second time.
 struct FaultyInvoker<'a> {
     function: Invoker,
+    /// Whose function this is, for the errors.
+    group: &'a str,
     faults: &'a DeliveryFaults,
     kill: Option<Duration>,
 }
 
 impl<'a> FaultyInvoker<'a> {
-    fn new(function: Invoker, faults: &'a DeliveryFaults) -> Self {
+    fn new(function: Invoker, settings: &'a KafkaSourceSettings) -> Self {
         FaultyInvoker {
             function,
-            faults,
-            kill: faults.kill_once_after,
+            group: &settings.group_id,
+            faults: &settings.faults,
+            kill: settings.faults.kill_once_after,
         }
     }
 
     async fn invoke(
         &mut self,
         payload: serde_json::Value,
-        records: usize,
+        batch: &[OwnedMessage],
     ) -> Result<serde_json::Value, Error> {
+        let records = batch.len();
         let answer = match self.kill {
             Some(after) => {
                 match tokio::time::timeout(after, (self.function)(payload.clone())).await {
                     Ok(answer) => answer,
                     Err(_) => {
                         self.kill = None;
-                        self.faults.injected.killed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(records, "fault: the invocation is killed mid-batch");
+                        self.faults.injected.record_kill(batch);
+                        tracing::warn!(
+                            records,
+                            group = self.group,
+                            "fault: the invocation is killed mid-batch"
+                        );
                         Err(Error::Invocation {
-                            function: "notifier".into(),
+                            function: format!("the {} group's function", self.group),
                             message: "killed mid-batch (an injected fault)".into(),
                         })
                     }

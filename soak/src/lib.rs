@@ -3,10 +3,12 @@
 //! share of sends with timeouts, 5xx and 429s, and delivers a share of the others
 //! but loses their answers; the Kafka source delivers every
 //! batch twice and kills one notifier invocation mid-batch; the broker may be
-//! restarted mid-run; dlq-retry runs on a short schedule). Then it checks that
-//! confirmed payments = events published = messages delivered exactly once
-//! (a second copy counted apart when it follows a lost answer: the channels'
-//! `retry` policy sends those again, as it says), the
+//! restarted mid-run; dlq-retry runs on a short schedule). The data-platform
+//! feed runs beside the notifier, under the same faults. Then it checks that
+//! confirmed payments = events published = messages delivered exactly once =
+//! sales the data platform received (a second copy counted apart when it
+//! follows a lost answer or an invocation killed mid-send: the `retry` policy
+//! sends those again, as it says), the
 //! ledger names only published events and holds nothing pending or failed,
 //! every balance is its start minus its confirmed payments, and no seat was sold
 //! twice.
@@ -101,13 +103,17 @@ pub struct Report {
     /// Confirmed payments.
     pub payments: usize,
     pub delivered_once: usize,
-    /// Messages beyond the first per customer, not explained by a lost answer.
+    /// Messages beyond the first per customer, not explained by a lost answer
+    /// or a killed invocation.
     pub duplicates: usize,
     /// Messages beyond the first per customer that followed a copy whose
-    /// answer was lost: what the `retry` policy promises (at least once).
-    pub resent_after_lost_answer: usize,
+    /// answer was lost, or an invocation killed while it sent them: what the
+    /// `retry` policy promises (at least once).
+    pub resent: usize,
     /// Confirmed payments whose customer was never told.
     pub lost: usize,
+    /// What the data platform received.
+    pub platform: PlatformTally,
     /// Everything that broke a promise, one line each.
     pub violations: Vec<String>,
     /// The faults that were injected, one line.
@@ -120,16 +126,31 @@ impl Report {
     }
 }
 
+/// The confirmed payments' sales as the data platform received them.
+#[derive(Debug, Default)]
+pub struct PlatformTally {
+    pub received_once: usize,
+    /// Copies sent again not explained by a lost answer or a killed invocation.
+    pub duplicates: usize,
+    /// Copies sent again after a lost answer or a killed invocation (the
+    /// platform deduplicates them by event id).
+    pub resent: usize,
+    /// Confirmed payments the platform never received.
+    pub lost: usize,
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "soak: {} payments, {} delivered once, {} duplicates, {} sent again after a lost answer, {} lost",
-            self.payments,
-            self.delivered_once,
-            self.duplicates,
-            self.resent_after_lost_answer,
-            self.lost
+            "soak: {} payments, {} delivered once, {} duplicates, {} sent again after a lost answer or a crash, {} lost; ",
+            self.payments, self.delivered_once, self.duplicates, self.resent, self.lost
+        )?;
+        let platform = &self.platform;
+        write!(
+            f,
+            "data platform: {} received once, {} duplicates, {} sent again after a lost answer or a crash, {} lost",
+            platform.received_once, platform.duplicates, platform.resent, platform.lost
         )
     }
 }
@@ -183,7 +204,7 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
         .keys()
         .map(|user| (*user, seeded.users[*user].user.mail.as_str().to_owned()))
         .collect();
-    wait_until_told(config, &pipeline, &ledger, &mails).await?;
+    wait_until_told(config, &pipeline, &ledger, &mails, confirmed.len()).await?;
     pipeline.sandbox.chaos(None);
     // A late second copy would show before markers sent behind every
     // partition's records and dead letters.
@@ -194,7 +215,10 @@ pub async fn run(config: &SoakConfig) -> Result<Report, Error> {
         .await;
 
     report.payments = confirmed.len();
-    tally_told(&pipeline, &mails, &mut report);
+    let events = payment_events(&payment_records, &confirmed);
+    let killed: BTreeSet<String> = faults.injected.killed_event_ids().into_iter().collect();
+    tally_told(&pipeline, &mails, &events, &killed, &mut report);
+    tally_platform(&pipeline, &events, &killed, &mut report);
     let mut published = check_published(&payment_records, confirmed.len(), &mut report);
     // Holds that expired were told too, and their failures are in the ledger.
     published.extend(event_ids(
@@ -226,6 +250,7 @@ async fn start_pipeline(config: &SoakConfig, faults: &DeliveryFaults) -> TestPip
             ..Default::default()
         },
         delivery_faults: faults.clone(),
+        data_platform: true,
         ..Options::default()
     })
     .await;
@@ -238,11 +263,46 @@ async fn start_pipeline(config: &SoakConfig, faults: &DeliveryFaults) -> TestPip
     pipeline
 }
 
+/// Each confirmed customer's payment event id, from the topic's records
+/// (keyed by reservation).
+fn payment_events(
+    records: &[OwnedMessage],
+    confirmed: &HashMap<usize, ReservationId>,
+) -> HashMap<usize, String> {
+    let by_reservation: HashMap<String, String> = records
+        .iter()
+        .filter_map(|m| {
+            let key = String::from_utf8_lossy(m.key()?).into_owned();
+            Some((key, header(m, "event-id")?))
+        })
+        .collect();
+    confirmed
+        .iter()
+        .filter_map(|(user, reservation)| {
+            let event = by_reservation.get(&reservation.to_string())?;
+            Some((*user, event.clone()))
+        })
+        .collect()
+}
+
+/// Splits the copies beyond the first into those a lost answer or a killed
+/// invocation explains (at most one each) and unexplained duplicates.
+fn split_extra(extra: usize, answers_lost: usize, killed: bool) -> (usize, usize) {
+    let explained = extra.min(answers_lost + usize::from(killed));
+    (explained, extra - explained)
+}
+
 /// Counts each confirmed customer told once, twice or never, and those told
 /// of a payment that did not happen.
-fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &mut Report) {
+fn tally_told(
+    pipeline: &TestPipeline,
+    mails: &HashMap<usize, String>,
+    events: &HashMap<usize, String>,
+    killed: &BTreeSet<String>,
+    report: &mut Report,
+) {
     let told = told_per_customer(pipeline);
-    for mail in mails.values() {
+    for (user, mail) in mails {
         match told.get(mail).copied().unwrap_or_default() {
             Told { copies: 0, .. } => report.lost += 1,
             Told {
@@ -250,10 +310,10 @@ fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &
                 answers_lost,
             } => {
                 report.delivered_once += 1;
-                let extra = copies - 1;
-                let explained = extra.min(answers_lost);
-                report.resent_after_lost_answer += explained;
-                report.duplicates += extra - explained;
+                let in_killed = events.get(user).is_some_and(|e| killed.contains(e));
+                let (resent, duplicates) = split_extra(copies - 1, answers_lost, in_killed);
+                report.resent += resent;
+                report.duplicates += duplicates;
             }
         }
     }
@@ -265,7 +325,7 @@ fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &
     }
     if report.duplicates > 0 {
         report.violations.push(format!(
-            "{} messages sent twice without a lost answer",
+            "{} messages sent twice without a lost answer or a crash",
             report.duplicates
         ));
     }
@@ -273,6 +333,58 @@ fn tally_told(pipeline: &TestPipeline, mails: &HashMap<usize, String>, report: &
         report
             .violations
             .push(format!("{} confirmed payments never told", report.lost));
+    }
+}
+
+/// Counts each confirmed payment's sale received by the data platform once,
+/// sent again, or never.
+fn tally_platform(
+    pipeline: &TestPipeline,
+    events: &HashMap<usize, String>,
+    killed: &BTreeSet<String>,
+    report: &mut Report,
+) {
+    let platform_events = pipeline.platform_events();
+    let paid: BTreeSet<&String> = events.values().collect();
+    let phantom = platform_events
+        .iter()
+        .filter(|e| e.event["eventType"] == "PaymentCompleted" && !paid.contains(&e.event_id))
+        .count();
+    if phantom > 0 {
+        report.violations.push(format!(
+            "the data platform holds {phantom} sales of payments that did not happen"
+        ));
+    }
+    let received: BTreeSet<String> = platform_events.into_iter().map(|e| e.event_id).collect();
+    let mut copies_again: HashMap<String, usize> = HashMap::new();
+    for id in pipeline.sandbox.platform_duplicates() {
+        *copies_again.entry(id).or_default() += 1;
+    }
+    let answers_lost = pipeline.sandbox.platform_answers_lost();
+    let tally = &mut report.platform;
+    for event in events.values() {
+        if !received.contains(event) {
+            tally.lost += 1;
+            continue;
+        }
+        tally.received_once += 1;
+        let extra = copies_again.get(event).copied().unwrap_or_default();
+        let lost_answers = answers_lost.get(event).copied().unwrap_or_default();
+        let (resent, duplicates) = split_extra(extra, lost_answers, killed.contains(event));
+        tally.resent += resent;
+        tally.duplicates += duplicates;
+    }
+    if tally.lost > 0 {
+        report.violations.push(format!(
+            "{} confirmed payments never reached the data platform",
+            tally.lost
+        ));
+    }
+    if tally.duplicates > 0 {
+        report.violations.push(format!(
+            "{} sales sent to the data platform again without a lost answer or a crash",
+            tally.duplicates
+        ));
     }
 }
 
@@ -285,10 +397,12 @@ fn check_faults(
     restarted: bool,
     report: &mut Report,
 ) {
-    if faults.injected.killed() == 0 {
-        report
-            .violations
-            .push("no notifier invocation was killed (the fault never fired)".into());
+    // One kill per Kafka source: the notifier's and the feed's.
+    if faults.injected.killed() < 2 {
+        report.violations.push(format!(
+            "{} of the 2 Kafka sources killed an invocation (the fault must fire in both)",
+            faults.injected.killed()
+        ));
     }
     if config.restart_broker.is_some() && !restarted {
         report
@@ -302,7 +416,7 @@ fn check_faults(
             .push("no send lost its answer (the fault never fired)".into());
     }
     report.faults = format!(
-        "{} timeouts, {} 5xx, {} 429s, {} answers lost from the sandbox; {} batches delivered twice; {} invocation killed; broker restarted: {}",
+        "{} timeouts, {} 5xx, {} 429s, {} answers lost from the sandbox (channels and platform); {} batches delivered twice; {} invocations killed; broker restarted: {}",
         chaos.timeouts,
         chaos.server_errors,
         chaos.rate_limited,
@@ -440,25 +554,36 @@ async fn confirmed_payments(
     Ok((confirmed, seat_sales))
 }
 
-/// Waits until every confirmed customer was told and no ledger row is pending,
+/// Waits until every confirmed customer was told, the data platform holds as
+/// many sales as there are confirmed payments, and no ledger row is pending,
 /// or `settle_seconds` passed.
 async fn wait_until_told(
     config: &SoakConfig,
     pipeline: &TestPipeline,
     ledger: &DynamoFailureLedger,
     mails: &HashMap<usize, String>,
+    confirmed: usize,
 ) -> Result<(), Error> {
     let settle_by = Instant::now() + StdDuration::from_secs(config.settle_seconds);
     let mut last_report = Instant::now();
     loop {
         let told = told_per_customer(pipeline);
         let waiting = mails.values().filter(|m| !told.contains_key(*m)).count();
+        let sales = pipeline
+            .platform_events()
+            .iter()
+            .filter(|e| e.event["eventType"] == "PaymentCompleted")
+            .count();
+        let platform_waiting = confirmed.saturating_sub(sales);
         let pending = ledger.list(Some(LedgerStatus::Pending)).await?.len();
-        if (waiting == 0 && pending == 0) || Instant::now() >= settle_by {
+        let done = waiting == 0 && platform_waiting == 0 && pending == 0;
+        if done || Instant::now() >= settle_by {
             return Ok(());
         }
         if last_report.elapsed() >= StdDuration::from_secs(30) {
-            eprintln!("soak: {waiting} customers not told yet, {pending} ledger rows pending");
+            eprintln!(
+                "soak: {waiting} customers not told yet, {platform_waiting} sales not on the data platform, {pending} ledger rows pending"
+            );
             last_report = Instant::now();
         }
         tokio::time::sleep(TOLD_POLL_INTERVAL).await;
@@ -615,4 +740,19 @@ async fn check_balances_and_seats(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_extra;
+
+    #[test]
+    fn a_copy_again_is_explained_by_each_lost_answer_and_by_a_kill_at_most_once() {
+        assert_eq!(split_extra(0, 0, false), (0, 0));
+        assert_eq!(split_extra(1, 1, false), (1, 0));
+        assert_eq!(split_extra(1, 0, true), (1, 0));
+        assert_eq!(split_extra(2, 1, true), (2, 0));
+        assert_eq!(split_extra(2, 0, true), (1, 1));
+        assert_eq!(split_extra(1, 0, false), (0, 1));
+    }
 }

@@ -1,6 +1,7 @@
 //! `make soak` (see the library): prints what it injected, any violation, and
 //! last `soak: <n> payments, <n> delivered once, <n> duplicates, <n> sent again
-//! after a lost answer, <n> lost`;
+//! after a lost answer or a crash, <n> lost; data platform: <n> received once,
+//! <n> duplicates, <n> sent again after a lost answer or a crash, <n> lost`;
 //! exits 1 on a violation, 2 if the soak itself could not run.
 
 use clap::Parser;

@@ -122,6 +122,8 @@ pub struct TestPipeline {
     pipeline: Option<Pipeline>,
     /// The event ids of `settle`'s markers, so checks can leave them out.
     markers: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Whether the data-platform feed runs (`settle` then waits for it too).
+    data_platform: bool,
 }
 
 pub struct Options {
@@ -259,6 +261,7 @@ impl TestPipeline {
         let sandbox_addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let notifier_group = unique("notifier");
         let functions = function_settings(&options, &notifier_group);
+        let data_platform = options.data_platform;
         let config = PipelineConfig {
             tables: tables.clone(),
             topics: topics.clone(),
@@ -297,6 +300,7 @@ impl TestPipeline {
             http: reqwest::Client::new(),
             pipeline: Some(pipeline),
             markers: Default::default(),
+            data_platform,
         }
     }
 

@@ -3,11 +3,12 @@
 //! (outbox, stream, relay, the reservation's partition, the notifier), and a
 //! marker dead letter behind the reservation's dead letters (dlq-retry). Once
 //! a marker's message arrived, everything before it on its path was handled,
-//! so a duplicate of it would have arrived too.
+//! so a duplicate of it would have arrived too. When the data-platform feed
+//! runs, the markers must reach the platform as well.
 
 use crate::{TestPipeline, eventually};
 use chrono::Utc;
-use local_runner::notification_sandbox::ReceivedMessage;
+use local_runner::notification_sandbox::{ReceivedEvent, ReceivedMessage};
 use shared::dead_letter::DeadLetter;
 use shared::delivery::{DeadLetterSink, Disposition};
 use shared::domain::ReservationId;
@@ -57,6 +58,16 @@ impl TestPipeline {
             .collect()
     }
 
+    /// The events the sandbox's data platform took, without the markers.
+    pub fn platform_events(&self) -> Vec<ReceivedEvent> {
+        let markers = self.marker_event_ids();
+        self.sandbox
+            .platform_events()
+            .into_iter()
+            .filter(|e| !markers.contains(&e.event_id))
+            .collect()
+    }
+
     /// Waits until the notifier has handled everything sent so far for these
     /// reservations: a marker event of each through the outbox, told.
     pub async fn settle(&self, reservations: &[&str]) {
@@ -92,10 +103,16 @@ impl TestPipeline {
         let markers: Vec<EventEnvelope> =
             reservations.iter().map(|r| self.marker_event(r)).collect();
         let cause = shared::Error::from(shared::domain::Refusal::InProgress);
-        for marker in &markers {
+        let mut channels = vec![ChannelKind::Telegram];
+        if self.data_platform {
+            channels.push(ChannelKind::DataPlatform);
+        }
+        for (marker, channel) in markers
+            .iter()
+            .flat_map(|m| channels.iter().map(move |c| (m, *c)))
+        {
             let original = shared::fixtures::record_of(marker, &self.topics.payment_completed, 0);
-            let letter =
-                DeadLetter::new(original, &cause, 0, Utc::now()).on_channel(ChannelKind::Telegram);
+            let letter = DeadLetter::new(original, &cause, 0, Utc::now()).on_channel(channel);
             sink.dead_letter(&letter, Disposition::Retry, Utc::now())
                 .await
                 .unwrap();
@@ -116,5 +133,22 @@ impl TestPipeline {
                 .then_some(())
         })
         .await;
+        if self.data_platform {
+            eventually(
+                SETTLE_TIMEOUT,
+                "the markers on the data platform",
+                || async {
+                    let received = self.sandbox.platform_events();
+                    markers
+                        .iter()
+                        .all(|marker| {
+                            let id = marker.event_id.to_string();
+                            received.iter().any(|e| e.event_id == id)
+                        })
+                        .then_some(())
+                },
+            )
+            .await;
+        }
     }
 }

@@ -52,6 +52,9 @@ pub(super) struct PlatformState {
     duplicate_ids: Vec<String>,
     requests: u64,
     rejections: HashMap<String, String>,
+    /// Per event, the copies taken whose answer was lost (the sender sends
+    /// those again).
+    answers_lost: HashMap<String, usize>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +85,11 @@ impl NotificationSandbox {
     /// The ids of the events it was sent again after it had them.
     pub fn platform_duplicates(&self) -> Vec<String> {
         self.lock().platform.duplicate_ids.clone()
+    }
+
+    /// Per event, how many of the copies it took lost their answer.
+    pub fn platform_answers_lost(&self) -> HashMap<String, usize> {
+        self.lock().platform.answers_lost.clone()
     }
 
     /// The requests it answered, failed ones included.
@@ -122,7 +130,12 @@ impl NotificationSandbox {
                     event_id: id.clone(),
                     reason: reason.clone(),
                 });
-            } else if platform.ids.insert(id.clone()) {
+                continue;
+            }
+            if answer_lost {
+                *platform.answers_lost.entry(id.clone()).or_default() += 1;
+            }
+            if platform.ids.insert(id.clone()) {
                 platform.events.push(ReceivedEvent {
                     event_id: id.clone(),
                     event: event.clone(),
