@@ -10,12 +10,15 @@
 //! - `ops failed list|show|redrive`: the failed-message ledger;
 //! - `ops demo`: runs the demo scenario through a running pipeline;
 //! - `ops metrics <log>`: the business metrics in a log, summed;
-//! - `ops trace <reservation-id | event-id>`: what happened to one payment or hold.
+//! - `ops trace <reservation-id | event-id>`: what happened to one payment or hold;
+//! - `ops reconcile --from --to`: the payments of a window against the topic,
+//!   every destination and the ledger; exits 1 on a discrepancy.
 
 mod demo;
 mod failed;
 mod metrics;
 mod outbox;
+mod reconcile;
 mod sandbox;
 mod topics;
 mod trace;
@@ -48,6 +51,9 @@ pub enum Error {
     /// A refusal or a failed step, said in full.
     #[error("{0}")]
     Message(String),
+    /// `ops reconcile` found a sale missing somewhere or published twice.
+    #[error("discrepancies found ({0})")]
+    Unbalanced(String),
 }
 
 /// Doors at 19:00 KST (10:00 UTC), a month from now.
@@ -136,6 +142,10 @@ enum Command {
     },
     /// What happened to one reservation's payment or hold, as a timeline.
     Trace(trace::TraceArgs),
+    /// The payments confirmed in a window against payment.completed, every
+    /// destination's acknowledgements and the ledger; exits 1 when a sale is
+    /// missing somewhere or was published twice.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(Subcommand)]
@@ -287,6 +297,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Metrics { log } => metrics::print(&log)?,
         Command::Trace(args) => trace::run(args, client).await?,
+        Command::Reconcile(args) => reconcile::run(args, client).await?,
     }
     Ok(())
 }

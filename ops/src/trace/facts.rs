@@ -11,7 +11,7 @@ use shared::events::{HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use shared::idempotency::{IdempotencyRecord, IdempotencyStatus};
 use shared::kafka_event::DecodedRecord;
 use shared::ledger::{LedgerEntry, LedgerStatus};
-use shared::notification::ChannelKind;
+use shared::notification::{ChannelKind, ChannelRoutes};
 use shared::outbox::OutboxItem;
 use std::collections::BTreeSet;
 
@@ -230,6 +230,28 @@ pub fn key_entry(event_id: &str, channel: ChannelKind, record: &IdempotencyRecor
             "expiresAt": record.expires_at,
         }),
     }
+}
+
+/// Where an event of `event_type` goes now (its routes, and the data platform
+/// when the feed runs), and any channel its ledger rows name.
+pub fn destinations(
+    routes: &ChannelRoutes,
+    feeds_platform: bool,
+    event_type: &str,
+    ledger: &[LedgerEntry],
+) -> Vec<ChannelKind> {
+    let mut channels: Vec<ChannelKind> = shared::events::EventType::parse(event_type)
+        .map(|t| routes.for_type(t).to_vec())
+        .unwrap_or_default();
+    if feeds_platform {
+        channels.push(ChannelKind::DataPlatform);
+    }
+    for channel in ledger.iter().filter_map(|row| row.channel) {
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    channels
 }
 
 /// What became of an event on a channel, from its key and its ledger row.

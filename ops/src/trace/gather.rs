@@ -4,8 +4,8 @@
 //! rows and, locally, what the notification sandbox received.
 
 use super::facts::{
-    events_of, key_entry, ledger_entry, outbox_entry, outcome, record_entries, reservation_entries,
-    sandbox_entry,
+    destinations, events_of, key_entry, ledger_entry, outbox_entry, outcome, record_entries,
+    reservation_entries, sandbox_entry,
 };
 use super::story::{Entry, ScanNote, Story};
 use crate::Error;
@@ -21,7 +21,7 @@ use shared::events::{EventEnvelope, HEADER_EVENT_ID};
 use shared::kafka::{KafkaSettings, ScanBounds, scan_topics};
 use shared::kafka_event::DecodedRecord;
 use shared::ledger::LedgerEntry;
-use shared::notification::{ChannelKind, ChannelRoutes};
+use shared::notification::ChannelRoutes;
 use shared::outbox::OutboxItem;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,7 +92,12 @@ pub async fn gather(sources: &Sources, id: &str, now: DateTime<Utc>) -> Result<S
     for (event_id, event_type) in story.events.clone() {
         let ledger = sources.ledger().for_event(&event_id).await?;
         story.entries.extend(ledger.iter().map(ledger_entry));
-        for channel in channels_of(sources, &event_type, &ledger) {
+        for channel in destinations(
+            &sources.routes,
+            sources.feeds_platform,
+            &event_type,
+            &ledger,
+        ) {
             let record = sources.keys().get(&send_key(channel, &event_id)).await?;
             if let Some(record) = &record {
                 story.entries.push(key_entry(&event_id, channel, record));
@@ -259,22 +264,6 @@ async fn with_published_events(
         }
     }
     Ok(outbox)
-}
-
-/// The channels an event of `event_type` goes to now, and any its ledger rows name.
-fn channels_of(sources: &Sources, event_type: &str, ledger: &[LedgerEntry]) -> Vec<ChannelKind> {
-    let mut channels: Vec<ChannelKind> = shared::events::EventType::parse(event_type)
-        .map(|t| sources.routes.for_type(t).to_vec())
-        .unwrap_or_default();
-    if sources.feeds_platform {
-        channels.push(ChannelKind::DataPlatform);
-    }
-    for channel in ledger.iter().filter_map(|row| row.channel) {
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
-    }
-    channels
 }
 
 /// The sandbox's messages whose text is one of these events' notifications.

@@ -7,9 +7,9 @@
 //! the outcome per event and channel, with the command to run when one is
 //! left to an operator. `--json` prints the same for machines.
 
-mod facts;
+pub(crate) mod facts;
 mod gather;
-mod story;
+pub(crate) mod story;
 
 use crate::Error;
 use clap::Args;

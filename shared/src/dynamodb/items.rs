@@ -31,6 +31,11 @@ pub const HELD_SHARDS: u32 = 4;
 /// The outbox table's index of items by creation time (`createdBucket`,
 /// `createdAt`): see `outbox::created_bucket`.
 pub const OUTBOX_CREATED_INDEX: &str = "created-at";
+/// The ticketing table's sparse index of payments by time (`paidBucket`,
+/// `paidAt`): only payment items carry `paidBucket`, in the outbox's hour and
+/// shard buckets (`outbox::created_bucket`), so `ops reconcile` reads a window
+/// of payments with one Query per hour and shard, never a scan.
+pub const PAID_AT_INDEX: &str = "paid-at";
 
 /// The shard of a held seat: stable per seat.
 pub fn held_shard(seat: SeatId) -> String {
@@ -240,6 +245,8 @@ pub fn payment_item(
     item.insert("userId".into(), s(reservation.user_id.to_string()));
     item.insert("amount".into(), n(reservation.amount.amount()));
     item.insert("paidAt".into(), n(to_millis(now)));
+    let bucket = crate::outbox::created_bucket(now, &receipt.payment_id.to_string());
+    item.insert("paidBucket".into(), s(bucket));
     let text = serde_json::to_string(receipt).map_err(|e| Error::storage("receipt", e))?;
     item.insert("receipt".into(), s(text));
     Ok(item)

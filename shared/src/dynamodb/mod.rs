@@ -6,14 +6,17 @@ mod idempotency;
 pub mod items;
 mod ledger;
 mod outbox;
+mod payments;
 mod provision;
 mod repository;
 mod transaction;
+mod window;
 mod writes;
 
 pub use idempotency::DynamoIdempotencyStore;
 pub use ledger::DynamoFailureLedger;
 pub use outbox::{outbox_item, outbox_items_created_between};
+pub use payments::{PaymentMade, payments_between};
 pub use provision::{create_tables, delete_tables};
 pub use repository::{ExpiredHold, Release, TicketingRepository};
 

@@ -1,12 +1,11 @@
 //! Reading the outbox table by creation time, through its `created-at` index
 //! (one Query per hour and shard of the window: never a scan).
 
-use super::items::OUTBOX_CREATED_INDEX;
-use super::items::{n, s};
+use super::items::{OUTBOX_CREATED_INDEX, s};
 use super::sdk_error;
+use super::window::{WindowIndex, query_window};
 use crate::Error;
-use crate::clock::to_millis;
-use crate::outbox::{OutboxItem, buckets_between};
+use crate::outbox::OutboxItem;
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
@@ -17,36 +16,21 @@ pub async fn outbox_items_created_between(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<OutboxItem>, Error> {
-    let mut items = Vec::new();
-    for bucket in buckets_between(from, to) {
-        let mut start = None;
-        loop {
-            let out = client
-                .query()
-                .table_name(table)
-                .index_name(OUTBOX_CREATED_INDEX)
-                .key_condition_expression(
-                    "createdBucket = :bucket AND createdAt BETWEEN :from AND :to",
-                )
-                .expression_attribute_values(":bucket", s(&bucket))
-                .expression_attribute_values(":from", n(to_millis(from)))
-                .expression_attribute_values(":to", n(to_millis(to)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query (outbox by creation time)", e))?;
-            for item in out.items() {
-                items.push(
-                    serde_dynamo::from_item::<_, OutboxItem>(item.clone())
-                        .map_err(|e| Error::corrupt(format!("outbox item in {bucket}: {e}")))?,
-                );
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
-    }
+    let index = WindowIndex {
+        table,
+        index: OUTBOX_CREATED_INDEX,
+        bucket: "createdBucket",
+        time: "createdAt",
+        operation: "Query (outbox by creation time)",
+    };
+    let mut items = query_window(client, &index, from, to)
+        .await?
+        .into_iter()
+        .map(|item| {
+            serde_dynamo::from_item::<_, OutboxItem>(item)
+                .map_err(|e| Error::corrupt(format!("outbox item: {e}")))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     items.sort_by(|a, b| (a.created_at, &a.event_id).cmp(&(b.created_at, &b.event_id)));
     Ok(items)
 }

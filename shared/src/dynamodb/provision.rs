@@ -1,4 +1,4 @@
-use super::items::{HELD_SEATS_INDEX, OUTBOX_CREATED_INDEX};
+use super::items::{HELD_SEATS_INDEX, OUTBOX_CREATED_INDEX, PAID_AT_INDEX};
 use super::sdk_error;
 use crate::Error;
 use crate::config::TableNames;
@@ -43,6 +43,14 @@ const HELD_SEATS: Index = Index {
     projected: Some(&["seatId", "heldBy"]),
 };
 
+/// The payments per hour bucket, by payment time: what `ops reconcile` queries.
+const PAID_AT: Index = Index {
+    name: PAID_AT_INDEX,
+    hash: "paidBucket",
+    range: "paidAt",
+    projected: Some(&["paymentId", "reservationId"]),
+};
+
 /// The outbox items per creation bucket, by creation time: what `ops outbox
 /// replay` queries (see `items::outbox_bucket`).
 const OUTBOX_CREATED: Index = Index {
@@ -76,7 +84,7 @@ async fn create(
     name: &str,
     with_sort_key: bool,
     stream: bool,
-    index: Option<&Index>,
+    indexes: &[&Index],
 ) -> Result<(), Error> {
     let mut request = client
         .create_table()
@@ -89,7 +97,7 @@ async fn create(
             .attribute_definitions(attribute("sk", ScalarAttributeType::S)?)
             .key_schema(key("sk", KeyType::Range)?);
     }
-    if let Some(index) = index {
+    for index in indexes {
         request = request
             .attribute_definitions(attribute(index.hash, ScalarAttributeType::S)?)
             .attribute_definitions(attribute(index.range, ScalarAttributeType::N)?)
@@ -139,10 +147,11 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), Error> {
 /// with a NEW_AND_OLD_IMAGES stream, the idempotency table and the failed-message
 /// ledger.
 pub async fn create_tables(client: &Client, tables: &TableNames) -> Result<(), Error> {
-    create(client, &tables.ticketing, true, false, Some(&HELD_SEATS)).await?;
-    create(client, &tables.outbox, false, true, Some(&OUTBOX_CREATED)).await?;
-    create(client, &tables.idempotency, false, false, None).await?;
-    create(client, &tables.failed_messages, true, false, None).await?;
+    let ticketing: &[&Index] = &[&HELD_SEATS, &PAID_AT];
+    create(client, &tables.ticketing, true, false, ticketing).await?;
+    create(client, &tables.outbox, false, true, &[&OUTBOX_CREATED]).await?;
+    create(client, &tables.idempotency, false, false, &[]).await?;
+    create(client, &tables.failed_messages, true, false, &[]).await?;
     Ok(())
 }
 
