@@ -110,6 +110,19 @@ impl InitBench {
                 "TELEGRAM_API_BASE_URL".into(),
                 format!("http://{sandbox_addr}"),
             ));
+            // The feed's platform: the sandbox's, with its keys as values.
+            let platform = notification_sandbox::data_platform_settings(sandbox_addr);
+            env.extend([
+                ("DATA_PLATFORM_URL".into(), platform.url),
+                (
+                    "DATA_PLATFORM_API_KEY".into(),
+                    platform.api_key.expose().to_owned(),
+                ),
+                (
+                    "DATA_PLATFORM_PSEUDONYM_KEY".into(),
+                    platform.pseudonym_key.expose().to_owned(),
+                ),
+            ]);
             env
         };
 
@@ -143,7 +156,7 @@ impl InitBench {
         Ok(())
     }
 
-    /// The six functions' release bootstraps, each with a sample event it
+    /// The seven functions' release bootstraps, each with a sample event it
     /// answers, then hello-world last (the baseline); an error names a missing
     /// binary.
     fn subjects(&self, hold: serde_json::Value) -> Result<Vec<Subject>, Error> {
@@ -154,6 +167,7 @@ impl InitBench {
             sample("kafka-self-managed.json"),
             sample("schedule.json"),
             sample("schedule.json"),
+            sample("kafka-self-managed.json"),
         ];
         let mut subjects: Vec<Subject> = FUNCTIONS
             .iter()

@@ -5,6 +5,7 @@
 
 mod dlq_retry;
 mod end_to_end;
+mod feed;
 mod init;
 mod notifier;
 mod payment;
@@ -37,13 +38,13 @@ pub enum Error {
 #[command(about = "Benchmarks of the payment pipeline against the local stack")]
 struct Cli {
     /// Which benchmarks to run (comma-separated), in this order: init, payment,
-    /// end-to-end, relay, notifier, dlq-retry. The two that pay go first, on a
+    /// end-to-end, relay, notifier, data-platform-feed, dlq-retry. The two that pay go first, on a
     /// moto that holds little: moto keeps every table in one Python process, and
     /// the notifier's and dlq-retry's thousands of items would slow them.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "init,payment,end-to-end,relay,notifier,dlq-retry"
+        default_value = "init,payment,end-to-end,relay,notifier,data-platform-feed,dlq-retry"
     )]
     only: Vec<String>,
     /// Repetitions of each measurement (the figures are their medians).
@@ -70,6 +71,12 @@ struct Cli {
     /// The send-rate limit (sends a second) of the sandbox and the notifier.
     #[arg(long, default_value_t = 100)]
     notifier_rate_limit: usize,
+    /// Records of the data-platform feed's timed batch.
+    #[arg(long, default_value_t = 1000)]
+    feed_records: usize,
+    /// How long the sandbox's platform takes to answer each request, in ms.
+    #[arg(long, default_value_t = 20)]
+    feed_latency_ms: u64,
     /// Payments timed through the handler (and as many bare transactions).
     #[arg(long, default_value_t = 200)]
     payment_requests: usize,
@@ -138,6 +145,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     records: cli.notifier_records,
                     latency: std::time::Duration::from_millis(cli.notifier_latency_ms),
                     rate_limit: cli.notifier_rate_limit,
+                }
+                .run(&mut report)
+                .await?
+            }
+            "data-platform-feed" => {
+                feed::FeedBench {
+                    runs: cli.runs,
+                    records: cli.feed_records,
+                    latency: std::time::Duration::from_millis(cli.feed_latency_ms),
                 }
                 .run(&mut report)
                 .await?

@@ -35,7 +35,7 @@ pub struct NotifierBench {
 }
 
 /// A batch of `n` PaymentCompleted records spread over the partitions.
-fn batch(n: usize, topic: &str) -> KafkaEvent {
+pub(crate) fn batch(n: usize, topic: &str) -> KafkaEvent {
     let mut event = KafkaEvent::default();
     for i in 0..n as i64 {
         let envelope = shared::fixtures::payment_completed_envelope(

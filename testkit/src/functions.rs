@@ -5,17 +5,17 @@ use crate::kafka;
 use shared::config::{TableNames, TopicNames};
 
 /// (template logical id, binary)
-pub const FUNCTIONS: [(&str, &str); 6] = [
+pub const FUNCTIONS: [(&str, &str); 7] = [
     ("ReservationFunction", "reservation"),
     ("PaymentFunction", "payment"),
     ("OutboxRelayFunction", "outbox-relay"),
     ("NotifierFunction", "notifier"),
     ("DlqRetryFunction", "dlq-retry"),
     ("SeatExpirationFunction", "seat-expiration"),
+    FEED,
 ];
 
-/// The data-platform feed (template logical id, binary): apart from
-/// [`FUNCTIONS`] until the benchmarks give it a platform to start against.
+/// The data-platform feed (template logical id, binary), the last of [`FUNCTIONS`].
 pub const FEED: (&str, &str) = ("DataPlatformFeedFunction", "data-platform-feed");
 
 /// What every function gets: Lambda's own variables, the local stack's

@@ -13,10 +13,13 @@ use crate::idempotency::{Claim, IdempotencyStore};
 use crate::notification::ChannelKind;
 use crate::{Error, InfraError};
 use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt, stream};
 use std::future::Future;
 use std::sync::Arc;
 
 const PLATFORM: ChannelKind = ChannelKind::DataPlatform;
+/// Idempotency keys taken (and settled) at once for one chunk.
+const KEYS_AT_ONCE: usize = 16;
 
 /// The platform's API, as the feed uses it.
 pub trait PlatformApi: Send + Sync {
@@ -79,9 +82,20 @@ impl<P: PlatformApi, S: IdempotencyStore> PlatformFeed<P, S> {
     ) -> Vec<Result<Outcome, Error>> {
         let mut outcomes: Vec<Option<Result<Outcome, Error>>> =
             letters.iter().map(|_| None).collect();
+        // The keys are taken and settled a few at a time: one round trip each,
+        // and the chunk's request waits for all of them.
+        let claiming: Vec<_> = letters
+            .iter()
+            .enumerate()
+            .map(|(index, letter)| self.claim(index, letter, deadline))
+            .collect();
+        let claims: Vec<_> = stream::iter(claiming)
+            .buffered(KEYS_AT_ONCE)
+            .collect()
+            .await;
         let mut claimed = Vec::new();
-        for (index, letter) in letters.iter().enumerate() {
-            match self.claim(index, letter, deadline).await {
+        for (index, claim) in claims.into_iter().enumerate() {
+            match claim {
                 Ok(Some(c)) => claimed.push(c),
                 Ok(None) => outcomes[index] = Some(Ok(Outcome::AlreadySent)),
                 Err(e) => outcomes[index] = Some(Err(e)),
@@ -90,8 +104,13 @@ impl<P: PlatformApi, S: IdempotencyStore> PlatformFeed<P, S> {
         if !claimed.is_empty() {
             let events: Vec<PlatformEvent> = claimed.iter().map(|c| c.event.clone()).collect();
             let answer = self.platform.send(&events).await;
-            for c in &claimed {
-                outcomes[c.index] = Some(self.settle(c, &answer).await);
+            let settling: Vec<_> = claimed.iter().map(|c| self.settle(c, &answer)).collect();
+            let settled: Vec<_> = stream::iter(settling)
+                .buffered(KEYS_AT_ONCE)
+                .collect()
+                .await;
+            for (c, outcome) in claimed.iter().zip(settled) {
+                outcomes[c.index] = Some(outcome);
             }
         }
         outcomes
