@@ -11,6 +11,9 @@ use shared::metrics::{Capture, FUNCTION, value_of};
 use std::time::Duration as StdDuration;
 use testkit::{Options, TestPipeline, eventually, seed};
 
+/// A send the data platform took.
+const PLATFORM_SENT: [(&str, &str); 2] = [("channel", "data-platform"), ("outcome", "sent")];
+
 /// The value of `metric` counted in `function` with `dimensions` besides it.
 fn counted(docs: &[Value], function: &str, metric: &str, dimensions: &[(&str, &str)]) -> Value {
     let mut all = vec![(FUNCTION, function)];
@@ -24,14 +27,18 @@ async fn each_function_counts_what_it_did_in_emf_documents_per_function_and_outc
     let p = TestPipeline::start(Options {
         hold_for: Duration::seconds(2),
         seat_expiration_interval: StdDuration::from_secs(1),
+        data_platform: true,
         ..Options::retrying_at_once()
     })
     .await;
     // The payment's first send is throttled: dead-lettered, then sent by dlq-retry.
-    p.sandbox.fail_next(FailurePlan {
-        retry_after: Some(1),
-        ..FailurePlan::fail(1, 429)
-    });
+    p.sandbox.fail_next(
+        FailurePlan {
+            retry_after: Some(1),
+            ..FailurePlan::fail(1, 429)
+        }
+        .on("telegram"),
+    );
     let s = seed(&p.repo, 2, 2, 100_000, 10_000).await;
     let (payer, holder) = (&s.users[0], &s.users[1]);
     let reservation = p.hold_and_pay(&payer.jwt, s.seats[0].id).await;
@@ -50,7 +57,17 @@ async fn each_function_counts_what_it_did_in_emf_documents_per_function_and_outc
     let docs = eventually(StdDuration::from_secs(30), "every count", || async {
         let docs = capture.documents();
         let has = |metric: &str| docs.iter().any(|d| d.get(metric).is_some());
-        (has("Letters") && has("Holds")).then_some(docs)
+        // The payment and the released hold, each at the data platform.
+        let fed = value_of(
+            &docs,
+            "Sends",
+            &[
+                (FUNCTION, "data-platform-feed"),
+                PLATFORM_SENT[0],
+                PLATFORM_SENT[1],
+            ],
+        );
+        (has("Letters") && has("Holds") && fed == Some(json!(2))).then_some(docs)
     })
     .await;
 
@@ -97,5 +114,10 @@ async fn each_function_counts_what_it_did_in_emf_documents_per_function_and_outc
         ),
         one
     );
+    assert_eq!(
+        counted(&docs, "data-platform-feed", "Sends", &PLATFORM_SENT),
+        json!(2)
+    );
+    assert_eq!(counted(&docs, "data-platform-feed", "ColdStart", &[]), one);
     p.stop().await;
 }
