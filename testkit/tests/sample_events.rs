@@ -164,6 +164,46 @@ async fn the_kafka_samples_of_both_event_sources_notify_each_event_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kafka_samples_feed_each_event_to_the_data_platform_once() {
+    let aws = aws().await;
+    let (tables, topics) = provision(&aws, 1).await;
+    let sandbox = local_runner::notification_sandbox::NotificationSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = data_platform_feed::Config {
+        tables,
+        platform: local_runner::notification_sandbox::data_platform_settings(addr),
+        idempotency_ttl: Duration::days(1),
+        kafka: kafka(),
+        producer: ProducerSettings::default(),
+        topics,
+        retry_delay: Duration::seconds(60),
+    };
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let feed =
+        data_platform_feed::LambdaFeed::from_config(&config, dynamodb, Arc::new(SystemClock))
+            .unwrap();
+    for file in ["kafka-self-managed.json", "kafka-msk.json"] {
+        let answer = invoke("data-platform-feed", TIMEOUT, sample(file), |e| {
+            feed.handle(e)
+        })
+        .await
+        .unwrap();
+        assert_eq!(answer["deadLettered"], 0, "{file}: {answer}");
+    }
+    let events = sandbox.platform_events();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e.event["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["PaymentCompleted", "SeatHoldExpired"],
+        "each once: the MSK sample repeats the events"
+    );
+    assert!(sandbox.platform_duplicates().is_empty(), "the keys held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_schedule_sample_runs_seat_expiration_and_dlq_retry() {
     let n = DirectNotifier::start(Duration::seconds(60), StdDuration::from_secs(5)).await;
     let expiration = seat_expiration::SeatExpiration::new(
