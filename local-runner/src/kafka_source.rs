@@ -8,6 +8,7 @@
 use crate::Error;
 use crate::http_api::Invoker;
 use crate::stream_source::sleep_or_stop;
+use crate::template::{KafkaMapping, StartingPosition};
 use aws_lambda_events::kafka::{KafkaEvent, KafkaRecord};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage, Timestamp};
@@ -23,6 +24,8 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct KafkaSourceSettings {
     pub group_id: String,
+    /// Where a new consumer group starts: the mapping's `StartingPosition`.
+    pub starting_position: StartingPosition,
     pub batch_size: usize,
     pub batching_window: Duration,
     pub retry_backoff: Duration,
@@ -89,10 +92,24 @@ impl Default for KafkaSourceSettings {
     fn default() -> Self {
         KafkaSourceSettings {
             group_id: "notifier".into(),
+            starting_position: StartingPosition::TrimHorizon,
             batch_size: 100,
             batching_window: Duration::from_millis(200),
             retry_backoff: Duration::from_millis(500),
             faults: DeliveryFaults::default(),
+        }
+    }
+}
+
+impl KafkaSourceSettings {
+    /// The source `mapping` describes, in consumer group `group_id`.
+    pub fn played(mapping: &KafkaMapping, group_id: impl Into<String>) -> Self {
+        KafkaSourceSettings {
+            group_id: group_id.into(),
+            starting_position: mapping.starting_position,
+            batch_size: mapping.batch_size,
+            batching_window: mapping.batching_window,
+            ..KafkaSourceSettings::default()
         }
     }
 }
@@ -229,7 +246,13 @@ fn subscribe(
         .client_config()
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+        .set(
+            "auto.offset.reset",
+            match settings.starting_position {
+                StartingPosition::TrimHorizon => "earliest",
+                StartingPosition::Latest => "latest",
+            },
+        )
         // librdkafka's 500 ms default would let a record that lands during an
         // empty fetch wait up to that long (tansu answers a fetch when its wait
         // is over); no longer than the batching window, as Lambda's poller.

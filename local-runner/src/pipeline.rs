@@ -9,6 +9,7 @@ use crate::http_api::{self, Invoker, Route};
 use crate::invoke::invoke;
 use crate::kafka_source::{self, KafkaSourceSettings};
 use crate::stream_source::{self, FailureQueue, StreamSourceSettings};
+use crate::template::KafkaMapping;
 use data_platform_feed::LambdaFeed;
 use dlq_retry::DlqRetry;
 use notifier::LambdaNotifier;
@@ -118,15 +119,12 @@ impl PipelineConfig {
                 region: config::or_default("AWS_REGION", "us-east-1"),
                 ..StreamSourceSettings::relay(None)?
             },
-            kafka_source: KafkaSourceSettings {
-                group_id: config::or_default("NOTIFIER_GROUP_ID", "notifier"),
-                batch_size: config::parsed("KAFKA_BATCH_SIZE", 100)?,
-                batching_window: Duration::from_millis(config::parsed(
-                    "KAFKA_BATCHING_WINDOW_MS",
-                    200u64,
-                )?),
-                ..KafkaSourceSettings::default()
-            },
+            // The notifier's mappings in template.yaml: batch size, window,
+            // starting position.
+            kafka_source: KafkaSourceSettings::played(
+                &KafkaMapping::notifier()?,
+                config::or_default("NOTIFIER_GROUP_ID", "notifier"),
+            ),
             function_timeout: Duration::from_secs(config::parsed("FUNCTION_TIMEOUT_SECONDS", 30)?),
             dlq_retry_interval: Duration::from_secs(config::parsed(
                 "DLQ_RETRY_INTERVAL_SECONDS",
@@ -403,9 +401,10 @@ impl Pipeline {
         let source_settings = config.kafka_source.clone();
         if let Some(feed) = functions.feed {
             // Its own consumer group: the feed and the notifier never hold
-            // each other back.
+            // each other back; its batch size is its mappings' in the template.
             let feed_settings = KafkaSourceSettings {
                 group_id: format!("{}-data-platform", source_settings.group_id),
+                batch_size: KafkaMapping::feed()?.batch_size,
                 ..source_settings.clone()
             };
             let feed_invoker = invoker!("data-platform-feed", timeout, feed);

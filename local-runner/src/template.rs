@@ -19,6 +19,14 @@ pub const RELAY_STREAM_EVENT: &str = "Outbox";
 #[serde(rename_all = "PascalCase")]
 struct Template {
     resources: HashMap<String, Resource>,
+    #[serde(default)]
+    parameters: HashMap<String, Parameter>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Parameter {
+    default: Option<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +183,122 @@ impl RawStreamMapping {
     }
 }
 
+/// The notifier's Kafka event source mappings (self-managed: the local broker
+/// is one), one per topic.
+pub const NOTIFIER_KAFKA_MAPPINGS: [&str; 2] = [
+    "NotifierSelfManagedPaymentCompleted",
+    "NotifierSelfManagedSeatHoldExpired",
+];
+/// The data-platform feed's, one per topic.
+pub const FEED_KAFKA_MAPPINGS: [&str; 2] = [
+    "FeedSelfManagedPaymentCompleted",
+    "FeedSelfManagedSeatHoldExpired",
+];
+
+/// A Kafka event source mapping as Lambda runs it, with the template's
+/// parameters at their defaults (what `sam deploy` gives when none is set).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaMapping {
+    pub starting_position: StartingPosition,
+    pub batch_size: usize,
+    /// How long records are gathered before the function is invoked with
+    /// fewer than `batch_size`.
+    pub batching_window: Duration,
+}
+
+impl KafkaMapping {
+    /// The notifier's mappings, as the template declares them.
+    pub fn notifier() -> Result<Self, Error> {
+        Self::of_all(TEMPLATE, &NOTIFIER_KAFKA_MAPPINGS)
+    }
+
+    /// The data-platform feed's mappings, as the template declares them.
+    pub fn feed() -> Result<Self, Error> {
+        Self::of_all(TEMPLATE, &FEED_KAFKA_MAPPINGS)
+    }
+
+    /// The settings every one of `resources` shares: the local source plays
+    /// one consumer for a function's topics, so they must agree.
+    pub fn of_all(template: &str, resources: &[&str]) -> Result<Self, Error> {
+        let mut mappings = resources.iter().map(|r| Self::of(template, r));
+        let first = mappings.next().unwrap_or_else(|| {
+            Err(Error::Template {
+                place: "Resources".into(),
+                reason: "no Kafka mapping named".into(),
+            })
+        })?;
+        for (resource, mapping) in resources.iter().skip(1).zip(mappings) {
+            if mapping? != first {
+                return Err(Error::Template {
+                    place: (*resource).to_owned(),
+                    reason: format!(
+                        "differs from {}: the local source plays one mapping for both topics",
+                        resources[0]
+                    ),
+                });
+            }
+        }
+        Ok(first)
+    }
+
+    /// The Kafka event source mapping resource `resource` of `template`.
+    pub fn of(template: &str, resource: &str) -> Result<Self, Error> {
+        let invalid = |reason: String| Error::Template {
+            place: resource.to_owned(),
+            reason,
+        };
+        let template: Template =
+            serde_norway::from_str(template).map_err(|e| invalid(e.to_string()))?;
+        let properties = &template
+            .resources
+            .get(resource)
+            .ok_or_else(|| invalid("no such resource".into()))?
+            .properties;
+        let setting = |name: &str| -> Result<Option<serde_norway::Value>, String> {
+            properties
+                .get(name)
+                .map(|v| template.resolved(v))
+                .transpose()
+        };
+        let starting_position = match setting("StartingPosition").map_err(invalid)? {
+            Some(v) if v.as_str() == Some("LATEST") => StartingPosition::Latest,
+            Some(v) if v.as_str() == Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
+            other => return Err(invalid(format!("StartingPosition {other:?} is not played"))),
+        };
+        let number = |name: &str, default: u64| -> Result<u64, Error> {
+            match setting(name).map_err(invalid)? {
+                None => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| invalid(format!("{name} {v:?} is not a whole number"))),
+            }
+        };
+        Ok(KafkaMapping {
+            starting_position,
+            // Lambda's defaults for a Kafka source: 100 records, no window.
+            batch_size: number("BatchSize", 100)? as usize,
+            batching_window: Duration::from_secs(number("MaximumBatchingWindowInSeconds", 0)?),
+        })
+    }
+}
+
+impl Template {
+    /// `value` with a `!Ref` to a parameter replaced by its default.
+    fn resolved(&self, value: &serde_norway::Value) -> Result<serde_norway::Value, String> {
+        let serde_norway::Value::Tagged(tagged) = value else {
+            return Ok(value.clone());
+        };
+        if tagged.tag != "Ref" {
+            return Err(format!("{} is not played locally", tagged.tag));
+        }
+        let name = tagged.value.as_str().unwrap_or_default();
+        self.parameters
+            .get(name)
+            .and_then(|p| p.default.clone())
+            .ok_or_else(|| format!("!Ref {name} names no parameter with a default"))
+    }
+}
+
 /// A Lambda event filter pattern of exact values: `{"eventName": ["INSERT"]}`,
 /// nested objects for nested fields. Other rules (prefix, numeric, exists) are
 /// refused when the template is read rather than played wrongly.
@@ -221,6 +345,50 @@ impl EventPattern {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_kafka_mappings_are_read_from_the_template_with_its_parameters_defaults() {
+        let notifier = KafkaMapping::notifier().unwrap();
+        assert_eq!(notifier.starting_position, StartingPosition::TrimHorizon);
+        assert_eq!(notifier.batch_size, 20, "NotifierBatchSize");
+        assert_eq!(notifier.batching_window, Duration::from_secs(1));
+        let feed = KafkaMapping::feed().unwrap();
+        assert_eq!(feed.batch_size, 100, "FeedBatchSize");
+        assert_eq!(feed.batching_window, Duration::from_secs(1));
+    }
+
+    const KAFKA_TEMPLATE: &str = r#"
+Parameters:
+  Size:
+    Type: Number
+    Default: 7
+Resources:
+  A:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      StartingPosition: LATEST
+      BatchSize: !Ref Size
+  B:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      StartingPosition: LATEST
+      BatchSize: 8
+"#;
+
+    #[test]
+    fn a_kafka_mapping_resolves_refs_and_mappings_that_differ_are_refused() {
+        let a = KafkaMapping::of(KAFKA_TEMPLATE, "A").unwrap();
+        assert_eq!(a.starting_position, StartingPosition::Latest);
+        assert_eq!(a.batch_size, 7);
+        assert_eq!(a.batching_window, Duration::ZERO, "Lambda's default");
+        let error = KafkaMapping::of_all(KAFKA_TEMPLATE, &["A", "B"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("B") && error.contains("differs from A"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_relay_mapping_is_read_from_the_template_as_lambda_plays_it() {

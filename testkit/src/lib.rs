@@ -18,6 +18,7 @@ use local_runner::kafka_source::{DeliveryFaults, KafkaSourceSettings};
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::pipeline::FunctionSettings;
 use local_runner::stream_source::StreamSourceSettings;
+use local_runner::template::KafkaMapping;
 use local_runner::{Pipeline, PipelineConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -276,12 +277,12 @@ impl TestPipeline {
                 retry_backoff: StdDuration::from_millis(200),
                 ..StreamSourceSettings::relay(None).unwrap()
             },
+            // The template's mappings, with a shorter window so tests run fast.
             kafka_source: KafkaSourceSettings {
-                group_id: notifier_group,
                 batching_window: KAFKA_BATCHING_WINDOW,
                 faults: options.delivery_faults,
                 retry_backoff: StdDuration::from_millis(200),
-                ..Default::default()
+                ..KafkaSourceSettings::played(&KafkaMapping::notifier().unwrap(), notifier_group)
             },
             function_timeout: options.function_timeout,
             dlq_retry_interval: options.dlq_retry_interval,
