@@ -174,6 +174,37 @@ pub fn scheduled_event(schedule: &str) -> serde_json::Value {
     })
 }
 
+/// The Kafka event sources of a function, as the template maps it: one per
+/// topic, each in its own consumer group (`<group>-payment-completed`,
+/// `<group>-seat-hold-expired`), so a batch holds one topic's records.
+fn kafka_sources(
+    kafka: &KafkaSettings,
+    topics: &TopicNames,
+    settings: &KafkaSourceSettings,
+    function: &Invoker,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    [
+        ("payment-completed", &topics.payment_completed),
+        ("seat-hold-expired", &topics.seat_hold_expired),
+    ]
+    .into_iter()
+    .map(|(suffix, topic)| {
+        let settings = KafkaSourceSettings {
+            group_id: format!("{}-{suffix}", settings.group_id),
+            ..settings.clone()
+        };
+        kafka_source_task(
+            kafka.clone(),
+            vec![topic.clone()],
+            settings,
+            function.clone(),
+            stop.clone(),
+        )
+    })
+    .collect()
+}
+
 /// Runs a Kafka event source for `function` until `stop`.
 fn kafka_source_task(
     kafka: KafkaSettings,
@@ -393,14 +424,9 @@ impl Pipeline {
             }
         })];
         let notifier_invoker = invoker!("notifier", timeout, functions.notifier);
-        let kafka = config.kafka.clone();
-        let topics = vec![
-            config.topics.payment_completed.clone(),
-            config.topics.seat_hold_expired.clone(),
-        ];
         let source_settings = config.kafka_source.clone();
         if let Some(feed) = functions.feed {
-            // Its own consumer group: the feed and the notifier never hold
+            // Its own consumer groups: the feed and the notifier never hold
             // each other back; its batch size is its mappings' in the template.
             let feed_settings = KafkaSourceSettings {
                 group_id: format!("{}-data-platform", source_settings.group_id),
@@ -408,20 +434,20 @@ impl Pipeline {
                 ..source_settings.clone()
             };
             let feed_invoker = invoker!("data-platform-feed", timeout, feed);
-            tasks.push(kafka_source_task(
-                config.kafka.clone(),
-                topics.clone(),
-                feed_settings,
-                feed_invoker,
-                watcher.clone(),
+            tasks.extend(kafka_sources(
+                &config.kafka,
+                &config.topics,
+                &feed_settings,
+                &feed_invoker,
+                &watcher,
             ));
         }
-        tasks.push(kafka_source_task(
-            kafka,
-            topics,
-            source_settings,
-            notifier_invoker,
-            watcher,
+        tasks.extend(kafka_sources(
+            &config.kafka,
+            &config.topics,
+            &source_settings,
+            &notifier_invoker,
+            &watcher,
         ));
         tasks.push(schedule(
             "dlq-retry",
