@@ -174,6 +174,36 @@ pub fn scheduled_event(schedule: &str) -> serde_json::Value {
     })
 }
 
+/// The HTTP API's routes, each to the function that serves it.
+fn http_routes(reservation: &Invoker, payment: &Invoker) -> Vec<Route> {
+    HTTP_ROUTES
+        .iter()
+        .map(|(method, path, function)| Route {
+            method,
+            path,
+            invoker: match *function {
+                "payment" => payment.clone(),
+                _ => reservation.clone(),
+            },
+        })
+        .collect()
+}
+
+/// Runs the outbox stream's source for the relay until `stop`.
+async fn stream_source_task(
+    dynamodb: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    outbox_table: String,
+    settings: StreamSourceSettings,
+    relay: Invoker,
+    stop: watch::Receiver<bool>,
+) {
+    if let Err(e) = stream_source::run(dynamodb, streams, outbox_table, settings, relay, stop).await
+    {
+        tracing::error!(error = %shared::error_chain(&e), "the stream source stopped");
+    }
+}
+
 /// The Kafka event sources of a function, as the template maps it: one per
 /// topic, each in its own consumer group (`<group>-payment-completed`,
 /// `<group>-seat-hold-expired`), so a batch holds one topic's records.
@@ -257,6 +287,41 @@ struct Functions {
     seat_expiration: Arc<SeatExpiration>,
 }
 
+/// What the notifier and dlq-retry deliver with.
+fn delivery_config(config: &PipelineConfig) -> DeliveryConfig {
+    DeliveryConfig {
+        tables: config.tables.clone(),
+        channels: config.channels.clone(),
+        idempotency_ttl: config.functions.delivery_idempotency_ttl,
+        // The notifier and dlq-retry write the dead letters that dlq-retry
+        // reads up to the partition's end as tansu reports it.
+        kafka: config
+            .kafka
+            .clone()
+            .with_property(TANSU_ONE_RECORD_PER_BATCH),
+        producer: config.producer.clone(),
+        topics: config.topics.clone(),
+    }
+}
+
+/// The data-platform feed's config, when the platform is configured; it
+/// writes its dead letters as the notifier does.
+fn feed_config(
+    config: &PipelineConfig,
+    delivery: &DeliveryConfig,
+) -> Option<data_platform_feed::Config> {
+    let platform = config.channels.data_platform.clone()?;
+    Some(data_platform_feed::Config {
+        tables: config.tables.clone(),
+        platform,
+        idempotency_ttl: config.functions.delivery_idempotency_ttl,
+        kafka: delivery.kafka.clone(),
+        producer: config.producer.clone(),
+        topics: config.topics.clone(),
+        retry_delay: config.functions.feed_retry_delay,
+    })
+}
+
 fn startup_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Startup(Box::new(e))
 }
@@ -283,37 +348,12 @@ impl Functions {
             producer: config.producer.clone(),
             topics: config.topics.clone(),
         };
-        let delivery = DeliveryConfig {
-            tables: config.tables.clone(),
-            channels: config.channels.clone(),
-            idempotency_ttl: settings.delivery_idempotency_ttl,
-            // The notifier and dlq-retry write the dead letters that dlq-retry
-            // reads up to the partition's end as tansu reports it.
-            kafka: config
-                .kafka
-                .clone()
-                .with_property(TANSU_ONE_RECORD_PER_BATCH),
-            producer: config.producer.clone(),
-            topics: config.topics.clone(),
-        };
+        let delivery = delivery_config(config);
         let notifier = notifier::Config {
             delivery: delivery.clone(),
             settings: settings.notifier.clone(),
         };
-        let feed =
-            config
-                .channels
-                .data_platform
-                .clone()
-                .map(|platform| data_platform_feed::Config {
-                    tables: config.tables.clone(),
-                    platform,
-                    idempotency_ttl: settings.delivery_idempotency_ttl,
-                    kafka: delivery.kafka.clone(),
-                    producer: config.producer.clone(),
-                    topics: config.topics.clone(),
-                    retry_delay: settings.feed_retry_delay,
-                });
+        let feed = feed_config(config, &delivery);
         let dlq_retry = dlq_retry::Config {
             delivery,
             settings: settings.dlq_retry.clone(),
@@ -391,38 +431,21 @@ impl Pipeline {
 
         let reservation_invoker = invoker!("reservation", timeout, functions.reservation);
         let payment_invoker = invoker!("payment", timeout, functions.payment);
-        let routes = HTTP_ROUTES
-            .iter()
-            .map(|(method, path, function)| Route {
-                method,
-                path,
-                invoker: match *function {
-                    "payment" => payment_invoker.clone(),
-                    _ => reservation_invoker.clone(),
-                },
-            })
-            .collect();
+        let routes = http_routes(&reservation_invoker, &payment_invoker);
         let api_addr = http_api::serve(config.api_addr, routes).await?;
 
         let (shutdown, watcher) = watch::channel(false);
         let relay_invoker = invoker!("outbox-relay", timeout, functions.relay);
         let outbox_table = config.tables.outbox.clone();
         let stream_settings = with_failure_queue(config.stream.clone(), aws, &outbox_table).await?;
-        let stop = watcher.clone();
-        let mut tasks = vec![tokio::spawn(async move {
-            if let Err(e) = stream_source::run(
-                dynamodb,
-                streams,
-                outbox_table,
-                stream_settings,
-                relay_invoker,
-                stop,
-            )
-            .await
-            {
-                tracing::error!(error = %shared::error_chain(&e), "the stream source stopped");
-            }
-        })];
+        let mut tasks = vec![tokio::spawn(stream_source_task(
+            dynamodb,
+            streams,
+            outbox_table,
+            stream_settings,
+            relay_invoker,
+            watcher.clone(),
+        ))];
         let notifier_invoker = invoker!("notifier", timeout, functions.notifier);
         let source_settings = config.kafka_source.clone();
         if let Some(feed) = functions.feed {
