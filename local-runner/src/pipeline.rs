@@ -344,7 +344,12 @@ impl Functions {
             settings: settings.payment.clone(),
         };
         let relay = outbox_relay::Config {
-            kafka: config.kafka.clone(),
+            // One record per batch, so a reader that stops at the end tansu
+            // reports (ops trace, ops reconcile) sees every record.
+            kafka: config
+                .kafka
+                .clone()
+                .with_property(TANSU_ONE_RECORD_PER_BATCH),
             producer: config.producer.clone(),
             topics: config.topics.clone(),
         };

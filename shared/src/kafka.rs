@@ -143,10 +143,12 @@ pub struct KafkaSettings {
 }
 
 /// tansu 0.6 answers a partition's end (its high watermark) as the base offset
-/// of the last batch + 1, so a reader that stops at the end it saw (dlq-retry)
-/// leaves the rest of a batch of several records for later, possibly for good.
-/// Against tansu, the dead-letter producers send one record per batch (the local
-/// runner, env.local.json, the tests); Kafka and MSK need nothing.
+/// of the last batch + 1, so a reader that stops at the end it saw (dlq-retry,
+/// `ops trace`, `ops reconcile`, `ops failed redrive`) leaves the rest of a
+/// batch of several records for later, possibly for good. Against tansu, every
+/// producer of the pipeline (the relay and the dead-letter producers) sends one
+/// record per batch (the local runner, env.local.json, the tests); Kafka and
+/// MSK need nothing.
 pub const TANSU_ONE_RECORD_PER_BATCH: (&str, &str) = ("batch.num.messages", "1");
 
 impl KafkaSettings {
