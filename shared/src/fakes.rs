@@ -37,8 +37,10 @@ pub struct FakeChannel {
     latency: Duration,
     attempts: AtomicUsize,
     sent: Mutex<Vec<Notification>>,
-    in_flight: AtomicUsize,
-    most_in_flight: AtomicUsize,
+    /// Sends running now, and the most that ran at once (shared between
+    /// channels made with [`FakeChannel::counted_with`]).
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
     ambiguous: AmbiguousSendPolicy,
 }
 
@@ -50,8 +52,8 @@ impl FakeChannel {
             latency: Duration::ZERO,
             attempts: AtomicUsize::new(0),
             sent: Mutex::default(),
-            in_flight: AtomicUsize::new(0),
-            most_in_flight: AtomicUsize::new(0),
+            in_flight: Arc::default(),
+            most_in_flight: Arc::default(),
             ambiguous: AmbiguousSendPolicy::Retry,
         }
     }
@@ -96,6 +98,16 @@ impl FakeChannel {
     pub fn on_ambiguous(self, policy: AmbiguousSendPolicy) -> Self {
         FakeChannel {
             ambiguous: policy,
+            ..self
+        }
+    }
+
+    /// Its sends counted in flight together with `other`'s: `most_in_flight`
+    /// then tells whether the two channels sent at the same time.
+    pub fn counted_with(self, other: &FakeChannel) -> Self {
+        FakeChannel {
+            in_flight: other.in_flight.clone(),
+            most_in_flight: other.most_in_flight.clone(),
             ..self
         }
     }

@@ -162,6 +162,8 @@ impl<C: Destination, S: IdempotencyStore> Deliverer<C, S> {
     }
 
     /// What happened to `letter` on each channel it is for, in route order.
+    /// The channels are sent at the same time: each has its own key and its
+    /// own failure, so one slow or failing channel never delays another.
     pub async fn deliveries(
         &self,
         letter: &Letter,
@@ -175,26 +177,36 @@ impl<C: Destination, S: IdempotencyStore> Deliverer<C, S> {
                 .for_type(letter.notification.event_type)
                 .to_vec(),
         };
-        let mut deliveries = Vec::with_capacity(wanted.len());
-        for kind in wanted {
-            let outcome = match self.channels.iter().find(|c| c.kind() == kind) {
-                Some(channel) => self.send_once(channel, letter, deadline).await,
-                None => Err(ConfigError::setup(
-                    format!("send on {}", kind.name()),
-                    "the channel is not configured in this function",
-                )
-                .into()),
-            };
-            if let Ok(outcome) = &outcome {
-                tracing::info!(channel = kind.name(), ?outcome, "notification handled");
-            }
-            count_send(kind, &outcome);
-            deliveries.push(Delivery {
-                channel: kind,
-                outcome,
-            });
+        let sends: Vec<_> = wanted
+            .into_iter()
+            .map(|kind| self.deliver_on(kind, letter, deadline))
+            .collect();
+        futures::future::join_all(sends).await
+    }
+
+    /// What happened to `letter` on the channel of `kind`.
+    async fn deliver_on(
+        &self,
+        kind: ChannelKind,
+        letter: &Letter,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Delivery {
+        let outcome = match self.channels.iter().find(|c| c.kind() == kind) {
+            Some(channel) => self.send_once(channel, letter, deadline).await,
+            None => Err(ConfigError::setup(
+                format!("send on {}", kind.name()),
+                "the channel is not configured in this function",
+            )
+            .into()),
+        };
+        if let Ok(outcome) = &outcome {
+            tracing::info!(channel = kind.name(), ?outcome, "notification handled");
         }
-        deliveries
+        count_send(kind, &outcome);
+        Delivery {
+            channel: kind,
+            outcome,
+        }
     }
 
     /// Sends the letter's message on `channel` unless the key of this event and
@@ -352,6 +364,21 @@ mod tests {
             1_000,
         );
         crate::fixtures::record_of(&envelope, "payment.completed", 0)
+    }
+
+    #[tokio::test]
+    async fn an_events_channels_are_sent_at_the_same_time_and_answered_in_route_order() {
+        let telegram = FakeChannel::telegram().with_latency(std::time::Duration::from_millis(50));
+        let discord = FakeChannel::discord()
+            .with_latency(std::time::Duration::from_millis(50))
+            .counted_with(&telegram);
+        let d = deliverer(vec![telegram, discord], both_channels());
+        let letter = Letter::parse(&record()).unwrap();
+        let deliveries = d.deliveries(&letter, None, None).await;
+        let channels: Vec<ChannelKind> = deliveries.iter().map(|d| d.channel).collect();
+        assert_eq!(channels, [ChannelKind::Telegram, ChannelKind::Discord]);
+        assert!(deliveries.iter().all(|d| d.outcome.is_ok()));
+        assert_eq!(d.channels()[0].most_in_flight(), 2, "both sends at once");
     }
 
     fn both_channels() -> ChannelRoutes {
