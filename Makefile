@@ -30,8 +30,8 @@ down:
 	@$(STACK) down
 
 lint:
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	@source scripts/toolchain.sh && cargo fmt --all -- --check && \
+	  cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
 
 lambda-build:
 	@$(STACK) lambda-build x86_64

@@ -1,5 +1,7 @@
 # The environment of a local run: endpoints on 127.0.0.1 and local-only secrets.
 # Sourced by the scripts and the Makefile; anything already set wins.
+# shellcheck source=scripts/toolchain.sh
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}

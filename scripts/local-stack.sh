@@ -111,6 +111,9 @@ lambda_build() {
     chmod +x "$wrappers/cc" "$wrappers/c++"
     export CC="$wrappers/cc" CXX="$wrappers/c++" LDFLAGS="-Wl,--undefined-version"
   fi
+  # sam runs cargo-lambda without --locked: refuse a lock file that is not
+  # current, so what it builds is what Cargo.lock says.
+  (cd "$ROOT" && cargo metadata --locked --format-version 1 >/dev/null)
   log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR)"
   (
     cd "$ROOT"
@@ -178,7 +181,7 @@ hello_build() {
   export CARGO_TARGET_DIR="${LAMBDA_TARGET_DIR:-$CACHE_DIR/lambda-target-x86_64}"
   (
     cd "$ROOT"
-    PATH="$VENV/bin:$PATH" "$VENV/bin/cargo-lambda" lambda build --quiet --release \
+    PATH="$VENV/bin:$PATH" "$VENV/bin/cargo-lambda" lambda build --quiet --release --locked \
       --target x86_64-unknown-linux-gnu.2.26 --bin hello-lambda
   ) >&2
   echo "$CARGO_TARGET_DIR/lambda/hello-lambda/bootstrap"
@@ -230,7 +233,7 @@ restart_tansu() {
 up() {
   services
   log "building the local runner, the sandbox and ops"
-  cargo build --quiet --workspace --bins
+  cargo build --quiet --locked --workspace --bins
   "$ROOT/target/debug/ops" provision >/dev/null
   log "tables and topics ready"
   start notification-sandbox 8081 "$ROOT/target/debug/notification-sandbox"

@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 package=${1:?usage: $0 PACKAGE}
 target=${LAMBDA_TARGET_DIR:-${PIPELINE_CACHE_DIR:-$HOME/.cache/ticket-pipeline}/lambda-target-x86_64}
-CARGO_TARGET_DIR=$target cargo build --quiet --release \
+CARGO_TARGET_DIR=$target cargo build --quiet --locked --release \
   --target x86_64-unknown-linux-gnu \
   --config 'profile.release.panic="abort"' --config 'build.rustflags=["-C", "target-cpu=haswell"]' \
   -p "$package" >&2

@@ -28,7 +28,7 @@ export HELLO_BOOTSTRAP
 
 echo "== fmt and clippy"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
 
 echo "== tests"
-cargo test --workspace --no-fail-fast 2>&1 | tee "$PIPELINE_STATE_DIR/test-output.log"
+cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$PIPELINE_STATE_DIR/test-output.log"

@@ -11,7 +11,9 @@ use testkit::samples::root;
 fn cargo_build(packages: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.current_dir(root()).args(["build", "--quiet"]);
+    build
+        .current_dir(root())
+        .args(["build", "--quiet", "--locked"]);
     for p in packages {
         build.args(["-p", p]);
     }

@@ -31,7 +31,9 @@ fn debug_binaries() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
-            build.current_dir(root()).args(["build", "--quiet"]);
+            build
+                .current_dir(root())
+                .args(["build", "--quiet", "--locked"]);
             for (_, binary) in FUNCTIONS.iter() {
                 build.args(["-p", binary]);
             }
