@@ -6,6 +6,7 @@
 mod dlq_retry;
 mod end_to_end;
 mod feed;
+mod in_region;
 mod init;
 mod notifier;
 mod payment;

@@ -1,7 +1,9 @@
 //! Notifier: one invocation with a batch of PaymentCompleted records (one
 //! reservation each, over three partitions), every send answered by the sandbox
-//! after 20 ms, the idempotency keys on moto. Baseline: the same notifier
-//! handling one record at a time (`NOTIFY_CONCURRENCY=1`).
+//! after 20 ms, the idempotency keys on moto, and again on a store answering
+//! in 5 ms concurrently as DynamoDB does in-region (`in_region`: moto serves
+//! one request at a time, which bounds the first figure). Baseline: the same
+//! notifier handling one record at a time (`NOTIFY_CONCURRENCY=1`).
 //!
 //! Then the send-rate limit: the sandbox refuses (429) what goes over 100 sends
 //! a second, as Telegram does; the notifier with `TELEGRAM_MAX_SENDS_PER_SECOND`
@@ -9,13 +11,19 @@
 //! delivered and the 429s each collected.
 
 use crate::Error;
+use crate::in_region::{IN_REGION_LATENCY, InRegionStore};
 use crate::report::{Figure, Report, Samples};
 use aws_lambda_events::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 use local_runner::notification_sandbox::{FailurePlan, NotificationSandbox};
-use notifier::LambdaNotifier;
-use shared::clock::SystemClock;
+use notifier::{LambdaNotifier, Notifier};
+use shared::channels::Channel;
+use shared::clock::{Clock, SystemClock};
+use shared::delivery::Deliverer;
 use shared::domain::ReservationId;
+use shared::dynamodb::DynamoFailureLedger;
+use shared::idempotency::IdempotencyStore;
+use shared::kafka::KafkaPublisher;
 use shared::kafka_event::encode_record;
 use shared::notification::ChannelRoutes;
 use std::sync::Arc;
@@ -54,10 +62,13 @@ pub(crate) fn batch(n: usize, topic: &str) -> KafkaEvent {
     event
 }
 
+/// The notifier with its keys on the in-region store.
+type InRegionNotifier = Notifier<Channel, InRegionStore, KafkaPublisher, DynamoFailureLedger>;
+
 /// What one invocation did: records handled a second, messages delivered a
 /// second, and the 429s the sandbox answered.
-async fn handle(
-    notifier: &LambdaNotifier,
+async fn handle<S: IdempotencyStore>(
+    notifier: &Notifier<Channel, S, KafkaPublisher, DynamoFailureLedger>,
     sandbox: &NotificationSandbox,
     topic: &str,
     records: usize,
@@ -87,6 +98,27 @@ struct Notifiers {
     one_at_a_time: LambdaNotifier,
     /// As deployed, with `TELEGRAM_MAX_SENDS_PER_SECOND` at the sandbox's limit.
     paced: LambdaNotifier,
+    /// As deployed, and one at a time, with the keys on the in-region store.
+    in_region: InRegionNotifier,
+    in_region_one_at_a_time: InRegionNotifier,
+}
+
+/// `direct`'s notifier with its keys on a store of its own answering as
+/// DynamoDB does in-region, handling `keys` keys at once.
+fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, Error> {
+    let measure = |e: shared::config::ConfigError| Error::Measure(shared::error_chain(&e));
+    let delivery = &direct.config.delivery;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let deliverer = Deliverer::new(
+        delivery.channels.channels().map_err(measure)?,
+        delivery.channels.routes.clone(),
+        InRegionStore::new(IN_REGION_LATENCY),
+        clock.clone(),
+        delivery.idempotency_ttl,
+    );
+    let sink = delivery.sink(direct.dynamodb.clone()).map_err(measure)?;
+    let retry_delay = direct.config.settings.retry_delay;
+    Ok(Notifier::new(deliverer, sink, clock, retry_delay).with_concurrency(keys))
 }
 
 impl Notifiers {
@@ -105,6 +137,8 @@ impl Notifiers {
                     telegram.max_sends_per_second = Some(per_second);
                 }
             })?,
+            in_region: in_region(direct, direct.config.settings.concurrency)?,
+            in_region_one_at_a_time: in_region(direct, 1)?,
         })
     }
 }
@@ -138,11 +172,34 @@ impl NotifierBench {
         // Connections and clients warm, as after a cold start.
         handle(&notifiers.concurrent, 10).await?;
         handle(&notifiers.one_at_a_time, 10).await?;
+        self::handle(&notifiers.in_region, &direct.sandbox, topic, 10).await?;
+        self::handle(
+            &notifiers.in_region_one_at_a_time,
+            &direct.sandbox,
+            topic,
+            10,
+        )
+        .await?;
         let mut fast = Samples::default();
         let mut slow = Samples::default();
+        let (mut in_region_fast, mut in_region_slow) = (Samples::default(), Samples::default());
         for round in 0..self.runs {
             fast.push(handle(&notifiers.concurrent, self.records).await?.0);
             slow.push(handle(&notifiers.one_at_a_time, self.records).await?.0);
+            // `handle` here is the closure over the moto-backed notifiers.
+            let sandbox = &direct.sandbox;
+            let fast_one = &notifiers.in_region;
+            in_region_fast.push(
+                self::handle(fast_one, sandbox, topic, self.records)
+                    .await?
+                    .0,
+            );
+            let slow_one = &notifiers.in_region_one_at_a_time;
+            in_region_slow.push(
+                self::handle(slow_one, sandbox, topic, self.records)
+                    .await?
+                    .0,
+            );
             eprintln!("notifier: round {}/{} done", round + 1, self.runs);
         }
         let latency_ms = self.latency.as_millis();
@@ -158,6 +215,20 @@ impl NotifierBench {
                 &fast,
             )
             .against("one record at a time", &slow),
+        );
+        report.add(
+            Figure::of(
+                "notifier",
+                &format!(
+                    "{}-record batch, sends take {latency_ms} ms, keys on a store answering in {} ms concurrently (DynamoDB in-region), {} keys at once",
+                    self.records,
+                    IN_REGION_LATENCY.as_millis(),
+                    notifier::DEFAULT_CONCURRENCY
+                ),
+                "rec/s",
+                &in_region_fast,
+            )
+            .against("one record at a time", &in_region_slow),
         );
         Ok(())
     }
