@@ -73,36 +73,23 @@ impl SecretStore {
         self.fetch_in(names, |var| std::env::var(var).ok()).await
     }
 
-    /// `fetch` with the variables read through `lookup`. The secrets are
-    /// fetched at the same time: a cold start waits for the slowest, not the sum.
+    /// `fetch` with the variables read through `lookup`.
     pub async fn fetch_in(
         &self,
         names: &[&str],
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<HashMap<String, Secret>, ConfigError> {
-        let sources = names
-            .iter()
-            .map(|name| Ok((*name, config::secret_source_in(name, &lookup)?)))
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-        let fetches = sources.into_iter().map(|(name, source)| async move {
-            let value = self.fetch_one(source).await?;
-            Ok::<_, ConfigError>(value.map(|value| (name.to_owned(), value)))
-        });
-        let fetched = futures::future::try_join_all(fetches).await?;
-        Ok(fetched
-            .into_iter()
-            .flatten()
-            .inspect(|(name, _)| tracing::info!(secret = %name, "secret loaded"))
-            .collect())
-    }
-
-    /// The secret `source` names, when it is in Secrets Manager or SSM.
-    async fn fetch_one(&self, source: Option<SecretSource>) -> Result<Option<Secret>, ConfigError> {
-        match source {
-            Some(SecretSource::SecretsManager(id)) => self.secret(&id).await.map(Some),
-            Some(SecretSource::Parameter(parameter)) => self.parameter(&parameter).await.map(Some),
-            Some(SecretSource::Value) | None => Ok(None),
+        let mut fetched = HashMap::new();
+        for name in names {
+            let value = match config::secret_source_in(name, &lookup)? {
+                Some(SecretSource::SecretsManager(id)) => self.secret(&id).await?,
+                Some(SecretSource::Parameter(parameter)) => self.parameter(&parameter).await?,
+                Some(SecretSource::Value) | None => continue,
+            };
+            tracing::info!(secret = %name, "secret loaded");
+            fetched.insert((*name).to_owned(), value);
         }
+        Ok(fetched)
     }
 }
 
