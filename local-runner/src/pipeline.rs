@@ -287,35 +287,36 @@ struct Functions {
     seat_expiration: Arc<SeatExpiration>,
 }
 
+/// The Kafka settings every producer of the pipeline writes with: one record
+/// per batch, so a reader that stops at the partition's end as tansu reports
+/// it (dlq-retry, ops trace, ops reconcile) sees every record.
+fn producing(config: &PipelineConfig) -> KafkaSettings {
+    config
+        .kafka
+        .clone()
+        .with_property(TANSU_ONE_RECORD_PER_BATCH)
+}
+
 /// What the notifier and dlq-retry deliver with.
 fn delivery_config(config: &PipelineConfig) -> DeliveryConfig {
     DeliveryConfig {
         tables: config.tables.clone(),
         channels: config.channels.clone(),
         idempotency_ttl: config.functions.delivery_idempotency_ttl,
-        // The notifier and dlq-retry write the dead letters that dlq-retry
-        // reads up to the partition's end as tansu reports it.
-        kafka: config
-            .kafka
-            .clone()
-            .with_property(TANSU_ONE_RECORD_PER_BATCH),
+        kafka: producing(config),
         producer: config.producer.clone(),
         topics: config.topics.clone(),
     }
 }
 
-/// The data-platform feed's config, when the platform is configured; it
-/// writes its dead letters as the notifier does.
-fn feed_config(
-    config: &PipelineConfig,
-    delivery: &DeliveryConfig,
-) -> Option<data_platform_feed::Config> {
+/// The data-platform feed's config, when the platform is configured.
+fn feed_config(config: &PipelineConfig) -> Option<data_platform_feed::Config> {
     let platform = config.channels.data_platform.clone()?;
     Some(data_platform_feed::Config {
         tables: config.tables.clone(),
         platform,
         idempotency_ttl: config.functions.delivery_idempotency_ttl,
-        kafka: delivery.kafka.clone(),
+        kafka: producing(config),
         producer: config.producer.clone(),
         topics: config.topics.clone(),
         retry_delay: config.functions.feed_retry_delay,
@@ -344,12 +345,7 @@ impl Functions {
             settings: settings.payment.clone(),
         };
         let relay = outbox_relay::Config {
-            // One record per batch, so a reader that stops at the end tansu
-            // reports (ops trace, ops reconcile) sees every record.
-            kafka: config
-                .kafka
-                .clone()
-                .with_property(TANSU_ONE_RECORD_PER_BATCH),
+            kafka: producing(config),
             producer: config.producer.clone(),
             topics: config.topics.clone(),
         };
@@ -358,7 +354,7 @@ impl Functions {
             delivery: delivery.clone(),
             settings: settings.notifier.clone(),
         };
-        let feed = feed_config(config, &delivery);
+        let feed = feed_config(config);
         let dlq_retry = dlq_retry::Config {
             delivery,
             settings: settings.dlq_retry.clone(),

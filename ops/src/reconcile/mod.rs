@@ -10,12 +10,11 @@
 mod report;
 
 use crate::Error;
-use crate::trace::facts::{destinations, outcome};
+use crate::trace::deliveries::DeliveryRecords;
 use chrono::{DateTime, Duration, Utc};
 use clap::Args;
 use report::{PaymentFacts, Reconciliation};
 use shared::config::{TableNames, TopicNames};
-use shared::delivery::send_key;
 use shared::dynamodb::{
     DynamoFailureLedger, DynamoIdempotencyStore, PaymentMade, payments_between,
 };
@@ -54,8 +53,7 @@ struct Sources {
     tables: TableNames,
     topic: String,
     kafka: KafkaSettings,
-    routes: ChannelRoutes,
-    feeds_platform: bool,
+    deliveries: DeliveryRecords,
 }
 
 /// Runs the reconciliation; an `Error::Unbalanced` when it found a discrepancy.
@@ -68,13 +66,19 @@ pub async fn run(args: ReconcileArgs, dynamodb: aws_sdk_dynamodb::Client) -> Res
             args.from
         )));
     }
-    let sources = Sources {
-        dynamodb,
-        tables: TableNames::from_env(),
-        topic: TopicNames::from_env().payment_completed,
-        kafka: KafkaSettings::from_env()?,
+    let tables = TableNames::from_env();
+    let deliveries = DeliveryRecords {
+        ledger: DynamoFailureLedger::new(dynamodb.clone(), tables.failed_messages.clone()),
+        keys: DynamoIdempotencyStore::new(dynamodb.clone(), tables.idempotency.clone()),
         routes: ChannelRoutes::from_env()?,
         feeds_platform: shared::config::optional("DATA_PLATFORM_URL").is_some(),
+    };
+    let sources = Sources {
+        dynamodb,
+        tables,
+        topic: TopicNames::from_env().payment_completed,
+        kafka: KafkaSettings::from_env()?,
+        deliveries,
     };
     let payments =
         payments_between(&sources.dynamodb, &sources.tables.ticketing, args.from, to).await?;
@@ -163,21 +167,10 @@ async fn facts_of(
     payment: PaymentMade,
     events: Vec<String>,
 ) -> Result<PaymentFacts, Error> {
-    let ledger = DynamoFailureLedger::new(
-        sources.dynamodb.clone(),
-        sources.tables.failed_messages.clone(),
-    );
-    let keys =
-        DynamoIdempotencyStore::new(sources.dynamodb.clone(), sources.tables.idempotency.clone());
     let event_type = EventType::PaymentCompleted.as_str();
     let mut outcomes = Vec::new();
     for event_id in &events {
-        let rows = ledger.for_event(event_id).await?;
-        for channel in destinations(&sources.routes, sources.feeds_platform, event_type, &rows) {
-            let key = keys.get(&send_key(channel, event_id)).await?;
-            let row = rows.iter().find(|row| row.channel == Some(channel));
-            outcomes.push(outcome(event_id, event_type, channel, key.as_ref(), row));
-        }
+        outcomes.extend(sources.deliveries.of(event_id, event_type).await?.outcomes);
     }
     Ok(PaymentFacts {
         payment,

@@ -3,15 +3,15 @@
 //! shortly before the hold), each channel's idempotency record, the ledger's
 //! rows and, locally, what the notification sandbox received.
 
+use super::deliveries::DeliveryRecords;
 use super::facts::{
-    destinations, events_of, key_entry, ledger_entry, outbox_entry, outcome, record_entries,
-    reservation_entries, sandbox_entry,
+    events_of, key_entry, ledger_entry, outbox_entry, record_entries, reservation_entries,
+    sandbox_entry,
 };
 use super::story::{Entry, ScanNote, Story};
 use crate::Error;
 use chrono::{DateTime, Duration, Utc};
 use shared::config::{TableNames, TopicNames};
-use shared::delivery::send_key;
 use shared::domain::{Reservation, ReservationId, ReservationStatus};
 use shared::dynamodb::{
     DynamoFailureLedger, DynamoIdempotencyStore, TicketingRepository, outbox_item,
@@ -89,28 +89,19 @@ pub async fn gather(sources: &Sources, id: &str, now: DateTime<Utc>) -> Result<S
     story.entries.extend(outbox.iter().map(outbox_entry));
     story.entries.extend(record_entries(&records));
     story.events = events_of(&outbox, &records);
+    let delivery_records = sources.delivery_records();
     for (event_id, event_type) in story.events.clone() {
-        let ledger = sources.ledger().for_event(&event_id).await?;
-        story.entries.extend(ledger.iter().map(ledger_entry));
-        for channel in destinations(
-            &sources.routes,
-            sources.feeds_platform,
-            &event_type,
-            &ledger,
-        ) {
-            let record = sources.keys().get(&send_key(channel, &event_id)).await?;
-            if let Some(record) = &record {
-                story.entries.push(key_entry(&event_id, channel, record));
-            }
-            let row = ledger.iter().find(|row| row.channel == Some(channel));
-            story.outcomes.push(outcome(
-                &event_id,
-                &event_type,
-                channel,
-                record.as_ref(),
-                row,
-            ));
-        }
+        let deliveries = delivery_records.of(&event_id, &event_type).await?;
+        story
+            .entries
+            .extend(deliveries.rows.iter().map(ledger_entry));
+        story.entries.extend(
+            deliveries
+                .keys
+                .iter()
+                .map(|(channel, key)| key_entry(&event_id, *channel, key)),
+        );
+        story.outcomes.extend(deliveries.outcomes);
     }
     if let Some(url) = &sources.sandbox {
         story
@@ -130,8 +121,16 @@ impl Sources {
         DynamoFailureLedger::new(self.dynamodb.clone(), self.tables.failed_messages.clone())
     }
 
-    fn keys(&self) -> DynamoIdempotencyStore {
-        DynamoIdempotencyStore::new(self.dynamodb.clone(), self.tables.idempotency.clone())
+    fn delivery_records(&self) -> DeliveryRecords {
+        DeliveryRecords {
+            ledger: self.ledger(),
+            keys: DynamoIdempotencyStore::new(
+                self.dynamodb.clone(),
+                self.tables.idempotency.clone(),
+            ),
+            routes: self.routes.clone(),
+            feeds_platform: self.feeds_platform,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! the outcome per event and channel, with the command to run when one is
 //! left to an operator. `--json` prints the same for machines.
 
+pub(crate) mod deliveries;
 pub(crate) mod facts;
 mod gather;
 pub(crate) mod story;
