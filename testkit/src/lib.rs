@@ -2,6 +2,8 @@
 //! consumer groups (unique names), so tests never collide on the shared moto and
 //! tansu, and starts its own pipeline in-process on free ports.
 
+pub mod api;
+pub mod calls;
 pub mod functions;
 pub mod samples;
 pub mod secured_kafka;

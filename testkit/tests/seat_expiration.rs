@@ -10,7 +10,7 @@ use shared::config::TableNames;
 use shared::domain::{
     EventId, PaymentId, Reservation, ReservationId, ReservationStatus, SeatStatus, pay,
 };
-use shared::dynamodb::{ExpiredHold, Release, TicketingRepository};
+use shared::dynamodb::{ExpiredHold, Paid, Release, TicketingRepository};
 use shared::seed::{Seeded, SeededUser};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,8 +51,14 @@ fn job(
 /// Holds seat `i` for user `i` at `at`.
 async fn hold(repo: &TicketingRepository, s: &Seeded, i: usize, at: DateTime<Utc>) -> Reservation {
     let user: &SeededUser = &s.users[i];
-    let (reservation, held) =
-        Reservation::hold(ReservationId::random(), user.user.id, &s.seats[i], at, HOLD).unwrap();
+    let (reservation, held) = Reservation::hold(
+        ReservationId::random(),
+        &user.user,
+        (&s.seats[i], &s.concert),
+        at,
+        HOLD,
+    )
+    .unwrap();
     repo.hold(&reservation, &held, user.token.id, at)
         .await
         .unwrap();
@@ -67,20 +73,15 @@ async fn pay_at(
     reservation: &Reservation,
     at: DateTime<Utc>,
 ) -> bool {
-    let checkout = repo
-        .checkout(reservation.clone(), s.users[i].token.id)
-        .await
-        .unwrap();
-    let Ok(outcome) = pay(
-        &checkout,
-        reservation.user_id,
-        PaymentId::random(),
-        EventId::random(),
-        at,
-    ) else {
+    let caller = (reservation.user_id, s.users[i].token.id);
+    let ids = (PaymentId::random(), EventId::random());
+    let Ok(outcome) = pay(reservation, caller, ids, at) else {
         return false;
     };
-    repo.pay(&checkout, &outcome, at).await.is_ok()
+    matches!(
+        repo.pay(reservation, &outcome, None, at).await,
+        Ok(Paid::Now)
+    )
 }
 
 async fn hold_expired_events(

@@ -1,19 +1,22 @@
-//! The payment function: `POST /payments` pays for the caller's held seat. The
-//! balance, seat, reservation, queue token, payment, history and the outbox item
-//! change in ONE DynamoDB transaction. A retry (same reservation, or the same
-//! `Idempotency-Key`) gets the first answer and is never charged twice.
+//! The payment function: `POST /payments` pays for the caller's held seat in two
+//! DynamoDB round trips: one read (the reservation, which carries what the
+//! receipt and event say, and the `Idempotency-Key`'s record if one was sent),
+//! then ONE transaction in which the balance, seat, reservation, queue token,
+//! payment, history, the outbox item and the key's record change together. A
+//! retry (same reservation, or the same key) gets the first answer and is never
+//! charged twice; concurrent duplicates are settled by the transaction.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use shared::api::{self, ApiError, DEFAULT_MAX_BODY_BYTES, Success};
-use shared::auth::{Admission, JwtKey};
+use shared::auth::JwtKey;
 use shared::clock::Clock;
 use shared::config::{self, Secret, TableNames, Vars};
 use shared::domain::{EventId, PaymentId, PaymentReceipt, Refusal, ReservationId, pay};
-use shared::dynamodb::{DynamoIdempotencyStore, TicketingRepository};
-use shared::idempotency::{Claim, IdempotencyStore, payload_hash};
+use shared::dynamodb::{Paid, PaymentKey, PaymentStart, TicketingRepository};
+use shared::idempotency::payload_hash;
 use shared::spans;
 use shared::trace::TraceContext;
 use std::sync::Arc;
@@ -28,10 +31,6 @@ pub enum Error {
 
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
-
-/// Used when the invocation has no deadline (a local call): how long the
-/// idempotency lock is held before another request may take over.
-const DEFAULT_LOCK: Duration = Duration::seconds(30);
 
 /// The `Requests` outcomes of a payment that went through: charged now, or
 /// answered again with the first receipt (a retry, a double click).
@@ -100,7 +99,6 @@ struct PaymentRequest {
 
 pub struct PaymentApi {
     repository: TicketingRepository,
-    idempotency: DynamoIdempotencyStore,
     jwt: JwtKey,
     clock: Arc<dyn Clock>,
     idempotency_ttl: Duration,
@@ -132,8 +130,7 @@ impl PaymentApi {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
         Ok(PaymentApi {
-            repository: TicketingRepository::new(client.clone(), config.tables.clone()),
-            idempotency: DynamoIdempotencyStore::new(client, config.tables.idempotency.clone()),
+            repository: TicketingRepository::new(client, config.tables.clone()),
             jwt: JwtKey::from_secret(config.jwt_secret.expose().as_bytes())
                 .map_err(Error::Config)?,
             clock,
@@ -146,7 +143,6 @@ impl PaymentApi {
         &self,
         event: LambdaEvent<ApiGatewayV2httpRequest>,
     ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
-        let deadline = shared::clock::deadline_from_millis(event.context.deadline);
         let request = event.payload;
         let path = request.raw_path.clone().unwrap_or_default();
         let method = api::method(&request).to_owned();
@@ -157,7 +153,7 @@ impl PaymentApi {
         let started = std::time::Instant::now();
         let answer = async {
             match (method.as_str(), path.trim_end_matches('/')) {
-                ("POST", "/payments") => self.pay(&request, deadline, trace).await,
+                ("POST", "/payments") => self.pay(&request, trace).await,
                 (_, route) => Err(api::no_route(&method, &path, route == "/payments")),
             }
         }
@@ -166,10 +162,11 @@ impl PaymentApi {
         Ok(span.in_scope(|| api::respond("payments", started, answer)))
     }
 
+    /// Two round trips: the reservation (and the key's record, under a key)
+    /// in one read, then one transaction that writes the key with the rest.
     async fn pay(
         &self,
         request: &ApiGatewayV2httpRequest,
-        deadline: Option<DateTime<Utc>>,
         trace: TraceContext,
     ) -> Result<Success, ApiError> {
         let now = self.clock.now();
@@ -177,100 +174,56 @@ impl PaymentApi {
         let body: PaymentRequest = api::json_body(request, self.max_body_bytes)?;
         let reservation_id = ReservationId::parse(&body.reservation_id)?;
         spans::record_reservation(reservation_id);
-        let explicit_key = idempotency_key(request)?;
-
         // Keys are scoped to the caller, so one user's key never answers another's.
-        let key = match explicit_key {
-            Some(k) => format!("payment:{}:key:{k}", admission.user_id),
-            None => format!("payment:{}:reservation:{reservation_id}", admission.user_id),
-        };
-        let hash = payload_hash(reservation_id.to_string().as_bytes());
-        let lock_until = deadline.unwrap_or(now + DEFAULT_LOCK);
-        let expires_at = now + self.idempotency_ttl;
-        match self
-            .idempotency
-            .acquire(&key, &hash, now, lock_until, expires_at)
+        let key = idempotency_key(request)?.map(|key| PaymentKey {
+            key: format!("payment:{}:key:{key}", admission.user_id),
+            payload_hash: payload_hash(reservation_id.to_string().as_bytes()),
+            expires_at: now + self.idempotency_ttl,
+        });
+        let reservation = match self
+            .repository
+            .payment_start(reservation_id, key.as_ref(), now)
             .await?
         {
-            Claim::Completed { response } => {
-                let receipt: serde_json::Value = response
-                    .as_deref()
-                    .and_then(|r| serde_json::from_str(r).ok())
-                    .ok_or_else(|| shared::Error::corrupt(format!("{key} has no response")))?;
-                tracing::info!("payment replayed from its idempotency record");
+            PaymentStart::PaidUnderKey(receipt) => {
+                tracing::info!(payment = %receipt.payment_id, "payment replayed from its idempotency key");
                 return Ok(Success::json(REPLAYED, 200, &receipt));
             }
-            // A payment that died holding the key is settled by the
-            // transaction's conditions: doing it again never charges twice.
-            Claim::Acquired | Claim::Reclaimed => {}
-        }
-
-        match self.execute(admission, reservation_id, trace).await {
-            Ok((receipt, outcome)) => {
-                let stored = serde_json::to_string(&receipt).ok();
-                if let Err(e) = self
-                    .idempotency
-                    .complete(&key, stored, self.clock.now(), expires_at)
-                    .await
-                {
-                    // The payment is committed; a retry finds the reservation
-                    // CONFIRMED and gets the same receipt from it.
-                    tracing::error!(error = %shared::error_chain(&e), "could not record the payment's idempotency result");
-                }
-                Ok(Success::json(outcome, 200, &receipt))
-            }
-            Err(e) => {
-                if let Err(release) = self.idempotency.release(&key).await {
-                    tracing::error!(error = %shared::error_chain(&release), "could not release the idempotency key; it frees itself at the lock deadline");
-                }
-                Err(e.into())
-            }
-        }
-    }
-
-    async fn execute(
-        &self,
-        admission: Admission,
-        reservation_id: ReservationId,
-        trace: TraceContext,
-    ) -> Result<(PaymentReceipt, &'static str), shared::Error> {
-        let reservation =
-            self.repository
-                .reservation(reservation_id)
-                .await?
-                .ok_or(Refusal::NotFound {
-                    kind: "reservation",
-                    id: reservation_id.to_string(),
-                })?;
+            PaymentStart::Reservation(reservation) => reservation,
+        };
         reservation.ensure_owner(admission.user_id)?;
         // A retry of a payment that went through: the first receipt, no charge.
-        if let Some(receipt) = self.repository.confirmed_receipt(&reservation).await? {
+        if let Some(receipt) = PaymentReceipt::of(&reservation) {
             tracing::info!(payment = %receipt.payment_id, "payment retried; answering the first receipt");
-            return Ok((receipt, REPLAYED));
+            return Ok(Success::json(REPLAYED, 200, &receipt));
         }
-        let checkout = self
-            .repository
-            .checkout(reservation, admission.token_id)
-            .await?;
-        let now = self.clock.now();
+        let ids = (PaymentId::random(), EventId::random());
         let outcome = pay(
-            &checkout,
-            admission.user_id,
-            PaymentId::random(),
-            EventId::random(),
+            &reservation,
+            (admission.user_id, admission.token_id),
+            ids,
             now,
         )?;
-        self.repository
+        let paid = self
+            .repository
             .traced(trace)
-            .pay(&checkout, &outcome, now)
+            .pay(&reservation, &outcome, key.as_ref(), now)
             .await?;
-        tracing::info!(
-            payment = %outcome.receipt.payment_id,
-            event_id = %outcome.event.event_id,
-            amount = outcome.receipt.amount.amount(),
-            customer = %checkout.user.mail,
-            "payment confirmed"
-        );
-        Ok((outcome.receipt, CONFIRMED))
+        Ok(match paid {
+            Paid::Now => {
+                tracing::info!(
+                    payment = %outcome.receipt.payment_id,
+                    event_id = %outcome.event.event_id,
+                    amount = outcome.receipt.amount.amount(),
+                    customer = %reservation.mail,
+                    "payment confirmed"
+                );
+                Success::json(CONFIRMED, 200, &outcome.receipt)
+            }
+            Paid::Before(receipt) => {
+                tracing::info!(payment = %receipt.payment_id, "a duplicate paid first; answering its receipt");
+                Success::json(REPLAYED, 200, &receipt)
+            }
+        })
     }
 }

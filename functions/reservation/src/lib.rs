@@ -115,7 +115,7 @@ impl From<&Reservation> for ReservationView {
             reservation_id: r.id,
             seat_id: r.seat_id,
             seat_number: r.seat_number,
-            concert_id: r.concert_id.to_string(),
+            concert_id: r.concert.id.to_string(),
             amount: r.amount.amount(),
             status: r.status.name(),
             created_at: r.created_at,
@@ -181,18 +181,15 @@ impl ReservationApi {
         let admission = self.jwt.verify(api::bearer_token(request)?, now)?;
         let body: HoldRequest = api::json_body(request, self.max_body_bytes)?;
         let seat_id = SeatId::parse(&body.seat_id)?;
-        let seat =
-            self.repository
-                .seat(seat_id)
-                .await?
-                .ok_or(shared::domain::Refusal::NotFound {
-                    kind: "seat",
-                    id: seat_id.to_string(),
-                })?;
+        // The seat carries its concert: one read gives all the hold copies.
+        let (seat, concert, customer) = self
+            .repository
+            .hold_listing(seat_id, admission.user_id)
+            .await?;
         let (reservation, held) = Reservation::hold(
             ReservationId::random(),
-            admission.user_id,
-            &seat,
+            &customer,
+            (&seat, &concert),
             now,
             self.hold_for,
         )?;

@@ -27,7 +27,7 @@ pub fn reservation_entries(
         what: format!(
             "held seat {} of concert {} for user {}: {}, until {}",
             reservation.seat_number,
-            reservation.concert_id,
+            reservation.concert.id,
             reservation.user_id,
             reservation.amount.to_won_string(),
             reservation.hold_expires_at.format("%H:%M:%S%.3fZ"),
@@ -35,7 +35,7 @@ pub fn reservation_entries(
         details: json!({
             "seatId": reservation.seat_id.to_string(),
             "seatNumber": reservation.seat_number,
-            "concertId": reservation.concert_id.to_string(),
+            "concertId": reservation.concert.id.to_string(),
             "userId": reservation.user_id.to_string(),
             "amountKrw": reservation.amount.amount(),
             "holdExpiresAt": reservation.hold_expires_at,

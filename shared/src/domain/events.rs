@@ -162,11 +162,11 @@ pub struct SeatInfo {
 }
 
 impl Customer {
-    /// The customer who made `reservation`.
-    pub fn of(reservation: &Reservation, mail: &Mail) -> Self {
+    /// The customer who made `reservation`, with their mail as it was then.
+    pub fn of(reservation: &Reservation) -> Self {
         Customer {
             user_id: reservation.user_id,
-            mail: mail.clone(),
+            mail: reservation.mail.clone(),
         }
     }
 }
@@ -205,18 +205,12 @@ pub struct PaymentCompleted {
 }
 
 impl PaymentCompleted {
-    pub fn new(
-        payment_id: PaymentId,
-        reservation: &Reservation,
-        mail: &Mail,
-        concert: &Concert,
-        paid_at: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(payment_id: PaymentId, reservation: &Reservation, paid_at: DateTime<Utc>) -> Self {
         PaymentCompleted {
             payment_id,
             reservation_id: reservation.id,
-            customer: Customer::of(reservation, mail),
-            concert: ConcertInfo::from(concert),
+            customer: Customer::of(reservation),
+            concert: ConcertInfo::from(&reservation.concert),
             seat: SeatInfo::of(reservation),
             amount_krw: reservation.amount,
             paid_at,
@@ -237,16 +231,11 @@ pub struct SeatHoldExpired {
 }
 
 impl SeatHoldExpired {
-    pub fn new(
-        reservation: &Reservation,
-        mail: &Mail,
-        concert: &Concert,
-        released_at: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(reservation: &Reservation, released_at: DateTime<Utc>) -> Self {
         SeatHoldExpired {
             reservation_id: reservation.id,
-            customer: Customer::of(reservation, mail),
-            concert: ConcertInfo::from(concert),
+            customer: Customer::of(reservation),
+            concert: ConcertInfo::from(&reservation.concert),
             seat: SeatInfo::of(reservation),
             hold_expired_at: reservation.hold_expires_at,
             released_at,

@@ -13,7 +13,7 @@ mod user;
 
 pub use ids::{ConcertId, EventId, PaymentId, ReservationId, SeatId, TokenId, UserId};
 pub use money::Money;
-pub use payment::{Checkout, PaymentOutcome, PaymentReceipt, PaymentStatus, pay};
+pub use payment::{PaymentOutcome, PaymentReceipt, PaymentStatus, Refuted, pay, refusal};
 pub use refusal::Refusal;
 pub use reservation::{Reservation, ReservationStatus};
 pub use seat::{Seat, SeatStatus};

@@ -1,5 +1,5 @@
 use super::Refusal;
-use super::{ConcertId, Money, PaymentId, ReservationId, Seat, SeatId, UserId};
+use super::{Concert, Mail, Money, PaymentId, ReservationId, Seat, SeatId, User, UserId};
 use chrono::{DateTime, Duration, Utc};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,15 +27,18 @@ impl ReservationStatus {
     }
 }
 
-/// A customer's claim on one seat. It copies the seat number, price and concert of
-/// the seat at hold time, so the payment reads one item to know what it charges.
+/// A customer's claim on one seat. It copies, at hold time, what the payment's
+/// receipt and event need (the seat number and price, the concert, the
+/// customer's mail), so the payment reads this one item and then writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation {
     pub id: ReservationId,
     pub user_id: UserId,
+    /// The customer's mail when the seat was held.
+    pub mail: Mail,
     pub seat_id: SeatId,
     pub seat_number: u32,
-    pub concert_id: ConcertId,
+    pub concert: Concert,
     pub amount: Money,
     pub status: ReservationStatus,
     pub created_at: DateTime<Utc>,
@@ -43,24 +46,32 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Holds `seat` for `user`: the new PENDING reservation and the HELD seat.
+    /// Holds `seat` of `concert` for `customer`: the new PENDING reservation and
+    /// the HELD seat.
     pub fn hold(
         id: ReservationId,
-        user: UserId,
-        seat: &Seat,
+        customer: &User,
+        (seat, concert): (&Seat, &Concert),
         now: DateTime<Utc>,
         hold_for: Duration,
     ) -> Result<(Reservation, Seat), Refusal> {
         if hold_for <= Duration::zero() {
             return Err(Refusal::invalid("hold time", "it must be positive"));
         }
+        if seat.concert_id != concert.id {
+            return Err(Refusal::Conflict(format!(
+                "seat {} is not of concert {}",
+                seat.id, concert.id
+            )));
+        }
         let held = seat.hold(id, now, hold_for)?;
         let reservation = Reservation {
             id,
-            user_id: user,
+            user_id: customer.id,
+            mail: customer.mail.clone(),
             seat_id: seat.id,
             seat_number: seat.number,
-            concert_id: seat.concert_id,
+            concert: concert.clone(),
             amount: seat.price,
             status: ReservationStatus::Pending,
             created_at: now,
@@ -77,13 +88,9 @@ impl Reservation {
         }
     }
 
-    /// Confirms a PENDING reservation of `caller` whose hold has not expired.
-    pub fn confirm(
-        &self,
-        caller: UserId,
-        payment_id: PaymentId,
-        now: DateTime<Utc>,
-    ) -> Result<Reservation, Refusal> {
+    /// Whether `caller` may pay this reservation at `now`: theirs, PENDING, and
+    /// its hold not yet expired.
+    pub fn ensure_payable(&self, caller: UserId, now: DateTime<Utc>) -> Result<(), Refusal> {
         self.ensure_owner(caller)?;
         match self.status {
             ReservationStatus::Confirmed { .. } => Err(Refusal::AlreadyPaid(self.id)),
@@ -94,14 +101,25 @@ impl Reservation {
                     expired_at: self.hold_expires_at,
                 })
             }
-            ReservationStatus::Pending => Ok(Reservation {
-                status: ReservationStatus::Confirmed {
-                    payment_id,
-                    paid_at: now,
-                },
-                ..self.clone()
-            }),
+            ReservationStatus::Pending => Ok(()),
         }
+    }
+
+    /// Confirms a PENDING reservation of `caller` whose hold has not expired.
+    pub fn confirm(
+        &self,
+        caller: UserId,
+        payment_id: PaymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, Refusal> {
+        self.ensure_payable(caller, now)?;
+        Ok(Reservation {
+            status: ReservationStatus::Confirmed {
+                payment_id,
+                paid_at: now,
+            },
+            ..self.clone()
+        })
     }
 
     /// Expires a PENDING reservation whose hold has run out.
@@ -124,16 +142,32 @@ impl Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::SeatStatus;
+    use crate::domain::{ConcertId, SeatStatus};
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
 
+    fn concert() -> Concert {
+        Concert {
+            id: ConcertId::from_uuid(uuid::Uuid::nil()),
+            title: "Winter Live".into(),
+            starts_at: at(86_400),
+        }
+    }
+
+    fn customer(id: UserId) -> User {
+        User {
+            id,
+            mail: Mail::parse("lee@example.com").unwrap(),
+            balance: Money::ZERO,
+        }
+    }
+
     fn available_seat() -> Seat {
         Seat {
             id: SeatId::random(),
-            concert_id: ConcertId::random(),
+            concert_id: concert().id,
             number: 12,
             price: Money::krw(77_000).unwrap(),
             status: SeatStatus::Available,
@@ -143,8 +177,8 @@ mod tests {
     fn pending(owner: UserId) -> Reservation {
         Reservation::hold(
             ReservationId::random(),
-            owner,
-            &available_seat(),
+            &customer(owner),
+            (&available_seat(), &concert()),
             at(0),
             Duration::seconds(300),
         )
@@ -157,10 +191,19 @@ mod tests {
         let seat = available_seat();
         let user = UserId::random();
         let id = ReservationId::random();
-        let (r, held) = Reservation::hold(id, user, &seat, at(0), Duration::seconds(300)).unwrap();
+        let (r, held) = Reservation::hold(
+            id,
+            &customer(user),
+            (&seat, &concert()),
+            at(0),
+            Duration::seconds(300),
+        )
+        .unwrap();
         assert_eq!(r.status, ReservationStatus::Pending);
         assert_eq!(r.amount, seat.price);
         assert_eq!(r.seat_number, 12);
+        assert_eq!(r.concert, concert(), "the concert travels with it");
+        assert_eq!(r.mail.as_str(), "lee@example.com");
         assert_eq!(r.hold_expires_at, at(300));
         assert_eq!(
             held.status,
@@ -175,13 +218,30 @@ mod tests {
     fn holding_with_a_zero_hold_time_is_refused() {
         let err = Reservation::hold(
             ReservationId::random(),
-            UserId::random(),
-            &available_seat(),
+            &customer(UserId::random()),
+            (&available_seat(), &concert()),
             at(0),
             Duration::zero(),
         )
         .unwrap_err();
         assert!(matches!(err, Refusal::InvalidInput { .. }));
+    }
+
+    #[test]
+    fn holding_a_seat_with_another_concerts_details_is_refused() {
+        let other = Concert {
+            id: ConcertId::random(),
+            ..concert()
+        };
+        let err = Reservation::hold(
+            ReservationId::random(),
+            &customer(UserId::random()),
+            (&available_seat(), &other),
+            at(0),
+            Duration::seconds(300),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Refusal::Conflict(_)), "{err}");
     }
 
     #[test]

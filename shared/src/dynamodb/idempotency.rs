@@ -7,7 +7,7 @@ use crate::idempotency::{Claim, IdempotencyRecord, IdempotencyStatus, Idempotenc
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -42,7 +42,47 @@ impl DynamoIdempotencyStore {
     }
 }
 
-fn record_from(item: &Item) -> Result<IdempotencyRecord, Error> {
+/// Where a write may take a key: it is free, expired, or held by an
+/// invocation whose deadline has passed. Its values: [`take_values`].
+pub(crate) const TAKE_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :now_s \
+     OR (#status = :inprogress AND inProgressUntil <= :now_ms)";
+
+/// The values of [`TAKE_CONDITION`] at `now` (`#status` names the status).
+pub(crate) fn take_values(now: DateTime<Utc>) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (":now_s".to_owned(), n(now.timestamp())),
+        (":now_ms".to_owned(), n(to_millis(now))),
+        (
+            ":inprogress".to_owned(),
+            s(IdempotencyStatus::InProgress.name()),
+        ),
+    ])
+}
+
+/// The item of `record`, as [`record_from`] reads it back.
+pub(crate) fn record_item(record: &IdempotencyRecord) -> Item {
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(&record.key)),
+        ("status".to_owned(), s(record.status.name())),
+        ("payloadHash".to_owned(), s(&record.payload_hash)),
+        ("expiresAt".to_owned(), n(record.expires_at.timestamp())),
+    ]);
+    let times = [
+        ("inProgressUntil", record.in_progress_until),
+        ("completedAt", record.completed_at),
+    ];
+    for (name, at) in times {
+        if let Some(at) = at {
+            item.insert(name.to_owned(), n(to_millis(at)));
+        }
+    }
+    if let Some(response) = &record.response {
+        item.insert("response".to_owned(), s(response));
+    }
+    item
+}
+
+pub(crate) fn record_from(item: &Item) -> Result<IdempotencyRecord, Error> {
     let r = Reader::new(item, "idempotency");
     Ok(IdempotencyRecord {
         key: r.str("pk")?.to_owned(),
@@ -65,31 +105,23 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         in_progress_until: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Claim, Error> {
-        let item: Item = HashMap::from([
-            ("pk".to_owned(), s(key)),
-            ("status".to_owned(), s(IdempotencyStatus::InProgress.name())),
-            ("payloadHash".to_owned(), s(payload_hash)),
-            ("expiresAt".to_owned(), n(expires_at.timestamp())),
-            (
-                "inProgressUntil".to_owned(),
-                n(to_millis(in_progress_until)),
-            ),
-        ]);
-        // One conditional write takes the key: it is free, expired, or held by an
-        // invocation whose deadline has passed.
+        let item = record_item(&IdempotencyRecord {
+            key: key.to_owned(),
+            status: IdempotencyStatus::InProgress,
+            payload_hash: payload_hash.to_owned(),
+            expires_at,
+            in_progress_until: Some(in_progress_until),
+            response: None,
+            completed_at: None,
+        });
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(pk) OR expiresAt <= :now_s \
-                 OR (#status = :inprogress AND inProgressUntil <= :now_ms)",
-            )
+            .condition_expression(TAKE_CONDITION)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":now_s", n(now.timestamp()))
-            .expression_attribute_values(":now_ms", n(to_millis(now)))
-            .expression_attribute_values(":inprogress", s(IdempotencyStatus::InProgress.name()))
+            .set_expression_attribute_values(Some(take_values(now)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .return_values(ReturnValue::AllOld)
             .send()

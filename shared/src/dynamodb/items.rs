@@ -184,11 +184,34 @@ pub fn concert_from(item: &Item) -> Result<Concert, Error> {
     })
 }
 
-pub fn seat_item(seat: &Seat) -> Item {
+/// The concert copied onto a seat or reservation item (`concertId`,
+/// `concertTitle`, `concertStartsAt`), so holding and paying read no concert item.
+fn insert_concert_copy(item: &mut Item, concert: &Concert) {
+    item.insert("concertId".into(), s(concert.id.to_string()));
+    item.insert("concertTitle".into(), s(concert.title.clone()));
+    item.insert("concertStartsAt".into(), n(to_millis(concert.starts_at)));
+}
+
+fn concert_copy(r: &Reader) -> Result<Concert, Error> {
+    Ok(Concert {
+        id: r.id("concertId")?,
+        title: r.str("concertTitle")?.to_owned(),
+        starts_at: r.time("concertStartsAt")?,
+    })
+}
+
+/// A seat's item, carrying its concert's title and start as well.
+pub fn seat_item(seat: &Seat, concert: &Concert) -> Result<Item, Error> {
+    if seat.concert_id != concert.id {
+        return Err(Error::corrupt(format!(
+            "seat {} is of concert {}, not {}",
+            seat.id, seat.concert_id, concert.id
+        )));
+    }
     let mut item = seat_key(seat.id);
     item.insert("entity".into(), s("Seat"));
     item.insert("seatId".into(), s(seat.id.to_string()));
-    item.insert("concertId".into(), s(seat.concert_id.to_string()));
+    insert_concert_copy(&mut item, concert);
     item.insert("seatNumber".into(), n(seat.number));
     item.insert("price".into(), n(seat.price.amount()));
     item.insert("status".into(), s(seat.status.name()));
@@ -206,7 +229,12 @@ pub fn seat_item(seat: &Seat) -> Item {
             item.insert("soldTo".into(), s(reservation.to_string()));
         }
     }
-    item
+    Ok(item)
+}
+
+/// A seat and the concert its item carries: what a hold copies.
+pub fn seat_listing_from(item: &Item) -> Result<(Seat, Concert), Error> {
+    Ok((seat_from(item)?, concert_copy(&Reader::new(item, "seat"))?))
 }
 
 pub fn seat_from(item: &Item) -> Result<Seat, Error> {
@@ -274,9 +302,10 @@ pub fn reservation_item(reservation: &Reservation) -> Item {
     item.insert("entity".into(), s("Reservation"));
     item.insert("reservationId".into(), s(reservation.id.to_string()));
     item.insert("userId".into(), s(reservation.user_id.to_string()));
+    item.insert("mail".into(), s(reservation.mail.as_str()));
     item.insert("seatId".into(), s(reservation.seat_id.to_string()));
     item.insert("seatNumber".into(), n(reservation.seat_number));
-    item.insert("concertId".into(), s(reservation.concert_id.to_string()));
+    insert_concert_copy(&mut item, &reservation.concert);
     item.insert("amount".into(), n(reservation.amount.amount()));
     item.insert("status".into(), s(reservation.status.name()));
     item.insert("createdAt".into(), n(to_millis(reservation.created_at)));
@@ -313,10 +342,11 @@ pub fn reservation_from(item: &Item) -> Result<Reservation, Error> {
     Ok(Reservation {
         id: r.id("reservationId")?,
         user_id: r.id("userId")?,
+        mail: Mail::parse(r.str("mail")?)?,
         seat_id: r.id("seatId")?,
         seat_number: u32::try_from(r.i64("seatNumber")?)
             .map_err(|_| Error::corrupt("seat number out of range"))?,
-        concert_id: r.id("concertId")?,
+        concert: concert_copy(&r)?,
         amount: r.money("amount")?,
         status,
         created_at: r.time("createdAt")?,
@@ -399,16 +429,22 @@ mod tests {
             price: Money::krw(9).unwrap(),
             status: SeatStatus::Available,
         };
-        assert_eq!(seat_from(&seat_item(&seat)).unwrap(), seat);
+        assert_eq!(
+            seat_listing_from(&seat_item(&seat, &concert).unwrap()).unwrap(),
+            (seat.clone(), concert.clone())
+        );
         let (reservation, held) = Reservation::hold(
             ReservationId::random(),
-            user.id,
-            &seat,
+            &user,
+            (&seat, &concert),
             at(0),
             Duration::seconds(60),
         )
         .unwrap();
-        assert_eq!(seat_from(&seat_item(&held)).unwrap(), held);
+        assert_eq!(
+            seat_from(&seat_item(&held, &concert).unwrap()).unwrap(),
+            held
+        );
         assert_eq!(
             reservation_from(&reservation_item(&reservation)).unwrap(),
             reservation
@@ -421,7 +457,10 @@ mod tests {
             confirmed
         );
         let sold = held.sell(reservation.id, at(1)).unwrap();
-        assert_eq!(seat_from(&seat_item(&sold)).unwrap(), sold);
+        assert_eq!(
+            seat_from(&seat_item(&sold, &concert).unwrap()).unwrap(),
+            sold
+        );
         let mut token = QueueToken {
             id: TokenId::random(),
             user_id: user.id,

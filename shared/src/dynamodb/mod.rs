@@ -2,6 +2,8 @@
 //! for the outbox, whose stream feeds the relay), the idempotency store, and table
 //! provisioning.
 
+mod batch;
+mod checkout;
 mod idempotency;
 pub mod items;
 mod ledger;
@@ -13,6 +15,7 @@ mod transaction;
 mod window;
 mod writes;
 
+pub use checkout::{Paid, PaymentKey, PaymentStart};
 pub use idempotency::DynamoIdempotencyStore;
 pub use ledger::DynamoFailureLedger;
 pub use outbox::{outbox_item, outbox_items_created_between};

@@ -2,25 +2,23 @@ use super::items::{
     self, Item, Reader, concert_from, concert_key, n, reservation_from, reservation_key, s,
     seat_from, seat_key, token_from, token_key, user_from, user_key,
 };
-use super::transaction::{Cancelled, Refused, Slot, Transaction};
+use super::transaction::{Refused, Transaction};
 use super::writes;
 use super::{UnprocessedRetries, sdk_error};
 use crate::Error;
 use crate::clock::to_millis;
 use crate::config::TableNames;
-use crate::domain::PaymentOutcome;
 use crate::domain::Refusal;
 use crate::domain::{
-    Checkout, Concert, ConcertId, EventId, PaymentId, PaymentReceipt, QueueToken, Reservation,
-    ReservationId, ReservationStatus, Seat, SeatId, TokenId, User, UserId, pay,
+    Concert, ConcertId, EventId, PaymentId, PaymentReceipt, QueueToken, Reservation, ReservationId,
+    Seat, SeatId, TokenId, User, UserId,
 };
 use crate::events::{EventEnvelope, SeatHoldExpired};
 use crate::seed::SeedData;
 use crate::trace::TraceContext;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 
 /// A held seat whose hold expired, as the held-seats index lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,48 +45,6 @@ pub struct TicketingRepository {
     trace: Option<TraceContext>,
 }
 
-/// The writes of a payment whose failed condition the domain re-judges.
-struct PaymentSlots {
-    reservation: Slot,
-    token: Slot,
-    seat: Slot,
-    user: Slot,
-}
-
-impl PaymentSlots {
-    /// The checkout with each item whose condition failed as it was then.
-    fn seen(&self, checkout: &Checkout, cancelled: &Cancelled) -> Result<Checkout, Error> {
-        let reservation = &checkout.reservation;
-        let missing = |kind: &'static str, id: String| Refusal::NotFound { kind, id };
-        let mut seen = checkout.clone();
-        if let Some(old) = cancelled.failed(self.reservation) {
-            seen.reservation = old
-                .map(reservation_from)
-                .transpose()?
-                .ok_or_else(|| missing("reservation", reservation.id.to_string()))?;
-        }
-        if let Some(old) = cancelled.failed(self.token) {
-            seen.token = old
-                .map(token_from)
-                .transpose()?
-                .ok_or_else(|| Refusal::InvalidToken("the queue token is unknown".into()))?;
-        }
-        if let Some(old) = cancelled.failed(self.seat) {
-            seen.seat = old
-                .map(seat_from)
-                .transpose()?
-                .ok_or_else(|| missing("seat", reservation.seat_id.to_string()))?;
-        }
-        if let Some(old) = cancelled.failed(self.user) {
-            seen.user = old
-                .map(user_from)
-                .transpose()?
-                .ok_or_else(|| missing("user", reservation.user_id.to_string()))?;
-        }
-        Ok(seen)
-    }
-}
-
 impl TicketingRepository {
     pub fn new(client: Client, tables: TableNames) -> Self {
         TicketingRepository {
@@ -113,6 +69,11 @@ impl TicketingRepository {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The trace the outbox items it writes carry, if any.
+    pub(crate) fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     async fn get(&self, key: Item) -> Result<Option<Item>, Error> {
@@ -213,21 +174,8 @@ impl TicketingRepository {
         if reservation.expire(now).is_err() {
             return Ok(Release::Skipped);
         }
-        let user = self
-            .user(reservation.user_id)
-            .await?
-            .ok_or(Refusal::NotFound {
-                kind: "user",
-                id: reservation.user_id.to_string(),
-            })?;
-        let concert = self
-            .concert(reservation.concert_id)
-            .await?
-            .ok_or(Refusal::NotFound {
-                kind: "concert",
-                id: reservation.concert_id.to_string(),
-            })?;
-        let payload = SeatHoldExpired::new(&reservation, &user.mail, &concert, now);
+        // The reservation carries its customer and concert: nothing else to read.
+        let payload = SeatHoldExpired::new(&reservation, now);
         let event = EventEnvelope::seat_hold_expired(event_id, &payload);
         let table = &self.tables.ticketing;
         let mut tx = Transaction::default();
@@ -288,7 +236,7 @@ impl TicketingRepository {
             token_id,
             &writes::TokenUse {
                 user: reservation.user_id,
-                concert: reservation.concert_id,
+                concert: reservation.concert.id,
                 reservation: reservation.id,
                 until: expires_at,
             },
@@ -310,7 +258,7 @@ impl TicketingRepository {
                 .map(token_from)
                 .transpose()?
                 .ok_or_else(|| Refusal::InvalidToken("the queue token is unknown".into()))?;
-            token.ensure_can_hold(reservation.user_id, reservation.concert_id, now)?;
+            token.ensure_can_hold(reservation.user_id, reservation.concert.id, now)?;
         }
         if let Some(old) = cancelled.failed(seat_held) {
             let seat = old.map(seat_from).transpose()?.ok_or(Refusal::NotFound {
@@ -322,166 +270,24 @@ impl TicketingRepository {
         Err(Refusal::Conflict(format!("seat {}", held.id)).into())
     }
 
-    /// Reads, in one round trip, what a payment of `reservation` needs.
-    pub async fn checkout(
-        &self,
-        reservation: Reservation,
-        token_id: TokenId,
-    ) -> Result<Checkout, Error> {
-        let keys = vec![
-            user_key(reservation.user_id),
-            seat_key(reservation.seat_id),
-            token_key(token_id),
-            concert_key(reservation.concert_id),
-        ];
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| Error::storage("building the checkout read", e))?,
-        );
-        let mut found: Vec<Item> = Vec::with_capacity(4);
-        let mut retries = UnprocessedRetries::new("BatchGetItem");
-        while let Some(request) = pending.take() {
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.tables.ticketing, request)
-                .send()
-                .await
-                .map_err(|e| sdk_error("BatchGetItem", e))?;
-            if let Some(mut responses) = out.responses {
-                found.extend(responses.remove(&self.tables.ticketing).unwrap_or_default());
-            }
-            pending = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.tables.ticketing))
-                .filter(|k| !k.keys().is_empty());
-            if pending.is_some() {
-                retries.wait().await?;
-            }
-        }
-        let by_pk: HashMap<String, Item> = found
-            .into_iter()
-            .filter_map(|item| Some((items::pk_of(&item)?.to_owned(), item)))
-            .collect();
-        let found = |key: Item| by_pk.get(items::pk_of(&key)?);
-        let pick = |key: Item, kind: &'static str, id: String| {
-            found(key).ok_or(Refusal::NotFound { kind, id })
-        };
-        let user = user_from(pick(
-            user_key(reservation.user_id),
-            "user",
-            reservation.user_id.to_string(),
-        )?)?;
-        let seat = seat_from(pick(
-            seat_key(reservation.seat_id),
-            "seat",
-            reservation.seat_id.to_string(),
-        )?)?;
-        let token = match found(token_key(token_id)) {
-            Some(item) => token_from(item)?,
-            None => return Err(Refusal::InvalidToken("the queue token is unknown".into()).into()),
-        };
-        let concert = concert_from(pick(
-            concert_key(reservation.concert_id),
-            "concert",
-            reservation.concert_id.to_string(),
-        )?)?;
-        Ok(Checkout {
-            user,
-            seat,
-            reservation,
-            token,
-            concert,
-        })
-    }
-
-    /// Commits a payment in ONE transaction: balance, seat, reservation, token,
-    /// payment, history and the outbox item, each guarded by a condition that
-    /// restates the domain rule, so a concurrent change cancels the whole of it.
-    pub async fn pay(
-        &self,
-        checkout: &Checkout,
-        outcome: &PaymentOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let reservation = &checkout.reservation;
-        let (tx, slots) = self.payment_transaction(checkout, outcome, now)?;
-        let cancelled = match tx
-            .commit(&self.client, "TransactWriteItems (payment)")
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(Refused::Failed(e)) => return Err(e),
-            Err(Refused::Cancelled(c)) => c,
-        };
-        if cancelled.conflict() {
-            return Err(Refusal::Conflict(format!("reservation {}", reservation.id)).into());
-        }
-        // Re-judge with the items as they were when the transaction ran, so the
-        // caller hears the same reason the domain gives.
-        let seen = slots.seen(checkout, &cancelled)?;
-        pay(
-            &seen,
-            reservation.user_id,
-            outcome.receipt.payment_id,
-            outcome.event.event_id,
-            now,
-        )?;
-        Err(Refusal::Conflict(format!("reservation {}", reservation.id)).into())
-    }
-
-    /// The payment's seven writes, and the slots of those the domain re-judges.
-    fn payment_transaction(
-        &self,
-        checkout: &Checkout,
-        outcome: &PaymentOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<(Transaction, PaymentSlots), Error> {
-        let (table, reservation) = (&self.tables.ticketing, &checkout.reservation);
-        let (receipt, user) = (&outcome.receipt, reservation.user_id);
-        let mut tx = Transaction::default();
-        let slots = PaymentSlots {
-            reservation: tx.update(writes::confirm_reservation(
-                table,
-                reservation.id,
-                user,
-                receipt.payment_id,
-                now,
-            )?),
-            token: tx.update(writes::finish_token(table, checkout.token.id, user, now)?),
-            seat: tx.update(writes::sell_seat(
-                table,
-                reservation.seat_id,
-                reservation.id,
-                now,
-            )?),
-            user: tx.update(writes::debit_balance(table, user, reservation.amount)?),
-        };
-        let payment = items::payment_item(receipt, reservation, now)?;
-        tx.put(writes::put_new(table, payment)?);
-        tx.put(writes::put_new(
-            table,
-            items::history_item(receipt, reservation, now),
-        )?);
-        tx.put(writes::put_outbox(
-            &self.tables.outbox,
-            &outcome.event,
-            now,
-            self.trace.as_ref(),
-        )?);
-        Ok((tx, slots))
-    }
-
     /// Writes seed data, 25 items per batch, retrying what DynamoDB left unprocessed.
     pub async fn seed(&self, data: &SeedData) -> Result<(), Error> {
+        let seats = data
+            .seats
+            .iter()
+            .map(|seat| {
+                let concert = data.concerts.iter().find(|c| c.id == seat.concert_id);
+                let concert = concert.ok_or_else(|| {
+                    Error::corrupt(format!("seed seat {} has no concert", seat.id))
+                })?;
+                items::seat_item(seat, concert)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let items: Vec<Item> = data
             .concerts
             .iter()
             .map(items::concert_item)
-            .chain(data.seats.iter().map(items::seat_item))
+            .chain(seats)
             .chain(data.users.iter().map(items::user_item))
             .chain(data.tokens.iter().map(items::token_item))
             .collect();
@@ -515,17 +321,5 @@ impl TicketingRepository {
             }
         }
         Ok(())
-    }
-
-    /// A reservation that is CONFIRMED for `caller`, with its receipt: what a
-    /// retried payment answers.
-    pub async fn confirmed_receipt(
-        &self,
-        reservation: &Reservation,
-    ) -> Result<Option<PaymentReceipt>, Error> {
-        match reservation.status {
-            ReservationStatus::Confirmed { payment_id, .. } => self.receipt(payment_id).await,
-            _ => Ok(None),
-        }
     }
 }

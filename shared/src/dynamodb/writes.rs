@@ -2,6 +2,7 @@
 //! the rule its condition restates, so a concurrent change that breaks the
 //! rule cancels the whole transaction.
 
+use super::idempotency;
 use super::items::{self, Item, n, reservation_key, s, seat_key, token_key, user_key};
 use crate::Error;
 use crate::clock::to_millis;
@@ -10,6 +11,7 @@ use crate::domain::{
     TokenStatus, UserId,
 };
 use crate::events::EventEnvelope;
+use crate::idempotency::IdempotencyRecord;
 use crate::outbox::OutboxItem;
 use crate::trace::TraceContext;
 use aws_sdk_dynamodb::types::{
@@ -262,4 +264,22 @@ pub(crate) fn put_outbox(
     let item = serde_dynamo::to_item(OutboxItem::new(event, now).traced(trace))
         .map_err(|e| Error::storage("serialising the outbox item", e))?;
     put_new(outbox_table, item)
+}
+
+/// An idempotency key's record, written only where the key is free, expired
+/// or abandoned; the record found comes back if it is not (to be judged).
+pub(crate) fn put_idempotency_record(
+    table: &str,
+    record: &IdempotencyRecord,
+    now: DateTime<Utc>,
+) -> Result<Put, Error> {
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(idempotency::record_item(record)))
+        .condition_expression(idempotency::TAKE_CONDITION)
+        .expression_attribute_names("#status", "status")
+        .set_expression_attribute_values(Some(idempotency::take_values(now)))
+        .return_values_on_condition_check_failure(ReturnOld::AllOld)
+        .build()
+        .map_err(build_error)
 }
