@@ -2,18 +2,28 @@
 //! failed once; the sandbox now answers at once), each sent through the
 //! notifier's idempotency check, its ledger row closed and its offset
 //! committed. Baseline: a bare consumer reading the same records from the same
-//! broker (the ceiling: reading alone).
+//! broker (the ceiling: reading alone), and one letter at a time. Then the same
+//! with the keys and the ledger on stores answering in 5 ms concurrently, as
+//! DynamoDB does in-region, and every send taking 20 ms (moto serves one
+//! request at a time, which bounds the first figures).
 
 use crate::Error;
+use crate::in_region::{self, IN_REGION_LATENCY, InRegionLedger, InRegionStore};
 use crate::report::{Figure, Report, Samples};
 use chrono::{Duration, Utc};
-use dlq_retry::DlqRetry;
+use dlq_retry::{DlqRetry, LambdaDlqRetry};
+use local_runner::notification_sandbox::FailurePlan;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use shared::clock::SystemClock;
+use shared::channels::Channel;
+use shared::clock::{Clock, SystemClock};
 use shared::dead_letter::DeadLetter;
+use shared::delivery::{DeadLetterSink, Destination};
 use shared::domain::ReservationId;
+use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
+use shared::idempotency::IdempotencyStore;
 use shared::kafka::{KafkaPublisher, ProducerSettings, TANSU_ONE_RECORD_PER_BATCH};
+use shared::ledger::FailureLedger;
 use shared::notification::{ChannelKind, ChannelRoutes};
 use shared::ports::EventPublisher;
 use std::sync::Arc;
@@ -24,6 +34,8 @@ pub struct DlqRetryBench {
     pub runs: usize,
     /// Due dead letters per run (10,000).
     pub records: usize,
+    /// The sandbox's answer time in the in-region part (20 ms).
+    pub send_latency: StdDuration,
 }
 
 /// Publishes `n` dead letters of Telegram, all due now; answers where the
@@ -101,39 +113,80 @@ async fn read_alone(topic: &str, start: i64, n: usize) -> Result<f64, Error> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A notifier's tables and topics, and a dlq-retry over them handling
-/// `concurrency` letters at once.
-struct Setup {
+/// A notifier's tables and topics, and a dlq-retry over them.
+struct Setup<C, S, L> {
     direct: DirectNotifier,
-    retry: DlqRetry,
+    retry: DlqRetry<C, S, L>,
 }
 
-impl Setup {
-    async fn start(concurrency: usize) -> Result<Setup, Error> {
-        let direct = DirectNotifier::start_routed(
-            ChannelRoutes::default(),
-            Duration::seconds(60),
-            StdDuration::from_secs(5),
-        )
-        .await;
-        let retry = DlqRetry::from_config(
-            dlq_retry::Config {
-                delivery: direct.config.delivery.clone(),
-                settings: dlq_retry::Settings {
-                    concurrency,
-                    group_id: testkit::unique("bench-dlq-retry"),
-                    max_retries: 10,
-                    default_run_time: Duration::hours(1),
-                    ..Default::default()
-                },
-            },
-            direct.dynamodb.clone(),
-            Arc::new(SystemClock),
-        )
-        .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+/// dlq-retry's settings for a bench run handling `concurrency` letters at once.
+fn config(direct: &DirectNotifier, concurrency: usize) -> dlq_retry::Config {
+    dlq_retry::Config {
+        delivery: direct.config.delivery.clone(),
+        settings: dlq_retry::Settings {
+            concurrency,
+            group_id: testkit::unique("bench-dlq-retry"),
+            max_retries: 10,
+            default_run_time: Duration::hours(1),
+            ..Default::default()
+        },
+    }
+}
+
+async fn notifier_stack() -> DirectNotifier {
+    DirectNotifier::start_routed(
+        ChannelRoutes::default(),
+        Duration::seconds(60),
+        StdDuration::from_secs(5),
+    )
+    .await
+}
+
+fn measure(e: impl std::error::Error + 'static) -> Error {
+    Error::Measure(shared::error_chain(&e))
+}
+
+impl Setup<Channel, DynamoIdempotencyStore, DynamoFailureLedger> {
+    /// As deployed, keys and ledger on moto; the sandbox answers at once.
+    async fn on_moto(concurrency: usize) -> Result<Self, Error> {
+        let direct = notifier_stack().await;
+        let config = config(&direct, concurrency);
+        let retry =
+            LambdaDlqRetry::from_config(config, direct.dynamodb.clone(), Arc::new(SystemClock))
+                .map_err(measure)?;
         Ok(Setup { direct, retry })
     }
+}
 
+impl Setup<Channel, InRegionStore, InRegionLedger> {
+    /// Keys and ledger on stores answering as DynamoDB does in-region; every
+    /// send answered by the sandbox after `send_latency`.
+    async fn in_region(concurrency: usize, send_latency: StdDuration) -> Result<Self, Error> {
+        let direct = notifier_stack().await;
+        direct.sandbox.fail_next(FailurePlan {
+            delay_ms: Some(send_latency.as_millis() as u64),
+            ..FailurePlan::fail(u32::MAX, 200)
+        });
+        let config = config(&direct, concurrency);
+        let delivery = &config.delivery;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let deliverer = in_region::deliverer(delivery, clock.clone()).map_err(measure)?;
+        let sink = DeadLetterSink::new(
+            KafkaPublisher::new(&delivery.kafka, &delivery.producer)?,
+            InRegionLedger::new(IN_REGION_LATENCY),
+            delivery.topics.clone(),
+        );
+        let retry = DlqRetry::new(config, deliverer, sink, clock);
+        Ok(Setup { direct, retry })
+    }
+}
+
+impl<C, S, L> Setup<C, S, L>
+where
+    C: Destination,
+    S: IdempotencyStore,
+    L: FailureLedger,
+{
     /// Publishes `n` due letters and drains them in one run: records a second,
     /// and where they start on the topic.
     async fn drain(&self, n: usize) -> Result<(f64, i64), Error> {
@@ -143,7 +196,7 @@ impl Setup {
             .retry
             .run(Utc::now() + Duration::hours(1))
             .await
-            .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+            .map_err(measure)?;
         let elapsed = started.elapsed().as_secs_f64();
         if done.processed as usize != n {
             return Err(Error::Measure(format!(
@@ -157,9 +210,15 @@ impl Setup {
 
 impl DlqRetryBench {
     pub async fn run(&self, report: &mut Report) -> Result<(), Error> {
-        let concurrent = Setup::start(notifier::DEFAULT_CONCURRENCY).await?;
+        self.on_moto(report).await?;
+        self.in_region(report).await
+    }
+
+    /// As deployed on moto: against a bare consumer, and one letter at a time.
+    async fn on_moto(&self, report: &mut Report) -> Result<(), Error> {
+        let concurrent = Setup::on_moto(notifier::DEFAULT_CONCURRENCY).await?;
         // One letter, then its commit, at a time: how dlq-retry worked before.
-        let one_by_one = Setup::start(1).await?;
+        let one_by_one = Setup::on_moto(1).await?;
         let sequential_records = self.records.min(1_000);
         let topic = concurrent.direct.topics.payment_completed_dlq.clone();
 
@@ -182,6 +241,32 @@ impl DlqRetryBench {
         report.add(
             Figure::of("dlq-retry", &metric, "rec/s", &drained)
                 .against("a bare consumer reading them (ceiling)", &ceiling),
+        );
+        report.add(Figure::of("dlq-retry", &metric, "rec/s", &drained).against(
+            &format!("one letter and its commit at a time ({sequential_records} letters)"),
+            &sequential,
+        ));
+        Ok(())
+    }
+
+    /// Keys and ledger answering in 5 ms concurrently (DynamoDB in-region),
+    /// sends taking `send_latency`: the concurrency itself, not moto's queue.
+    async fn in_region(&self, report: &mut Report) -> Result<(), Error> {
+        let concurrent = Setup::in_region(notifier::DEFAULT_CONCURRENCY, self.send_latency).await?;
+        let one_by_one = Setup::in_region(1, self.send_latency).await?;
+        let (records, sequential_records) = (self.records.min(2_000), self.records.min(200));
+        let (mut drained, mut sequential) = (Samples::default(), Samples::default());
+        let rounds = self.runs.min(3);
+        for round in 0..rounds {
+            drained.push(concurrent.drain(records).await?.0);
+            sequential.push(one_by_one.drain(sequential_records).await?.0);
+            eprintln!("dlq-retry in-region: round {}/{rounds} done", round + 1);
+        }
+        let metric = format!(
+            "{records} due dead letters, sends take {} ms, keys and ledger on stores answering in {} ms concurrently (DynamoDB in-region), {} at once",
+            self.send_latency.as_millis(),
+            IN_REGION_LATENCY.as_millis(),
+            notifier::DEFAULT_CONCURRENCY
         );
         report.add(Figure::of("dlq-retry", &metric, "rec/s", &drained).against(
             &format!("one letter and its commit at a time ({sequential_records} letters)"),

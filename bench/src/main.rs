@@ -178,6 +178,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 dlq_retry::DlqRetryBench {
                     runs: cli.runs,
                     records: cli.dlq_records,
+                    send_latency: std::time::Duration::from_millis(cli.notifier_latency_ms),
                 }
                 .run(&mut report)
                 .await?

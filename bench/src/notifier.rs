@@ -19,7 +19,6 @@ use local_runner::notification_sandbox::{FailurePlan, NotificationSandbox};
 use notifier::{LambdaNotifier, Notifier};
 use shared::channels::Channel;
 use shared::clock::{Clock, SystemClock};
-use shared::delivery::Deliverer;
 use shared::domain::ReservationId;
 use shared::dynamodb::DynamoFailureLedger;
 use shared::idempotency::IdempotencyStore;
@@ -109,13 +108,7 @@ fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, E
     let measure = |e: shared::config::ConfigError| Error::Measure(shared::error_chain(&e));
     let delivery = &direct.config.delivery;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let deliverer = Deliverer::new(
-        delivery.channels.channels().map_err(measure)?,
-        delivery.channels.routes.clone(),
-        InRegionStore::new(IN_REGION_LATENCY),
-        clock.clone(),
-        delivery.idempotency_ttl,
-    );
+    let deliverer = crate::in_region::deliverer(delivery, clock.clone()).map_err(measure)?;
     let sink = delivery.sink(direct.dynamodb.clone()).map_err(measure)?;
     let retry_delay = direct.config.settings.retry_delay;
     Ok(Notifier::new(deliverer, sink, clock, retry_delay).with_concurrency(keys))

@@ -11,7 +11,7 @@ use crate::kafka_source::{self, KafkaSourceSettings};
 use crate::stream_source::{self, FailureQueue, StreamSourceSettings};
 use crate::template::KafkaMapping;
 use data_platform_feed::LambdaFeed;
-use dlq_retry::DlqRetry;
+use dlq_retry::LambdaDlqRetry;
 use notifier::LambdaNotifier;
 use outbox_relay::Relay;
 use payment::PaymentApi;
@@ -283,7 +283,7 @@ struct Functions {
     notifier: Arc<LambdaNotifier>,
     /// The data-platform feed, when the platform is configured.
     feed: Option<Arc<LambdaFeed>>,
-    dlq_retry: Arc<DlqRetry>,
+    dlq_retry: Arc<LambdaDlqRetry>,
     seat_expiration: Arc<SeatExpiration>,
 }
 
@@ -383,7 +383,7 @@ impl Functions {
                 .map_err(startup_error)?
                 .map(Arc::new),
             dlq_retry: Arc::new(
-                DlqRetry::from_config(dlq_retry, dynamodb.clone(), clock.clone())
+                LambdaDlqRetry::from_config(dlq_retry, dynamodb.clone(), clock.clone())
                     .map_err(startup_error)?,
             ),
             seat_expiration: Arc::new(SeatExpiration::new(

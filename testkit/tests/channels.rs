@@ -4,7 +4,7 @@
 //! never re-sends on the other, and its retry goes to that channel only.
 
 use chrono::{Duration, Utc};
-use dlq_retry::DlqRetry;
+use dlq_retry::LambdaDlqRetry;
 use local_runner::notification_sandbox::{Chaos, channel_settings};
 use local_runner::notification_sandbox::{
     DISCORD, FailurePlan, NotificationSandbox, SANDBOX_WEBHOOK_ID, TELEGRAM,
@@ -274,14 +274,14 @@ async fn the_sandboxs_chaos_fails_a_share_of_sends_with_every_kind_and_never_rec
 }
 
 /// A notifier sending every event on both channels, and a dlq-retry beside it.
-async fn both_channels() -> (DirectNotifier, DlqRetry) {
+async fn both_channels() -> (DirectNotifier, LambdaDlqRetry) {
     let n = DirectNotifier::start_routed(
         ChannelRoutes::all_on(&[ChannelKind::Telegram, ChannelKind::Discord]),
         Duration::zero(),
         StdDuration::from_secs(5),
     )
     .await;
-    let retry = DlqRetry::from_config(
+    let retry = LambdaDlqRetry::from_config(
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
             settings: dlq_retry::Settings {

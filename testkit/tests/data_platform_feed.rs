@@ -187,7 +187,7 @@ async fn an_outage_leaves_the_events_on_the_dead_letter_topic_until_dlq_retry_de
         channel_settings(s.sandbox_addr, ChannelRoutes::default()),
     )
     .delivery;
-    let retry = dlq_retry::DlqRetry::from_config(
+    let retry = dlq_retry::LambdaDlqRetry::from_config(
         dlq_retry::Config {
             delivery,
             settings: dlq_retry::Settings {

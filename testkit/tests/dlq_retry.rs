@@ -6,7 +6,7 @@
 //! deadline.
 
 use chrono::{Duration, Utc};
-use dlq_retry::DlqRetry;
+use dlq_retry::LambdaDlqRetry;
 use local_runner::notification_sandbox::FailurePlan;
 use shared::clock::{Clock, ManualClock, SystemClock};
 use shared::dead_letter;
@@ -115,7 +115,7 @@ async fn after_the_maximum_retries_the_record_is_on_the_failed_topic_and_the_led
 
 struct Direct {
     n: DirectNotifier,
-    retry: DlqRetry,
+    retry: LambdaDlqRetry,
 }
 
 /// A notifier and a dlq-retry of their own (no runner), for runs under the test's control.
@@ -130,7 +130,7 @@ async fn direct_on(
     safety_margin: Duration,
 ) -> Direct {
     let n = DirectNotifier::start(retry_delay, StdDuration::from_secs(5)).await;
-    let retry = DlqRetry::from_config(
+    let retry = LambdaDlqRetry::from_config(
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
             settings: dlq_retry::Settings {

@@ -221,7 +221,7 @@ async fn the_schedule_sample_runs_seat_expiration_and_dlq_retry() {
     .unwrap();
     assert_eq!(report["released"], 0, "{report}");
 
-    let retry = dlq_retry::DlqRetry::from_config(
+    let retry = dlq_retry::LambdaDlqRetry::from_config(
         dlq_retry::Config {
             delivery: n.config.delivery.clone(),
             settings: dlq_retry::Settings {

@@ -29,14 +29,19 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use shared::channels::Channel;
 use shared::clock::Clock;
 use shared::config::Vars;
 use shared::dead_letter::{DeadLetter, backoff};
 use shared::delivery::{
-    DeliveryConfig, Disposition, Failure, LambdaDeliverer, LambdaSink, Written,
+    DeadLetterSink, Deliverer, DeliveryConfig, Destination, Disposition, Failure, Written,
 };
+use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
+use shared::idempotency::IdempotencyStore;
+use shared::kafka::KafkaPublisher;
 use shared::kafka::decoded_message;
 use shared::kafka_event::group_by_key;
+use shared::ledger::FailureLedger;
 use shared::spans;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -184,28 +189,54 @@ enum Action {
     Commit,
 }
 
-pub struct DlqRetry {
-    deliverer: LambdaDeliverer,
-    sink: LambdaSink,
+/// One run's worker: the deployed one sends on the channels with its keys on
+/// DynamoDB ([`LambdaDlqRetry`]); the benchmarks put the keys and the ledger
+/// on stores of their own.
+pub struct DlqRetry<C, S, L> {
+    deliverer: Deliverer<C, S>,
+    sink: DeadLetterSink<KafkaPublisher, L>,
     config: Config,
     clock: Arc<dyn Clock>,
 }
 
-impl DlqRetry {
+/// dlq-retry as deployed: the channels, DynamoDB, Kafka.
+pub type LambdaDlqRetry = DlqRetry<Channel, DynamoIdempotencyStore, DynamoFailureLedger>;
+
+impl LambdaDlqRetry {
     pub fn from_config(
         config: Config,
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
         let delivery = &config.delivery;
-        Ok(DlqRetry {
-            deliverer: delivery
-                .deliverer(client.clone(), clock.clone())
-                .map_err(Error::Config)?,
-            sink: delivery.sink(client).map_err(Error::Config)?,
+        let deliverer = delivery
+            .deliverer(client.clone(), clock.clone())
+            .map_err(Error::Config)?;
+        let sink = delivery.sink(client).map_err(Error::Config)?;
+        Ok(DlqRetry::new(config, deliverer, sink, clock))
+    }
+}
+
+impl<C, S, L> DlqRetry<C, S, L>
+where
+    C: Destination,
+    S: IdempotencyStore,
+    L: FailureLedger,
+{
+    /// A worker of `config`'s settings and topics, sending through `deliverer`
+    /// and writing failures through `sink`.
+    pub fn new(
+        config: Config,
+        deliverer: Deliverer<C, S>,
+        sink: DeadLetterSink<KafkaPublisher, L>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        DlqRetry {
+            deliverer,
+            sink,
             config,
             clock,
-        })
+        }
     }
 
     /// The scheduled event's content does not matter: each run drains what is due.

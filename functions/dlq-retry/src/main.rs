@@ -1,4 +1,4 @@
-use dlq_retry::{Config, DlqRetry};
+use dlq_retry::{Config, LambdaDlqRetry};
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use shared::channels::{CHANNEL_SECRETS, DATA_PLATFORM_SECRETS};
 use shared::clock::SystemClock;
@@ -20,7 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .concat();
     shared::secrets::preload(&aws, &secrets).await?;
     let config = Config::from_env()?;
-    let retry = DlqRetry::from_config(
+    let retry = LambdaDlqRetry::from_config(
         config,
         aws_sdk_dynamodb::Client::new(&aws),
         Arc::new(SystemClock),
