@@ -1,7 +1,7 @@
 //! The data platform's HTTP API: `POST {DATA_PLATFORM_URL}/v1/events` with a
 //! batch of events (the contract: `crate::data_platform`).
 
-use super::{http_client, refused, send_rate, unanswered};
+use super::{HttpClient, http_client, refused, send_rate, unanswered};
 use crate::Error;
 use crate::InfraError;
 use crate::config::{self, ConfigError, Secret};
@@ -74,7 +74,7 @@ impl DataPlatformSettings {
 
 #[derive(Clone)]
 pub struct DataPlatformClient {
-    client: reqwest::Client,
+    client: HttpClient,
     events_url: String,
     api_key: Secret,
 }

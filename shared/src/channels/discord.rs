@@ -2,7 +2,7 @@
 //! message. Mentions are switched off (`allowed_mentions.parse = []`) so text
 //! from the event (a concert title with `@everyone`) can never ping a server.
 
-use super::{http_client, refused, unanswered};
+use super::{HttpClient, http_client, refused, unanswered};
 use crate::Error;
 use crate::config::ConfigError;
 use crate::delivery::{Destination, Letter};
@@ -19,7 +19,7 @@ pub const MAX_CONTENT_CHARS: usize = 2000;
 
 #[derive(Clone)]
 pub struct DiscordChannel {
-    client: reqwest::Client,
+    client: HttpClient,
     /// `https://discord.com/api/webhooks/<id>/<token>?wait=true`: the token is a
     /// secret, so the URL is never logged.
     execute_url: Url,

@@ -255,14 +255,39 @@ impl Destination for Channel {
     }
 }
 
-/// An HTTP client that gives up after `timeout` (connecting after 3 s at most),
-/// so a hanging channel fails the send instead of the invocation.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(3)))
-        .build()
-        .map_err(|e| ConfigError::setup("build the HTTP client", e))
+/// A channel's handle on the process's one HTTP client: every request it
+/// makes gives up after the channel's timeout, so a hanging channel fails the
+/// send instead of the invocation.
+#[derive(Clone, Debug)]
+struct HttpClient {
+    shared: reqwest::Client,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.shared.post(url).timeout(self.timeout)
+    }
+}
+
+/// The HTTP client for a channel whose requests give up after `timeout`. The
+/// channels share one client, built at the first call (at cold start): its
+/// TLS set-up reads the system's trusted roots, a few ms each time, so one
+/// build serves Telegram, Discord and the data platform, and their connections
+/// share one pool. Connecting gives up after 3 s at most.
+fn http_client(timeout: Duration) -> Result<HttpClient, ConfigError> {
+    static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let shared = match SHARED.get() {
+        Some(client) => client.clone(),
+        None => {
+            let built = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .build()
+                .map_err(|e| ConfigError::setup("build the HTTP client", e))?;
+            SHARED.get_or_init(|| built).clone()
+        }
+    };
+    Ok(HttpClient { shared, timeout })
 }
 
 /// What failed of one send.

@@ -1,6 +1,6 @@
 //! The Telegram Bot API channel (`sendMessage`).
 
-use super::{http_client, refused, unanswered};
+use super::{HttpClient, http_client, refused, unanswered};
 use crate::Error;
 use crate::config::ConfigError;
 use crate::delivery::{Destination, Letter};
@@ -12,7 +12,7 @@ pub const DEFAULT_API_BASE_URL: &str = "https://api.telegram.org";
 
 #[derive(Clone)]
 pub struct TelegramChannel {
-    client: reqwest::Client,
+    client: HttpClient,
     /// `<base>/bot<token>/sendMessage`: holds the secret, so never logged.
     send_url: String,
     chat_id: String,
