@@ -32,3 +32,6 @@ cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
 
 echo "== tests"
 cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$PIPELINE_STATE_DIR/test-output.log"
+
+echo "== the README's walk-through, pasted into a shell on make up's stack"
+scripts/walkthrough.sh

@@ -3,7 +3,8 @@
 //! - `ops provision`: the local set-up: creates the tables, one-broker topics and
 //!   the local secrets (safe to run twice); refuses an endpoint that is not local;
 //! - `ops topics apply`: creates the four topics with production settings, or
-//!   reports how existing ones differ;
+//!   reports how existing ones differ; `ops topics read <topic>`: its records;
+//! - `ops tables scan <table>`: a table's items;
 //! - `ops outbox replay`: re-publishes the outbox items created in a window;
 //! - `ops seed`: creates a concert with seats and users with a balance and an
 //!   ACTIVE queue token, and prints them as one JSON object;
@@ -20,6 +21,7 @@ mod metrics;
 mod outbox;
 mod reconcile;
 mod sandbox;
+mod tables;
 mod topics;
 mod trace;
 
@@ -96,10 +98,16 @@ enum Command {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
     },
-    /// The four topics: create them with production settings, or check them.
+    /// The four topics: create them with production settings, check them, or
+    /// read one.
     Topics {
         #[command(subcommand)]
         command: topics::TopicsCommand,
+    },
+    /// The tables: print their items.
+    Tables {
+        #[command(subcommand)]
+        command: tables::TablesCommand,
     },
     /// Create a concert with seats, and users with a balance and an ACTIVE queue token.
     Seed {
@@ -241,6 +249,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             provision(&aws, &client, &tables, partitions).await?
         }
         Command::Topics { command } => topics::run(command).await?,
+        Command::Tables { command } => tables::run(command, &client, &tables).await?,
         Command::Outbox { command } => outbox::run(command, &aws).await?,
         Command::Seed {
             seats,

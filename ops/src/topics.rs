@@ -1,11 +1,13 @@
-//! `ops topics apply`: the four topics with production settings, and the check
-//! that keeps `ops provision` (one-broker topics, local tables and secrets) off
-//! anything that is not a local stack.
+//! `ops topics apply`: the four topics with production settings; `ops topics
+//! read`: a topic's records, by hand; and the check that keeps `ops provision`
+//! (one-broker topics, local tables and secrets) off anything that is not a
+//! local stack.
 
 use crate::Error;
 use clap::Subcommand;
 use shared::config::{TopicNames, Vars};
-use shared::kafka::{KafkaSettings, apply_topics};
+use shared::kafka::{KafkaSettings, ScanBounds, apply_topics, scan_topics};
+use shared::kafka_event::DecodedRecord;
 use shared::topics::{
     DEFAULT_MIN_INSYNC_REPLICAS, DEFAULT_PARTITIONS, DEFAULT_REPLICATION_FACTOR, TopicOutcome,
     TopicSpec,
@@ -29,22 +31,81 @@ pub enum TopicsCommand {
         #[arg(long)]
         retention_hours: Option<i64>,
     },
+    /// Print a topic's records as JSON lines (partition, offset, key, headers,
+    /// the value), from the oldest kept up to the end when the read began.
+    Read {
+        /// A topic's name, e.g. payment.completed.
+        topic: String,
+        /// Only the records with this key (a reservation id).
+        #[arg(long)]
+        key: Option<String>,
+        /// The most records read on each partition.
+        #[arg(long, default_value_t = 1_000)]
+        limit: i64,
+    },
 }
 
 pub async fn run(command: TopicsCommand) -> Result<(), Error> {
-    let TopicsCommand::Apply {
-        replication_factor,
-        min_insync_replicas,
-        partitions,
-        retention_hours,
-    } = command;
-    let window = shared::delivery::idempotency_ttl(&Vars::process())?;
-    let spec = TopicSpec {
-        partitions,
-        replication_factor,
-        min_insync_replicas,
-        retention: retention_hours.map_or(window, chrono::Duration::hours),
+    match command {
+        TopicsCommand::Apply {
+            replication_factor,
+            min_insync_replicas,
+            partitions,
+            retention_hours,
+        } => {
+            let spec = TopicSpec {
+                partitions,
+                replication_factor,
+                min_insync_replicas,
+                retention: chrono::Duration::zero(),
+            };
+            apply(spec, retention_hours).await
+        }
+        TopicsCommand::Read { topic, key, limit } => read(&topic, key.as_deref(), limit).await,
+    }
+}
+
+/// Prints the records of `topic` (with `key`, if given) as JSON lines.
+async fn read(topic: &str, key: Option<&str>, limit: i64) -> Result<(), Error> {
+    let bounds = ScanBounds {
+        since: None,
+        per_partition: limit,
     };
+    let keep = |record: &DecodedRecord| key.is_none_or(|k| record.key.as_deref() == Some(k.as_bytes()));
+    let scanned = scan_topics(&KafkaSettings::from_env()?, &[topic], bounds, keep).await?;
+    for record in &scanned.records {
+        println!("{}", record_json(record));
+    }
+    for partition in &scanned.cut_short {
+        eprintln!("{partition}: stopped at --limit {limit} before its end");
+    }
+    Ok(())
+}
+
+/// A record as a JSON object; its value as JSON when it is, else as text.
+fn record_json(record: &DecodedRecord) -> serde_json::Value {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let headers: serde_json::Map<String, serde_json::Value> = record
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), text(value).into()))
+        .collect();
+    let value = record.value.as_deref().map(|v| {
+        serde_json::from_slice::<serde_json::Value>(v).unwrap_or_else(|_| text(v).into())
+    });
+    serde_json::json!({
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key.as_deref().map(text),
+        "headers": headers,
+        "value": value,
+    })
+}
+
+/// Creates the topics with `spec`'s settings, or checks the ones that exist.
+async fn apply(mut spec: TopicSpec, retention_hours: Option<i64>) -> Result<(), Error> {
+    let window = shared::delivery::idempotency_ttl(&Vars::process())?;
+    spec.retention = retention_hours.map_or(window, chrono::Duration::hours);
     spec.check(window)?;
     let topics = TopicNames::from_env();
     let outcomes = apply_topics(&KafkaSettings::from_env()?, &topics.all(), &spec).await?;
