@@ -114,13 +114,14 @@ lambda_build() {
   # sam runs cargo-lambda without --locked: refuse a lock file that is not
   # current, so what it builds is what Cargo.lock says.
   (cd "$ROOT" && cargo metadata --locked --format-version 1 >/dev/null)
-  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR)"
+  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR): the seven release bootstraps; 22 to 30 minutes on 2 cores the first time (OpenSSL, librdkafka and aws-lc compiled in), a minute or two once cached"
   (
     cd "$ROOT"
     # The venv first: sam finds cargo-lambda (and its zig) there.
-    PATH="$VENV/bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 \
+    export PATH="$VENV/bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
+    run_logged "sam build ($arch)" "$STATE_DIR/sam-build-$arch.log" \
       "$VENV/bin/sam" build --build-dir "$out" --parameter-overrides "Architecture=$arch" \
-      --template-file "$ROOT/template.yaml" >"$STATE_DIR/sam-build-$arch.log" 2>&1
+      --template-file "$ROOT/template.yaml"
   ) || {
     tail -n 40 "$STATE_DIR/sam-build-$arch.log" >&2
     log "sam build failed; full log: $STATE_DIR/sam-build-$arch.log"
@@ -136,12 +137,31 @@ install_tansu() {
   [ -x "$TANSU" ] && return 0
   log "building tansu $TANSU_VERSION into $CACHE_DIR (12 to 17 minutes on 2 cores, once per machine)"
   mkdir -p "$CACHE_DIR"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
-    --root "$CACHE_DIR/tansu-$TANSU_VERSION" >"$CACHE_DIR/tansu-build.log" 2>&1 || {
+  run_logged "building tansu" "$CACHE_DIR/tansu-build.log" \
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+    --root "$CACHE_DIR/tansu-$TANSU_VERSION" || {
     tail -n 40 "$CACHE_DIR/tansu-build.log" >&2
     log "tansu build failed; full log: $CACHE_DIR/tansu-build.log"
     return 1
   }
+}
+
+# run_logged WHAT LOG COMMAND...: runs COMMAND with its output in LOG and says,
+# every 30 s while it runs, how long it has taken and how many crates it has
+# compiled, so a long first build is never silent.
+run_logged() {
+  local what=$1 logfile=$2
+  shift 2
+  "$@" >"$logfile" 2>&1 &
+  local pid=$! started=$SECONDS
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -0 "$pid" 2>/dev/null || break
+    local took=$((SECONDS - started)) crates
+    crates=$(grep -c 'Compiling ' "$logfile" 2>/dev/null || true)
+    log "$what: $((took / 60)) min $((took % 60)) s so far, ${crates:-0} crates compiled (log: $logfile)"
+  done
+  wait "$pid"
 }
 
 # start NAME PORT COMMAND...: starts COMMAND in the background unless PORT is taken.
@@ -232,8 +252,13 @@ restart_tansu() {
 
 up() {
   services
-  log "building the local runner, the sandbox and ops"
-  cargo build --quiet --locked --workspace --bins
+  log "building the local runner, the sandbox and ops (debug; 5 to 10 minutes the first time on 2 cores)"
+  mkdir -p "$STATE_DIR/logs"
+  run_logged "building the workspace" "$STATE_DIR/logs/workspace-build.log" \
+    cargo build --locked --workspace --bins || {
+    tail -n 40 "$STATE_DIR/logs/workspace-build.log" >&2
+    return 1
+  }
   "$ROOT/target/debug/ops" provision >/dev/null
   log "tables and topics ready"
   start notification-sandbox 8081 "$ROOT/target/debug/notification-sandbox"
