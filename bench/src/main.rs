@@ -3,6 +3,7 @@
 //! measured in the same run. JSON lines on stdout and in
 //! `target/bench/results.jsonl`; a table on stderr. See BENCHMARKS.md.
 
+mod chart;
 mod dlq_retry;
 mod end_to_end;
 mod feed;
@@ -187,5 +188,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
     }
     report.print_table();
+    report.write_chart();
     Ok(())
 }

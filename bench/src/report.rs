@@ -165,6 +165,20 @@ impl Report {
         self.figures.push(figure);
     }
 
+    /// The ratios as an SVG chart (`chart`), beside the JSON lines: the same
+    /// path with `.svg`.
+    pub fn write_chart(&self) {
+        let path = self.path.with_extension("svg");
+        let title = format!(
+            "make bench: each figure against its baseline (ratio, log scale), {}",
+            chrono::Utc::now().format("%Y-%m-%d")
+        );
+        match std::fs::write(&path, crate::chart::svg(&title, &self.figures)) {
+            Ok(()) => eprintln!("(the ratios drawn in {})", path.display()),
+            Err(e) => eprintln!("bench: cannot write {path:?}: {e}"),
+        }
+    }
+
     /// The table, on stderr (stdout stays JSON lines).
     pub fn print_table(&self) {
         let mut out = String::new();
