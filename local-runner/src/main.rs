@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Each invocation's metrics go to stdout as EMF lines, as on AWS.
     shared::metrics::install(&shared::config::Vars::process(), "local-runner")?;
     let config = PipelineConfig::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::aws::config().await;
     let pipeline = Pipeline::start(config, &aws, Arc::new(SystemClock)).await?;
     println!("local-runner: HTTP API on http://{}", pipeline.api_addr);
     shutdown_signal().await;

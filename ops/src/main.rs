@@ -232,7 +232,7 @@ async fn provision(
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::aws::config().await;
     // The queue tokens' key and Kafka's SASL credentials, when Secrets Manager
     // or SSM holds them.
     let secrets: Vec<&str> = KAFKA_SECRETS.into_iter().chain([JWT_SECRET]).collect();

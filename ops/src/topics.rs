@@ -71,7 +71,8 @@ async fn read(topic: &str, key: Option<&str>, limit: i64) -> Result<(), Error> {
         since: None,
         per_partition: limit,
     };
-    let keep = |record: &DecodedRecord| key.is_none_or(|k| record.key.as_deref() == Some(k.as_bytes()));
+    let keep =
+        |record: &DecodedRecord| key.is_none_or(|k| record.key.as_deref() == Some(k.as_bytes()));
     let scanned = scan_topics(&KafkaSettings::from_env()?, &[topic], bounds, keep).await?;
     for record in &scanned.records {
         println!("{}", record_json(record));
@@ -90,9 +91,10 @@ fn record_json(record: &DecodedRecord) -> serde_json::Value {
         .iter()
         .map(|(name, value)| (name.clone(), text(value).into()))
         .collect();
-    let value = record.value.as_deref().map(|v| {
-        serde_json::from_slice::<serde_json::Value>(v).unwrap_or_else(|_| text(v).into())
-    });
+    let value = record
+        .value
+        .as_deref()
+        .map(|v| serde_json::from_slice::<serde_json::Value>(v).unwrap_or_else(|_| text(v).into()));
     serde_json::json!({
         "partition": record.partition,
         "offset": record.offset,

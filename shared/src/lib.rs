@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "channels")]
 pub mod channels;
 pub mod clock;
@@ -31,6 +33,7 @@ pub mod outbox;
 pub mod ports;
 pub mod seed;
 pub mod spans;
+pub mod tls;
 pub mod topics;
 pub mod trace;
 

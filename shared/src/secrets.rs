@@ -165,6 +165,6 @@ pub async fn preload_if_remote(names: &[&str]) -> Result<(), ConfigError> {
     if !remote {
         return Ok(());
     }
-    let aws = aws_config::load_from_env().await;
+    let aws = crate::aws::config().await;
     preload(&aws, names).await
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::install(&shared::config::Vars::process(), "dlq-retry")?;
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::aws::config().await;
     // Once per cold start: the channels' and Kafka's secrets from Secrets Manager
     // or SSM (or the environment, locally).
     let secrets = [

@@ -7,7 +7,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::install(&shared::config::Vars::process(), "reservation")?;
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::aws::config().await;
     // Once per cold start: the JWT key from Secrets Manager or SSM (or the
     // environment, locally).
     shared::secrets::preload(&aws, &[JWT_SECRET]).await?;

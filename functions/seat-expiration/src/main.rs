@@ -8,7 +8,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::install(&shared::config::Vars::process(), "seat-expiration")?;
     let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::aws::config().await;
     let expiration = SeatExpiration::new(
         config,
         aws_sdk_dynamodb::Client::new(&aws),

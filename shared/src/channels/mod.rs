@@ -271,17 +271,26 @@ impl HttpClient {
 }
 
 /// The HTTP client for a channel whose requests give up after `timeout`. The
-/// channels share one client, built at the first call (at cold start): its
-/// TLS set-up reads the system's trusted roots, a few ms each time, so one
-/// build serves Telegram, Discord and the data platform, and their connections
+/// channels share one client, built at the first call (at cold start), so its
+/// TLS set-up (the trusted roots: `crate::tls`, read once per process) is paid
+/// once for Telegram, Discord and the data platform, and their connections
 /// share one pool. Connecting gives up after 3 s at most.
 fn http_client(timeout: Duration) -> Result<HttpClient, ConfigError> {
     static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     let shared = match SHARED.get() {
         Some(client) => client.clone(),
         None => {
-            let built = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(3))
+            let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
+            // A bundle reqwest cannot read leaves it to load the system's store.
+            let roots = crate::tls::roots_pem().map(reqwest::Certificate::from_pem_bundle);
+            match roots {
+                Some(Ok(roots)) => builder = builder.tls_certs_only(roots),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the CA bundle is not readable as PEM; the channels load the system's roots")
+                }
+                None => {}
+            }
+            let built = builder
                 .build()
                 .map_err(|e| ConfigError::setup("build the HTTP client", e))?;
             SHARED.get_or_init(|| built).clone()
@@ -368,4 +377,23 @@ fn refused(
         retry_after,
     };
     failure(destination, what_failed, message, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_channel_keeps_its_timeout_on_the_shared_client_trusting_the_machines_bundle() {
+        let telegram = http_client(Duration::from_secs(5)).unwrap();
+        let platform = http_client(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (telegram.timeout, platform.timeout),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
+        if let Some(pem) = crate::tls::roots_pem() {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).unwrap();
+            assert!(roots.len() > 50, "{} roots in the bundle", roots.len());
+        }
+    }
 }
