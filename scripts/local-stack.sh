@@ -6,6 +6,7 @@
 #   scripts/local-stack.sh install    install moto, cfn-lint and tansu into the cache
 #   scripts/local-stack.sh lint-template   cfn-lint and sam validate --lint (offline)
 #   scripts/local-stack.sh validate-compose   docker-compose.localstack.yml against the spec
+#   scripts/local-stack.sh deny       cargo deny: licenses, sources, duplicates, advisories
 #   scripts/local-stack.sh lambda-build [ARCH]   sam build (cargo-lambda, no Docker)
 #   scripts/local-stack.sh hello-build      the init benchmark's baseline bootstrap (prints its path)
 #   scripts/local-stack.sh services   start moto and tansu (what the tests need)
@@ -25,6 +26,7 @@ SAM_CLI_VERSION=1.170.0
 COMPOSE_SCHEMA_VERSION=1.0.0
 CARGO_LAMBDA_VERSION=1.9.2
 TANSU_VERSION=0.6.0
+CARGO_DENY_VERSION=0.20.2
 VENV=$CACHE_DIR/venv
 
 # shellcheck source=scripts/local-env.sh
@@ -164,6 +166,36 @@ run_logged() {
   wait "$pid"
 }
 
+install_cargo_deny() {
+  CARGO_DENY=$CACHE_DIR/cargo-deny-$CARGO_DENY_VERSION/bin/cargo-deny
+  [ -x "$CARGO_DENY" ] && return 0
+  log "building cargo-deny $CARGO_DENY_VERSION into $CACHE_DIR (5 to 8 minutes on 2 cores, once per machine)"
+  mkdir -p "$CACHE_DIR"
+  run_logged "building cargo-deny" "$CACHE_DIR/cargo-deny-build.log" \
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked \
+    --root "$CACHE_DIR/cargo-deny-$CARGO_DENY_VERSION" || {
+    tail -n 40 "$CACHE_DIR/cargo-deny-build.log" >&2
+    log "cargo-deny build failed; full log: $CACHE_DIR/cargo-deny-build.log"
+    return 1
+  }
+}
+
+# cargo deny (deny.toml): licenses, sources and duplicate versions always;
+# advisories where the RustSec database can be fetched (it lives on GitHub),
+# skipped with the reason where it cannot.
+deny() {
+  install_cargo_deny
+  cd "$ROOT"
+  "$CARGO_DENY" --locked check bans licenses sources
+  if timeout 60 "$CARGO_DENY" --locked fetch db >"$CACHE_DIR/advisory-fetch.log" 2>&1; then
+    "$CARGO_DENY" --locked check advisories
+  else
+    local why
+    why=$(grep -E 'fatal|error|ERROR' "$CACHE_DIR/advisory-fetch.log" | tail -n 1 | cut -c1-120)
+    log "advisories: skipped: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched from this machine (${why:-no answer within 60 s})"
+  fi
+}
+
 # start NAME PORT COMMAND...: starts COMMAND in the background unless PORT is taken.
 start() {
   local name=$1 port=$2
@@ -282,10 +314,11 @@ case "${1:-}" in
   hello-build) hello_build ;;
   lint-template) lint_template ;;
   validate-compose) validate_compose ;;
+  deny) deny ;;
   lambda-build) mkdir -p "$STATE_DIR"; lambda_build "${2:-x86_64}" ;;
   services) services ;;
   restart-tansu) restart_tansu ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|lint-template|validate-compose|lambda-build [x86_64|arm64]|services|restart-tansu|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|lint-template|validate-compose|deny|lambda-build [x86_64|arm64]|services|restart-tansu|up|down" >&2; exit 2 ;;
 esac

@@ -26,6 +26,9 @@ export BOOTSTRAP_DIR="$ROOT/.aws-sam/build-x86_64"
 HELLO_BOOTSTRAP=$(scripts/local-stack.sh hello-build)
 export HELLO_BOOTSTRAP
 
+echo "== cargo deny (licenses, sources, duplicate versions; advisories where reachable)"
+scripts/local-stack.sh deny
+
 echo "== fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
