@@ -37,6 +37,19 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// Draws `report`'s ratios beside its JSON lines (the same path, `.svg`).
+pub fn write_beside(report: &crate::report::Report) {
+    let path = report.path().with_extension("svg");
+    let title = format!(
+        "make bench: each figure against its baseline (ratio, log scale), {}",
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+    match std::fs::write(&path, svg(&title, report.figures())) {
+        Ok(()) => eprintln!("(the ratios drawn in {})", path.display()),
+        Err(e) => eprintln!("bench: cannot write {path:?}: {e}"),
+    }
+}
+
 /// The chart of every figure with a ratio, titled `title`.
 pub fn svg(title: &str, figures: &[Figure]) -> String {
     let rows: Vec<&Figure> = figures.iter().filter(|f| f.ratio.is_some()).collect();

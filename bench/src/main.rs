@@ -188,6 +188,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
     }
     report.print_table();
-    report.write_chart();
+    chart::write_beside(&report);
     Ok(())
 }

@@ -165,18 +165,14 @@ impl Report {
         self.figures.push(figure);
     }
 
-    /// The ratios as an SVG chart (`chart`), beside the JSON lines: the same
-    /// path with `.svg`.
-    pub fn write_chart(&self) {
-        let path = self.path.with_extension("svg");
-        let title = format!(
-            "make bench: each figure against its baseline (ratio, log scale), {}",
-            chrono::Utc::now().format("%Y-%m-%d")
-        );
-        match std::fs::write(&path, crate::chart::svg(&title, &self.figures)) {
-            Ok(()) => eprintln!("(the ratios drawn in {})", path.display()),
-            Err(e) => eprintln!("bench: cannot write {path:?}: {e}"),
-        }
+    /// The figures so far, in the order they came.
+    pub fn figures(&self) -> &[Figure] {
+        &self.figures
+    }
+
+    /// Where the JSON lines go.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The table, on stderr (stdout stays JSON lines).
