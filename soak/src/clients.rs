@@ -3,7 +3,7 @@
 
 use crate::{Attempt, Error, SoakConfig};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use shared::domain::ReservationId;
 use shared::seed::Seeded;
 use std::sync::Arc;
