@@ -116,7 +116,7 @@ lambda_build() {
   # sam runs cargo-lambda without --locked: refuse a lock file that is not
   # current, so what it builds is what Cargo.lock says.
   (cd "$ROOT" && cargo metadata --locked --format-version 1 >/dev/null)
-  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR): the seven release bootstraps; 22 to 30 minutes on 2 cores the first time (OpenSSL, librdkafka and aws-lc compiled in), a minute or two once cached"
+  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR): the seven release bootstraps; 10 to 30 minutes on 2 cores the first time (OpenSSL, librdkafka and aws-lc compiled in), a minute or two once cached"
   (
     cd "$ROOT"
     # The venv first: sam finds cargo-lambda (and its zig) there.
@@ -137,7 +137,7 @@ lambda_build() {
 
 install_tansu() {
   [ -x "$TANSU" ] && return 0
-  log "building tansu $TANSU_VERSION into $CACHE_DIR (12 to 17 minutes on 2 cores, once per machine)"
+  log "building tansu $TANSU_VERSION into $CACHE_DIR (7 to 17 minutes on 2 cores, once per machine)"
   mkdir -p "$CACHE_DIR"
   run_logged "building tansu" "$CACHE_DIR/tansu-build.log" \
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
@@ -169,7 +169,7 @@ run_logged() {
 install_cargo_deny() {
   CARGO_DENY=$CACHE_DIR/cargo-deny-$CARGO_DENY_VERSION/bin/cargo-deny
   [ -x "$CARGO_DENY" ] && return 0
-  log "building cargo-deny $CARGO_DENY_VERSION into $CACHE_DIR (5 to 8 minutes on 2 cores, once per machine)"
+  log "building cargo-deny $CARGO_DENY_VERSION into $CACHE_DIR (3 to 8 minutes on 2 cores, once per machine)"
   mkdir -p "$CACHE_DIR"
   run_logged "building cargo-deny" "$CACHE_DIR/cargo-deny-build.log" \
     cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked \
