@@ -116,7 +116,7 @@ lambda_build() {
   # sam runs cargo-lambda without --locked: refuse a lock file that is not
   # current, so what it builds is what Cargo.lock says.
   (cd "$ROOT" && cargo metadata --locked --format-version 1 >/dev/null)
-  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR): the seven release bootstraps; 10 to 30 minutes on 2 cores the first time (OpenSSL, librdkafka and aws-lc compiled in), a minute or two once cached"
+  log "sam build ($arch) into $out (cargo target: $CARGO_TARGET_DIR): the seven release bootstraps; 10 to 30 minutes on 2 cores the first time (OpenSSL, librdkafka and aws-lc compiled in); with the dependencies cached, the workspace's own crates take about 8 minutes"
   (
     cd "$ROOT"
     # The venv first: sam finds cargo-lambda (and its zig) there.
