@@ -73,25 +73,47 @@ impl SecretStore {
         self.fetch_in(names, |var| std::env::var(var).ok()).await
     }
 
-    /// `fetch` with the variables read through `lookup`.
+    /// `fetch` with the variables read through `lookup`. The secrets are
+    /// fetched at the same time, so a cold start waits for the slowest read,
+    /// not for the sum of them; the first that fails fails the whole fetch.
     pub async fn fetch_in(
         &self,
         names: &[&str],
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<HashMap<String, Secret>, ConfigError> {
-        let mut fetched = HashMap::new();
+        let mut reads = Vec::new();
         for name in names {
-            let value = match config::secret_source_in(name, &lookup)? {
-                Some(SecretSource::SecretsManager(id)) => self.secret(&id).await?,
-                Some(SecretSource::Parameter(parameter)) => self.parameter(&parameter).await?,
-                Some(SecretSource::Value) | None => continue,
-            };
-            tracing::info!(secret = %name, "secret loaded");
-            fetched.insert((*name).to_owned(), value);
+            if let Some(read) = self.read(config::secret_source_in(name, &lookup)?) {
+                reads.push(async move { read.await.map(|value| ((*name).to_owned(), value)) });
+            }
         }
-        Ok(fetched)
+        let fetched = futures::future::try_join_all(reads).await?;
+        for (name, _) in &fetched {
+            tracing::info!(secret = %name, "secret loaded");
+        }
+        Ok(fetched.into_iter().collect())
+    }
+
+    /// The read of the secret `source` names, when Secrets Manager or SSM holds
+    /// it. Boxed: the SDK's futures are deep types, and joining several of them
+    /// inside every function's `main` future went over rustc's query depth when
+    /// the binaries are built together.
+    fn read(&self, source: Option<SecretSource>) -> Option<SecretRead<'_>> {
+        match source {
+            Some(SecretSource::SecretsManager(id)) => {
+                Some(Box::pin(async move { self.secret(&id).await }))
+            }
+            Some(SecretSource::Parameter(name)) => {
+                Some(Box::pin(async move { self.parameter(&name).await }))
+            }
+            Some(SecretSource::Value) | None => None,
+        }
     }
 }
+
+/// One secret being read from Secrets Manager or SSM.
+type SecretRead<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Secret, ConfigError>> + Send + 'a>>;
 
 /// The secrets of a local stack (LocalStack or moto) under the names the
 /// template's parameters default to, so `env.local.json` and a local deploy find
@@ -145,10 +167,17 @@ impl SecretStore {
 
 /// Fetches the secrets of `names` and makes `config::secret` answer them: call
 /// once in `main`, after loading the AWS configuration and before reading the
-/// function's configuration.
-pub async fn preload(aws: &aws_config::SdkConfig, names: &[&str]) -> Result<(), ConfigError> {
-    let fetched = SecretStore::new(aws).fetch(names).await?;
-    config::preload_secrets(fetched)
+/// function's configuration. Boxed, so the SDK's deep future types stay out
+/// of every main's future (whose layout otherwise goes over rustc's query
+/// depth when the binaries are built together).
+pub fn preload<'a>(
+    aws: &'a aws_config::SdkConfig,
+    names: &'a [&'a str],
+) -> futures::future::BoxFuture<'a, Result<(), ConfigError>> {
+    Box::pin(async move {
+        let fetched = SecretStore::new(aws).fetch(names).await?;
+        config::preload_secrets(fetched)
+    })
 }
 
 /// `preload` for a function that talks to AWS only for its secrets: loads the

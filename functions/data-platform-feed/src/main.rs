@@ -20,9 +20,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         aws_sdk_dynamodb::Client::new(&aws),
         Arc::new(SystemClock),
     )?;
-    run(service_fn(|event: LambdaEvent<_>| {
+    // Boxed: the handler's future is deep (the SDK's and Kafka's), and inside
+    // main's own it goes over rustc's query depth when the binaries are built
+    // with the workspace's features.
+    Box::pin(run(service_fn(|event: LambdaEvent<_>| {
         let request_id = event.context.request_id.clone();
         shared::metrics::invoked("data-platform-feed", request_id, feed.handle(event))
-    }))
+    })))
     .await
 }
