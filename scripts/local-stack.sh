@@ -9,7 +9,8 @@
 #   scripts/local-stack.sh deny       cargo deny: licenses, sources, duplicates, advisories
 #   scripts/local-stack.sh lambda-build [ARCH]   sam build (cargo-lambda, no Docker)
 #   scripts/local-stack.sh hello-build      the init benchmark's baseline bootstrap (prints its path)
-#   scripts/local-stack.sh services   start moto and tansu (what the tests need)
+#   scripts/local-stack.sh services   start moto and tansu (what the tests need), or use
+#                                     what already listens on 4566 and 9092 (containers)
 #   scripts/local-stack.sh up         services + tables/topics + sandbox + runner
 #   scripts/local-stack.sh down       stop what this script started
 #
@@ -256,12 +257,28 @@ start_tansu() {
     --storage-engine "$storage")
 }
 
+# With containers up (docker-compose.localstack.yml: LocalStack on 4566, Kafka
+# on 9092), or any stack already listening there, services uses them and
+# neither installs, builds nor starts what they replace.
 services() {
-  install_python_tools
-  install_tansu
-  # moto with its requests serialised, so writes are atomic as on DynamoDB.
-  MOTO_PORT=4566 start moto 4566 "$VENV/bin/python" "$ROOT/scripts/moto_server.py" 127.0.0.1 4566
-  start_tansu
+  if port_open 4566; then
+    log "DynamoDB + Streams: 127.0.0.1:4566 is already listening (LocalStack or moto): using it; moto is neither installed nor started"
+  else
+    install_python_tools
+    # moto with its requests serialised, so writes are atomic as on DynamoDB.
+    MOTO_PORT=4566 start moto 4566 "$VENV/bin/python" "$ROOT/scripts/moto_server.py" 127.0.0.1 4566
+  fi
+  if port_open 9092; then
+    log "Kafka: 127.0.0.1:9092 is already listening (a Kafka container or tansu): using it; tansu is neither built nor started"
+  else
+    install_tansu
+    start_tansu
+  fi
+}
+
+# What serves PORT for up's summary: NAME when this state folder started it.
+served_by() {
+  if [ -f "$STATE_DIR/pids/$2.pid" ]; then echo "$2"; else echo "already listening: $3"; fi
 }
 
 # Kills the broker this state folder started, as a crash would (SIGKILL: no
@@ -297,8 +314,8 @@ up() {
   start local-runner 3000 "$ROOT/target/debug/local-runner"
   cat >&2 <<EOT
 [local-stack] up:
-  DynamoDB + Streams  http://127.0.0.1:4566   (moto)
-  Kafka               127.0.0.1:9092          (tansu)
+  DynamoDB + Streams  http://127.0.0.1:4566   ($(served_by 4566 moto "LocalStack or moto"))
+  Kafka               127.0.0.1:9092          ($(served_by 9092 tansu "a Kafka container or tansu"))
   HTTP API            http://127.0.0.1:3000   (local runner)
   Channel sandbox     http://127.0.0.1:8081   (GET /sandbox/messages: Telegram and Discord)
   logs                $STATE_DIR/logs/

@@ -10,6 +10,9 @@ source scripts/local-env.sh
 export PIPELINE_STATE_DIR="$ROOT/.local/test"
 mkdir -p "$PIPELINE_STATE_DIR"
 trap 'scripts/local-stack.sh down' EXIT
+# The tests that run brokers of their own need tansu's binary even when a
+# Kafka already listens on 9092.
+scripts/local-stack.sh install
 scripts/local-stack.sh services
 
 echo "== template.yaml (cfn-lint, sam validate --lint)"
