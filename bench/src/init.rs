@@ -95,7 +95,7 @@ impl InitBench {
             .serve("127.0.0.1:0".parse().expect("an address"))
             .await?;
         let hold = sample("reservation-hold.json");
-        seed_the_sample_world(repo, &hold).await;
+        seed_the_sample_world(repo).await;
         let subjects = self.subjects(hold)?;
         let env = |api: &str, name: &str| {
             let mut env = lambda_env(api, name, tables, topics);

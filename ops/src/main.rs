@@ -7,7 +7,8 @@
 //! - `ops tables scan <table>`: a table's items;
 //! - `ops outbox replay`: re-publishes the outbox items created in a window;
 //! - `ops seed`: creates a concert with seats and users with a balance and an
-//!   ACTIVE queue token, and prints them as one JSON object;
+//!   ACTIVE queue token, and prints them as one JSON object; `ops seed
+//!   --sample-events [DIR]`: the items the sample events of `events/` name;
 //! - `ops failed list|show|redrive`: the failed-message ledger;
 //! - `ops demo`: runs the demo scenario through a running pipeline;
 //! - `ops metrics <log>`: the business metrics in a log, summed;
@@ -21,6 +22,7 @@ mod metrics;
 mod outbox;
 mod reconcile;
 mod sandbox;
+mod seed;
 mod tables;
 mod topics;
 mod trace;
@@ -30,11 +32,9 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use shared::auth::{JWT_SECRET, JwtKey};
 use shared::config::{TableNames, TopicNames};
-use shared::domain::Money;
 use shared::dynamodb::{TicketingRepository, create_tables};
 use shared::kafka::{KAFKA_SECRETS, KafkaSettings, create_topics};
 use shared::notification::ChannelKind;
-use shared::seed::{SeedRequest, generate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,7 +69,7 @@ pub fn concert_start(now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The key that signs queue tokens: the one the functions verify with, from the
 /// same variable (or its Secrets Manager secret or SSM parameter, preloaded).
-fn jwt_key() -> Result<JwtKey, Error> {
+pub fn jwt_key() -> Result<JwtKey, Error> {
     let secret = shared::config::secret(JWT_SECRET)?;
     Ok(JwtKey::from_secret(secret.expose().as_bytes())?)
 }
@@ -109,24 +109,9 @@ enum Command {
         #[command(subcommand)]
         command: tables::TablesCommand,
     },
-    /// Create a concert with seats, and users with a balance and an ACTIVE queue token.
-    Seed {
-        #[arg(long, default_value_t = 10)]
-        seats: u32,
-        #[arg(long, default_value_t = 2)]
-        users: u32,
-        /// Each user's balance, in KRW.
-        #[arg(long, default_value_t = 200_000)]
-        balance: i64,
-        /// Each seat's price, in KRW.
-        #[arg(long, default_value_t = 50_000)]
-        price: i64,
-        #[arg(long, default_value = "아이유 콘서트 2026")]
-        title: String,
-        /// How long the queue tokens stay valid.
-        #[arg(long, default_value_t = 120)]
-        token_minutes: i64,
-    },
+    /// Create a concert with seats, and users with a balance and an ACTIVE queue
+    /// token; or, with --sample-events, the world the sample events of events/ name.
+    Seed(seed::SeedArgs),
     /// The failed-message ledger: list, show, re-drive.
     Failed {
         #[command(subcommand)]
@@ -251,31 +236,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Topics { command } => topics::run(command).await?,
         Command::Tables { command } => tables::run(command, &client, &tables).await?,
         Command::Outbox { command } => outbox::run(command, &aws).await?,
-        Command::Seed {
-            seats,
-            users,
-            balance,
-            price,
-            title,
-            token_minutes,
-        } => {
-            let now = Utc::now();
-            let request = SeedRequest {
-                seats,
-                users,
-                balance: Money::krw(balance)?,
-                price: Money::krw(price)?,
-                title,
-                starts_at: concert_start(now),
-                token_ttl: Duration::minutes(token_minutes),
-                mail_prefix: "user".into(),
-            };
-            let seeded = generate(&request, &jwt_key()?, now)?;
-            TicketingRepository::new(client, tables)
-                .seed(&seeded.data())
-                .await?;
-            println!("{}", seeded.to_json());
-        }
+        Command::Seed(args) => seed::run(args, client, tables).await?,
         Command::Failed { command } => {
             let ledger =
                 shared::dynamodb::DynamoFailureLedger::new(client.clone(), tables.failed_messages);

@@ -4,14 +4,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde_json::Value;
-use shared::domain::{
-    Concert, ConcertId, Mail, Money, QueueToken, Seat, SeatId, SeatStatus, TokenId, TokenStatus,
-    User, UserId,
-};
 use shared::dynamodb::TicketingRepository;
-use shared::seed::SeedData;
+use shared::seed::sample_world;
 
 /// The workspace's root folder.
 pub fn root() -> std::path::PathBuf {
@@ -40,41 +36,19 @@ pub fn token_claims(event: &Value) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
 }
 
-/// Seeds what the HTTP samples name: the token's user (with its queue token) and
-/// the seat the hold asks for.
-pub async fn seed_the_sample_world(repo: &TicketingRepository, hold: &Value) {
-    let claims = token_claims(hold);
-    let body: Value = serde_json::from_str(hold["body"].as_str().unwrap()).unwrap();
-    let user_id = UserId::parse(claims["sub"].as_str().unwrap()).unwrap();
-    let concert = Concert {
-        id: ConcertId::random(),
-        title: "아이유 콘서트 2026".into(),
-        starts_at: "2026-12-24T10:00:00Z".parse().unwrap(),
-    };
-    let data = SeedData {
-        seats: vec![Seat {
-            id: SeatId::parse(body["seatId"].as_str().unwrap()).unwrap(),
-            concert_id: concert.id,
-            number: 3,
-            price: Money::krw(150_000).unwrap(),
-            status: SeatStatus::Available,
-        }],
-        concerts: vec![concert.clone()],
-        users: vec![User {
-            id: user_id,
-            mail: Mail::parse("fan@example.com").unwrap(),
-            balance: Money::krw(200_000).unwrap(),
-        }],
-        tokens: vec![QueueToken {
-            id: TokenId::parse(claims["jti"].as_str().unwrap()).unwrap(),
-            user_id,
-            concert_id: Some(concert.id),
-            status: TokenStatus::Active,
-            expires_at: Utc::now() + Duration::days(1),
-            hold: None,
-        }],
-    };
-    repo.seed(&data).await.unwrap();
+/// Seeds what the HTTP samples name, as `ops seed --sample-events` does: the
+/// token's user (with its queue token), the seat the hold asks for and the
+/// reservation the payment and show samples name.
+pub async fn seed_the_sample_world(repo: &TicketingRepository) {
+    let key = shared::auth::JwtKey::from_secret(crate::LOCAL_JWT_SECRET.as_bytes()).unwrap();
+    let world = sample_world(
+        &sample("reservation-hold.json"),
+        &sample("payment.json"),
+        &key,
+        Utc::now(),
+    )
+    .unwrap();
+    repo.seed(&world).await.unwrap();
 }
 
 /// `pay`'s sample with the reservation replaced by `reservation`.

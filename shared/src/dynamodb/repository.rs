@@ -290,6 +290,7 @@ impl TicketingRepository {
             .chain(seats)
             .chain(data.users.iter().map(items::user_item))
             .chain(data.tokens.iter().map(items::token_item))
+            .chain(data.reservations.iter().map(items::reservation_item))
             .collect();
         for chunk in items.chunks(25) {
             let mut requests: Vec<WriteRequest> = chunk
