@@ -27,7 +27,7 @@ def main(schema_path: str, compose_path: str) -> int:
 
     services = compose.get("services", {})
     problems = []
-    for name, port in (("localstack", "4566"), ("kafka", "9092"), ("kafka-2", "9094"), ("kafka-3", "9095")):
+    for name, port in (("localstack", "4566"), ("kafka", "9092"), ("kafka-2", "9094"), ("kafka-3", "9095"), ("sandbox", "8081")):
         service = services.get(name, {})
         if not any(str(p).endswith(f":{port}:{port}") for p in service.get("ports", [])):
             problems.append(f"{name} must publish {port}")

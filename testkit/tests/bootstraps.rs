@@ -154,7 +154,7 @@ async fn every_bootstrap_starts_reads_its_secrets_and_handles_its_sample_event()
     let (tables, topics) = provision(&aws, 1).await;
     let repo = TicketingRepository::new(aws_sdk_dynamodb::Client::new(&aws), tables.clone());
     let hold = sample("reservation-hold.json");
-    seed_the_sample_world(&repo, &hold).await;
+    seed_the_sample_world(&repo).await;
 
     // The secrets, in Secrets Manager under this test's own names.
     let store = SecretStore::new(&aws);
@@ -361,4 +361,61 @@ async fn a_bootstrap_whose_secret_is_missing_exits_at_cold_start_naming_it() {
         api.first_next_after_start().is_none(),
         "it never asked for an event"
     );
+}
+
+/// The compose file's `init` service: the local secrets it stores, by variable.
+fn compose_init_environment() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(root().join("docker-compose.localstack.yml")).unwrap();
+    let compose: Value = serde_norway::from_str(&text).unwrap();
+    compose["services"]["init"]["environment"]
+        .as_object()
+        .cloned()
+        .expect("init has an environment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_function_starts_with_env_local_json_and_the_secrets_compose_init_stores() {
+    // What `sam local invoke --env-vars env.local.json` gives each function on
+    // the compose network, with the services' names resolved to this
+    // machine's stack (moto for localstack:4566, tansu for the brokers).
+    let aws = aws().await;
+    let store = SecretStore::new(&aws);
+    let init = compose_init_environment();
+    for (variable, id) in shared::secrets::LOCAL_SECRET_NAMES {
+        if let Some(value) = init.get(variable).and_then(Value::as_str) {
+            store.put_secret(id, &Secret::new(value)).await.unwrap();
+        }
+    }
+    let moto = aws.endpoint_url().unwrap().to_owned();
+    for (logical_id, binary) in FUNCTIONS {
+        let api = RuntimeApi::start(binary).await.unwrap();
+        // Lambda's own variables and the credentials; the rest from env.local.json.
+        let unused = (TableNames::with_prefix("unused"), TopicNames::default());
+        let mut env = lambda_env(&api.endpoint(), binary, &unused.0, &unused.1);
+        env.retain(|(name, _)| name.starts_with("AWS_"));
+        for (name, value) in testkit::samples::local_env(logical_id) {
+            let value = value.as_str().unwrap().to_owned();
+            let value = match name.as_str() {
+                "AWS_ENDPOINT_URL" => moto.clone(),
+                "KAFKA_BOOTSTRAP_SERVERS" => kafka().bootstrap_servers,
+                _ => value,
+            };
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        }
+        let running = run(&bootstrap(logical_id, binary), env);
+        testkit::eventually(
+            TIMEOUT,
+            &format!("{binary} asks for its first event"),
+            || {
+                let (asked, failed) = (api.first_next_at(), api.init_error());
+                async move {
+                    assert_eq!(failed, None, "{binary} failed its init");
+                    asked
+                }
+            },
+        )
+        .await;
+        running.stop();
+    }
 }
