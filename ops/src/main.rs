@@ -1,7 +1,8 @@
 //! `ops`: the operator's CLI.
 //!
 //! - `ops provision`: the local set-up: creates the tables, one-broker topics and
-//!   the local secrets (safe to run twice); refuses an endpoint that is not local;
+//!   the local secrets that are missing (safe to run twice; existing secrets keep
+//!   their values); refuses an endpoint that is not local;
 //! - `ops topics apply`: creates the four topics with production settings, or
 //!   reports how existing ones differ; `ops topics read <topic>`: its records;
 //! - `ops tables scan <table>`: a table's items;
@@ -198,20 +199,25 @@ async fn provision(
     if let Some(partitions) = partitions {
         create_topics(&KafkaSettings::from_env()?, &topics.all(), partitions).await?;
     }
+    // Secrets that exist keep their values: a stack set up by someone else
+    // (docker-compose's init stores values for containers) is not overwritten
+    // with this shell's.
     let store = shared::secrets::SecretStore::new(aws);
-    let mut secrets = Vec::new();
+    let (mut created, mut kept) = (Vec::new(), Vec::new());
     for (variable, id) in shared::secrets::LOCAL_SECRET_NAMES {
         if let Ok(value) = shared::config::required(variable) {
-            store
-                .put_secret(id, &shared::config::Secret::new(value))
-                .await?;
-            secrets.push(id);
+            let secret = shared::config::Secret::new(value);
+            if store.create_secret(id, &secret).await? {
+                created.push(id);
+            } else {
+                kept.push(id);
+            }
         }
     }
     println!(
         "{}",
         json!({"tables": [tables.ticketing, tables.outbox, tables.idempotency],
-               "topics": topics.all(), "secrets": secrets})
+               "topics": topics.all(), "secrets": created, "secretsKept": kept})
     );
     Ok(())
 }

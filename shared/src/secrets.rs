@@ -133,6 +133,22 @@ impl SecretStore {
     /// Creates secret `id` with `value`, or gives an existing one that value:
     /// for local stacks only (safe to run twice).
     pub async fn put_secret(&self, id: &str, value: &Secret) -> Result<(), ConfigError> {
+        if self.create_secret(id, value).await? {
+            return Ok(());
+        }
+        self.secrets_manager
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value.expose())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| ConfigError::setup(format!("update secret {id}"), crate::error_chain(&e)))
+    }
+
+    /// Creates secret `id` with `value` unless it exists: whether it was
+    /// created (an existing one keeps its value). For local stacks only.
+    pub async fn create_secret(&self, id: &str, value: &Secret) -> Result<bool, ConfigError> {
         let created = self
             .secrets_manager
             .create_secret()
@@ -141,21 +157,12 @@ impl SecretStore {
             .send()
             .await;
         match created {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_exists_exception()) =>
             {
-                self.secrets_manager
-                    .put_secret_value()
-                    .secret_id(id)
-                    .secret_string(value.expose())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        ConfigError::setup(format!("update secret {id}"), crate::error_chain(&e))
-                    })
+                Ok(false)
             }
             Err(e) => Err(ConfigError::setup(
                 format!("create secret {id}"),
