@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     hello: cli.hello.clone(),
                     runs: cli.runs,
                 }
-                .run(&mut report, &repo, &tables, &topics)
+                .run(&mut report, &aws, &repo, &tables, &topics)
                 .await?
             }
             "relay" => {
