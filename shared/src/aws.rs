@@ -1,6 +1,6 @@
 //! The AWS configuration every main and tool loads: the environment's, with
-//! an HTTPS client that trusts the process's roots (`crate::tls`) and sets
-//! itself up once per process.
+//! an HTTPS client that trusts the process's roots (`crate::tls`) and builds
+//! no connector until a request needs one.
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{
@@ -10,28 +10,43 @@ use aws_smithy_runtime_api::client::runtime_components::{
     RuntimeComponents, RuntimeComponentsBuilder,
 };
 use aws_smithy_types::config_bag::ConfigBag;
-use std::sync::OnceLock;
 
 /// The AWS configuration from the environment, as `aws_config::load_from_env`
 /// gives it, with an HTTPS client that trusts the roots `crate::tls` read once
 /// for the whole process (instead of loading the system's store again): every
 /// main and tool loads it through here.
 pub async fn config() -> aws_config::SdkConfig {
-    trusting_our_roots(aws_config::defaults(aws_config::BehaviorVersion::latest()))
-        .load()
-        .await
+    let mut loader =
+        trusting_our_roots(aws_config::defaults(aws_config::BehaviorVersion::latest()));
+    if credentials_in_env(|name| std::env::var(name).ok()) {
+        // What the default chain would answer (its first link, the
+        // environment, wins whenever it holds keys, as Lambda gives every
+        // function), without building the rest of it: its web-identity link
+        // alone builds an STS client at every cold start.
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
+    loader.load().await
+}
+
+/// Whether `var` holds an access key and its secret, as the chain's
+/// environment link reads them (blank is unset).
+fn credentials_in_env(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
+    set("AWS_ACCESS_KEY_ID") && (set("AWS_SECRET_ACCESS_KEY") || set("SECRET_ACCESS_KEY"))
 }
 
 /// `loader` with the SDK's own HTTPS client (rustls on aws-lc, as its
 /// default) trusting the process's roots; unchanged when there are none.
 fn trusting_our_roots(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-    let Some(pem) = crate::tls::roots_pem() else {
+    let Some(roots) = crate::tls::roots() else {
         return loader;
     };
     let trust = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(pem.to_vec());
+        .with_pem_certificate(roots.pem());
     let Ok(context) = TlsContext::builder().with_trust_store(trust).build() else {
         return loader;
     };
@@ -39,31 +54,32 @@ fn trusting_our_roots(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoa
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
         .build_https();
-    loader.http_client(CheckedOnce::new(https))
+    loader.http_client(NoWarmUp::new(https))
 }
 
-/// An HTTP client whose set-up check runs once per process, not once per
-/// service client. The SDK's client checks itself each time a service client
-/// is built (DynamoDB, Secrets Manager, SSM, ...) by building a throw-away TLS
-/// connector, which parses every trusted root again: the same answer each
-/// time, paid once per client at every cold start. Requests go to the client
-/// itself, which keeps its connectors and pools.
+/// The SDK's HTTPS client without its warm-up. Each time a service client is
+/// built (DynamoDB, Secrets Manager, SSM, the credentials chain's STS, ...),
+/// the SDK's client "checks" itself by building a connector and dropping it,
+/// so that the system's roots are loaded (and cached) at init rather than at
+/// the first request (aws-smithy-http-client 1.5, `validate_base_client_config`:
+/// it always answers Ok). With roots of our own nothing is cached: each check
+/// parses the whole bundle again, about 1 ms of every cold start for nothing,
+/// since the first request builds its own connector anyway. The bundle is
+/// checked once, by `crate::tls` (a bundle that is not valid PEM is not
+/// given). Requests go to the client itself, which keeps its connectors and
+/// pools.
 #[derive(Debug)]
-struct CheckedOnce {
+struct NoWarmUp {
     client: SharedHttpClient,
-    checked: OnceLock<Result<(), String>>,
 }
 
-impl CheckedOnce {
+impl NoWarmUp {
     fn new(client: SharedHttpClient) -> Self {
-        CheckedOnce {
-            client,
-            checked: OnceLock::new(),
-        }
+        NoWarmUp { client }
     }
 }
 
-impl HttpClient for CheckedOnce {
+impl HttpClient for NoWarmUp {
     fn http_connector(
         &self,
         settings: &HttpConnectorSettings,
@@ -74,14 +90,10 @@ impl HttpClient for CheckedOnce {
 
     fn validate_base_client_config(
         &self,
-        components: &RuntimeComponentsBuilder,
-        cfg: &ConfigBag,
+        _: &RuntimeComponentsBuilder,
+        _: &ConfigBag,
     ) -> Result<(), BoxError> {
-        let checked = self.checked.get_or_init(|| {
-            HttpClient::validate_base_client_config(&self.client, components, cfg)
-                .map_err(|e| e.to_string())
-        });
-        checked.clone().map_err(BoxError::from)
+        Ok(())
     }
 
     fn validate_final_config(
@@ -106,7 +118,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts its set-up checks.
+    /// Counts the SDK's set-up checks of it.
     #[derive(Debug, Default)]
     struct Counting(Arc<AtomicUsize>);
 
@@ -130,15 +142,42 @@ mod tests {
     }
 
     #[test]
-    fn the_clients_set_up_check_runs_once_however_many_service_clients_are_built() {
+    fn the_environments_keys_are_used_only_when_both_are_there() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        const LAMBDA: [(&str, &str); 2] = [
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ];
+        assert!(credentials_in_env(env(&LAMBDA)));
+        assert!(credentials_in_env(env(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("SECRET_ACCESS_KEY", "s")
+        ])));
+        // A profile, SSO or a web identity: the whole chain.
+        assert!(!credentials_in_env(env(&[("AWS_PROFILE", "ops")])));
+        assert!(!credentials_in_env(env(&[("AWS_ACCESS_KEY_ID", "AKIA")])));
+        assert!(!credentials_in_env(env(&[
+            ("AWS_ACCESS_KEY_ID", " "),
+            ("AWS_SECRET_ACCESS_KEY", "s")
+        ])));
+    }
+
+    #[test]
+    fn building_service_clients_builds_no_throw_away_connector() {
         let checks = Arc::new(AtomicUsize::new(0));
-        let client = CheckedOnce::new(Counting(checks.clone()).into_shared());
+        let client = NoWarmUp::new(Counting(checks.clone()).into_shared());
         let components = RuntimeComponentsBuilder::new("test");
         for _ in 0..3 {
             client
                 .validate_base_client_config(&components, &ConfigBag::base())
                 .unwrap();
         }
-        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        assert_eq!(checks.load(Ordering::SeqCst), 0);
     }
 }

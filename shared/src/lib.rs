@@ -33,6 +33,7 @@ pub mod outbox;
 pub mod ports;
 pub mod seed;
 pub mod spans;
+#[cfg(any(feature = "aws", feature = "channels"))]
 pub mod tls;
 pub mod topics;
 pub mod trace;

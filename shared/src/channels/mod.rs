@@ -281,14 +281,17 @@ fn http_client(timeout: Duration) -> Result<HttpClient, ConfigError> {
         Some(client) => client.clone(),
         None => {
             let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
-            // A bundle reqwest cannot read leaves it to load the system's store.
-            let roots = crate::tls::roots_pem().map(reqwest::Certificate::from_pem_bundle);
-            match roots {
-                Some(Ok(roots)) => builder = builder.tls_certs_only(roots),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "the CA bundle is not readable as PEM; the channels load the system's roots")
-                }
-                None => {}
+            // The roots decoded once for the process (no bundle: reqwest loads
+            // the system's store itself).
+            if let Some(roots) = crate::tls::roots() {
+                let certs = roots
+                    .der()
+                    .iter()
+                    .map(|der| reqwest::Certificate::from_der(der));
+                let certs = certs
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ConfigError::setup("read the trusted roots", e))?;
+                builder = builder.tls_certs_only(certs);
             }
             let built = builder
                 .build()
@@ -391,9 +394,5 @@ mod tests {
             (telegram.timeout, platform.timeout),
             (Duration::from_secs(5), Duration::from_secs(10))
         );
-        if let Some(pem) = crate::tls::roots_pem() {
-            let roots = reqwest::Certificate::from_pem_bundle(pem).unwrap();
-            assert!(roots.len() > 50, "{} roots in the bundle", roots.len());
-        }
     }
 }
