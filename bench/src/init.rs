@@ -8,6 +8,7 @@ use crate::report::{Figure, Report, Samples};
 use aws_config::SdkConfig;
 use local_runner::notification_sandbox::{self, NotificationSandbox};
 use local_runner::runtime_api::{Outcome, RuntimeApi};
+use local_runner::template::{TEMPLATE, variables_of};
 use serde_json::Value;
 use shared::config::Secret;
 use shared::config::{TableNames, TopicNames};
@@ -71,8 +72,8 @@ pub async fn start_and_invoke(
     measured
 }
 
-/// The local secrets every function may read, as values: the figure is then
-/// the binary's own start, not the store's latency.
+/// The local secrets a function may read, as values: the figure is then the
+/// binary's own start, not the store's latency.
 fn local_secrets(sandbox_addr: std::net::SocketAddr) -> Vec<(String, String)> {
     let platform = notification_sandbox::data_platform_settings(sandbox_addr);
     let from_env = |var: &str| (var.to_owned(), std::env::var(var).unwrap_or_default());
@@ -108,11 +109,110 @@ async fn store_in_secrets_manager(
     Ok(ids)
 }
 
-/// What each function is given: its sample event (and the secrets, either way).
+/// How a start is given its secrets.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    /// As values in its environment (the local stack's way).
+    Values,
+    /// As `<NAME>_SECRET_ID`s, read from Secrets Manager at init (AWS's way).
+    SecretsManager,
+}
+
+/// A binary, its sample event, and what template.yaml gives it to read at
+/// init: which of the local secrets (by name) and whether the data
+/// platform's URL.
 struct Subject {
     name: String,
     path: PathBuf,
     event: Value,
+    secrets: Vec<String>,
+    platform_url: bool,
+}
+
+impl Subject {
+    /// Function `logical_id`'s `binary`, given to read at init what
+    /// template.yaml gives it: those of `secrets` it names a
+    /// `<NAME>_SECRET_ID` for, and the data platform's URL if it sets one.
+    fn as_deployed(
+        logical_id: &str,
+        binary: &str,
+        path: PathBuf,
+        event: Value,
+        secrets: &[(String, String)],
+    ) -> Result<Subject, Error> {
+        let variables = variables_of(TEMPLATE, logical_id)?;
+        let named = |var: &str| variables.iter().any(|v| v == var);
+        Ok(Subject {
+            name: binary.to_owned(),
+            path,
+            event,
+            secrets: secrets
+                .iter()
+                .map(|(var, _)| var.clone())
+                .filter(|var| named(&format!("{var}_SECRET_ID")))
+                .collect(),
+            platform_url: named("DATA_PLATFORM_URL"),
+        })
+    }
+
+    /// The ways it is started: with its secrets as values, and, when it reads
+    /// any, from Secrets Manager.
+    fn ways(&self) -> &'static [Way] {
+        match self.secrets.is_empty() {
+            true => &[Way::Values],
+            false => &[Way::Values, Way::SecretsManager],
+        }
+    }
+}
+
+/// Everything a start is given but Lambda's own variables.
+struct Given {
+    tables: TableNames,
+    topics: TopicNames,
+    sandbox_addr: std::net::SocketAddr,
+    values: Vec<(String, String)>,
+    ids: Vec<(String, String)>,
+}
+
+impl Given {
+    /// `subject`'s environment under the Runtime API at `api`, its secrets
+    /// given `way`: only what template.yaml gives it (the notifier given the
+    /// platform's URL would read the platform's keys too).
+    fn env(&self, api: &str, subject: &Subject, way: Way) -> Vec<(String, String)> {
+        let mut env = lambda_env(api, &subject.name, &self.tables, &self.topics);
+        let secrets = match way {
+            Way::Values => &self.values,
+            Way::SecretsManager => &self.ids,
+        };
+        let read = |var: &str| {
+            let var = var.strip_suffix("_SECRET_ID").unwrap_or(var);
+            subject.secrets.iter().any(|s| s == var)
+        };
+        env.extend(secrets.iter().filter(|(var, _)| read(var)).cloned());
+        env.extend([
+            (
+                "TELEGRAM_CHAT_ID".into(),
+                notification_sandbox::SANDBOX_CHAT_ID.into(),
+            ),
+            (
+                "TELEGRAM_API_BASE_URL".into(),
+                format!("http://{}", self.sandbox_addr),
+            ),
+        ]);
+        if subject.platform_url {
+            let platform = notification_sandbox::data_platform_settings(self.sandbox_addr);
+            env.push(("DATA_PLATFORM_URL".into(), platform.url));
+        }
+        env
+    }
+}
+
+/// One subject's samples: init per way (values, then Secrets Manager when
+/// it reads secrets), peak RSS with the values.
+#[derive(Default, Clone)]
+struct Sampled {
+    init: [Samples; 2],
+    rss: Samples,
 }
 
 pub struct InitBench {
@@ -136,86 +236,73 @@ impl InitBench {
             .await?;
         let hold = sample("reservation-hold.json");
         seed_the_sample_world(repo).await;
-        let subjects = self.subjects(hold)?;
-        let secrets = local_secrets(sandbox_addr);
-        let in_secrets_manager = store_in_secrets_manager(aws, &secrets).await?;
-        let env = |api: &str, name: &str, secrets: &[(String, String)]| {
-            let mut env = lambda_env(api, name, tables, topics);
-            env.extend(secrets.iter().cloned());
-            env.extend([
-                (
-                    "TELEGRAM_CHAT_ID".into(),
-                    notification_sandbox::SANDBOX_CHAT_ID.into(),
-                ),
-                (
-                    "TELEGRAM_API_BASE_URL".into(),
-                    format!("http://{sandbox_addr}"),
-                ),
-            ]);
-            // Only where template.yaml sets it: the notifier would read the
-            // platform's keys too, which it is not given on AWS.
-            if ["data-platform-feed", "dlq-retry"].contains(&name) {
-                let platform = notification_sandbox::data_platform_settings(sandbox_addr);
-                env.push(("DATA_PLATFORM_URL".into(), platform.url));
-            }
-            env
+        let values = local_secrets(sandbox_addr);
+        let subjects = self.subjects(hold, &values)?;
+        let ids = store_in_secrets_manager(aws, &values).await?;
+        let given = Given {
+            tables: tables.clone(),
+            topics: topics.clone(),
+            sandbox_addr,
+            values,
+            ids,
         };
-
-        // Interleaved (one start of each binary per round, each way of giving
-        // the secrets), so a noisy moment of the machine touches every binary
-        // alike.
-        let ways = [secrets, in_secrets_manager];
-        let mut init: Vec<[Samples; 2]> = vec![Default::default(); subjects.len()];
-        let mut rss: Vec<Samples> = vec![Samples::default(); subjects.len()];
-        for round in 0..self.runs {
-            for (i, s) in subjects.iter().enumerate() {
-                for (way, secrets) in ways.iter().enumerate() {
-                    let run = start_and_invoke(
-                        &s.name,
-                        &s.path,
-                        |api| env(api, &s.name, secrets),
-                        s.event.clone(),
-                    )
-                    .await?;
-                    init[i][way].push(run.init.as_secs_f64() * 1000.0);
-                    if way == 0 {
-                        rss[i].push(run.peak_rss_kib as f64 / 1024.0);
-                    }
-                }
-            }
-            eprintln!("init: round {}/{} done", round + 1, self.runs);
-        }
-        let (hello, functions) = subjects.split_last().expect("hello-world is a subject");
-        for (i, s) in functions.iter().enumerate() {
+        let sampled = self.sample(&subjects, &given).await?;
+        let (hello, functions) = sampled.split_last().expect("hello-world is a subject");
+        let hello_name = &subjects[functions.len()].name;
+        for (s, f) in subjects.iter().zip(functions) {
             report.add(
-                Figure::of("init", &format!("{} init", s.name), "ms", &init[i][0])
-                    .against(&format!("{} init", hello.name), &init[functions.len()][0]),
+                Figure::of("init", &format!("{} init", s.name), "ms", &f.init[0])
+                    .against(&format!("{hello_name} init"), &hello.init[0]),
             );
         }
-        for (i, s) in functions.iter().enumerate() {
+        for (s, f) in subjects
+            .iter()
+            .zip(functions)
+            .filter(|(s, _)| s.ways().len() == 2)
+        {
+            let metric = format!("{} init (Secrets Manager)", s.name);
             report.add(
-                Figure::of(
-                    "init",
-                    &format!("{} init (Secrets Manager)", s.name),
-                    "ms",
-                    &init[i][1],
-                )
-                .against(&format!("{} init", hello.name), &init[functions.len()][0]),
+                Figure::of("init", &metric, "ms", &f.init[1])
+                    .against(&format!("{hello_name} init"), &hello.init[0]),
             );
         }
-        for (i, s) in functions.iter().enumerate() {
+        for (s, f) in subjects.iter().zip(functions) {
             report.add(
-                Figure::of("init", &format!("{} peak RSS", s.name), "MiB", &rss[i])
-                    .against(&format!("{} peak RSS", hello.name), &rss[functions.len()]),
+                Figure::of("init", &format!("{} peak RSS", s.name), "MiB", &f.rss)
+                    .against(&format!("{hello_name} peak RSS"), &hello.rss),
             );
         }
         Ok(())
     }
 
+    /// Starts every subject once per round in each of its ways, interleaved
+    /// so that a noisy moment of the machine touches every binary alike.
+    async fn sample(&self, subjects: &[Subject], given: &Given) -> Result<Vec<Sampled>, Error> {
+        let mut sampled = vec![Sampled::default(); subjects.len()];
+        for round in 0..self.runs {
+            for (s, samples) in subjects.iter().zip(sampled.iter_mut()) {
+                for (i, way) in s.ways().iter().enumerate() {
+                    let env = |api: &str| given.env(api, s, *way);
+                    let run = start_and_invoke(&s.name, &s.path, env, s.event.clone()).await?;
+                    samples.init[i].push(run.init.as_secs_f64() * 1000.0);
+                    if *way == Way::Values {
+                        samples.rss.push(run.peak_rss_kib as f64 / 1024.0);
+                    }
+                }
+            }
+            eprintln!("init: round {}/{} done", round + 1, self.runs);
+        }
+        Ok(sampled)
+    }
+
     /// The seven functions' release bootstraps, each with a sample event it
-    /// answers, then hello-world last (the baseline); an error names a missing
-    /// binary.
-    fn subjects(&self, hold: serde_json::Value) -> Result<Vec<Subject>, Error> {
+    /// answers and what template.yaml gives it to read at init, then
+    /// hello-world last (the baseline); an error names a missing binary.
+    fn subjects(
+        &self,
+        hold: serde_json::Value,
+        secrets: &[(String, String)],
+    ) -> Result<Vec<Subject>, Error> {
         let events = [
             hold,
             payment_of("00000000-0000-4000-8000-000000000000"),
@@ -225,19 +312,19 @@ impl InitBench {
             sample("schedule.json"),
             sample("kafka-self-managed.json"),
         ];
-        let mut subjects: Vec<Subject> = FUNCTIONS
-            .iter()
-            .zip(events)
-            .map(|((logical_id, binary), event)| Subject {
-                name: (*binary).to_owned(),
-                path: self.bootstrap_dir.join(logical_id).join("bootstrap"),
-                event,
-            })
-            .collect();
+        let mut subjects = Vec::new();
+        for ((logical_id, binary), event) in FUNCTIONS.iter().zip(events) {
+            let path = self.bootstrap_dir.join(logical_id).join("bootstrap");
+            subjects.push(Subject::as_deployed(
+                logical_id, binary, path, event, secrets,
+            )?);
+        }
         subjects.push(Subject {
             name: "hello-world".into(),
             path: self.hello.clone(),
             event: serde_json::json!({"hello": "world"}),
+            secrets: Vec::new(),
+            platform_url: false,
         });
         match subjects.iter().find(|s| !s.path.exists()) {
             Some(missing) => Err(Error::Measure(format!(
@@ -246,5 +333,78 @@ impl InitBench {
             ))),
             None => Ok(subjects),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given() -> Given {
+        let secret = |var: &str, value: &str| (var.to_owned(), value.to_owned());
+        Given {
+            tables: TableNames::with_prefix("bench"),
+            topics: TopicNames::default(),
+            sandbox_addr: "127.0.0.1:8081".parse().unwrap(),
+            values: vec![
+                secret("JWT_SECRET", "jwt"),
+                secret("TELEGRAM_BOT_TOKEN", "bot"),
+                secret("DATA_PLATFORM_API_KEY", "key"),
+            ],
+            ids: vec![
+                secret("JWT_SECRET_SECRET_ID", "bench/jwt"),
+                secret("TELEGRAM_BOT_TOKEN_SECRET_ID", "bench/bot"),
+                secret("DATA_PLATFORM_API_KEY_SECRET_ID", "bench/key"),
+            ],
+        }
+    }
+
+    fn started(logical_id: &str, way: Way) -> (Subject, Vec<String>) {
+        let given = given();
+        let subject =
+            Subject::as_deployed(logical_id, "f", PathBuf::new(), Value::Null, &given.values)
+                .unwrap();
+        let env = given.env("127.0.0.1:9001", &subject, way);
+        (subject, env.into_iter().map(|(k, _)| k).collect())
+    }
+
+    #[test]
+    fn each_function_is_given_only_the_secrets_and_url_the_template_gives_it() {
+        let (dlq_retry, env) = started("DlqRetryFunction", Way::SecretsManager);
+        assert_eq!(
+            dlq_retry.secrets,
+            ["TELEGRAM_BOT_TOKEN", "DATA_PLATFORM_API_KEY"]
+        );
+        for var in [
+            "TELEGRAM_BOT_TOKEN_SECRET_ID",
+            "DATA_PLATFORM_API_KEY_SECRET_ID",
+            "DATA_PLATFORM_URL",
+        ] {
+            assert!(env.iter().any(|v| v == var), "{var} in {env:?}");
+        }
+        assert!(
+            !env.iter()
+                .any(|v| v == "TELEGRAM_BOT_TOKEN" || v.starts_with("JWT")),
+            "{env:?}"
+        );
+
+        let (_, env) = started("NotifierFunction", Way::Values);
+        assert!(env.iter().any(|v| v == "TELEGRAM_BOT_TOKEN"), "{env:?}");
+        assert!(
+            !env.iter().any(|v| v.starts_with("DATA_PLATFORM")),
+            "{env:?}"
+        );
+    }
+
+    #[test]
+    fn a_function_that_reads_no_secret_is_started_one_way_only() {
+        let (relay, env) = started("OutboxRelayFunction", Way::Values);
+        assert!(relay.secrets.is_empty());
+        assert!(relay.ways() == [Way::Values]);
+        let given = given();
+        let secret = |v: &String| given.values.iter().chain(&given.ids).any(|(k, _)| k == v);
+        assert!(!env.iter().any(secret), "{env:?}");
+        let (payment, _) = started("PaymentFunction", Way::Values);
+        assert!(payment.ways() == [Way::Values, Way::SecretsManager]);
     }
 }

@@ -140,6 +140,31 @@ impl StreamMapping {
     }
 }
 
+/// The names of the environment variables `template` gives `function`
+/// itself (its `Environment.Variables`, not the Globals'), whatever their
+/// values: conditional ones (`!If`) are named too.
+pub fn variables_of(template: &str, function: &str) -> Result<Vec<String>, Error> {
+    let invalid = |reason: String| Error::Template {
+        place: format!("{function}.Environment.Variables"),
+        reason,
+    };
+    let template: Template =
+        serde_norway::from_str(template).map_err(|e| invalid(e.to_string()))?;
+    let variables = template
+        .resources
+        .get(function)
+        .ok_or_else(|| invalid("no such resource".into()))?
+        .properties
+        .get("Environment")
+        .and_then(|e| e.get("Variables"))
+        .and_then(|v| v.as_mapping());
+    Ok(variables
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect())
+}
+
 impl RawStreamMapping {
     /// The mapping the local source plays, or why it cannot play it.
     fn played(self) -> Result<StreamMapping, String> {
@@ -345,6 +370,28 @@ impl EventPattern {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_functions_own_variables_are_read_conditional_ones_included() {
+        let feed = variables_of(TEMPLATE, "DataPlatformFeedFunction").unwrap();
+        for name in [
+            "DATA_PLATFORM_URL",
+            "DATA_PLATFORM_API_KEY_SECRET_ID",
+            "KAFKA_SASL_CREDENTIALS_SECRET_ID",
+        ] {
+            assert!(feed.iter().any(|v| v == name), "{name} in {feed:?}");
+        }
+        let notifier = variables_of(TEMPLATE, "NotifierFunction").unwrap();
+        assert!(notifier.iter().any(|v| v == "TELEGRAM_BOT_TOKEN_SECRET_ID"));
+        assert!(
+            !notifier.iter().any(|v| v == "DATA_PLATFORM_URL"),
+            "{notifier:?}"
+        );
+        // The Globals' are not the function's own.
+        assert!(!feed.iter().any(|v| v == "TICKETING_TABLE"));
+        let e = variables_of(TEMPLATE, "NoSuchFunction").unwrap_err();
+        assert!(e.to_string().contains("no such resource"), "{e}");
+    }
 
     #[test]
     fn the_kafka_mappings_are_read_from_the_template_with_its_parameters_defaults() {
