@@ -41,12 +41,12 @@ fn credentials_in_env(var: impl Fn(&str) -> Option<String>) -> bool {
 /// default) trusting the process's roots; unchanged when there are none.
 fn trusting_our_roots(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-    let Some(roots) = crate::tls::roots() else {
+    let Some(pem) = crate::tls::roots().and_then(|roots| roots.pem()) else {
         return loader;
     };
     let trust = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(roots.pem());
+        .with_pem_certificate(pem);
     let Ok(context) = TlsContext::builder().with_trust_store(trust).build() else {
         return loader;
     };
