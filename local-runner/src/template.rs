@@ -36,6 +36,21 @@ struct Resource {
     properties: serde_norway::Value,
 }
 
+impl Template {
+    /// `text` parsed; a template that does not parse is `invalid`.
+    fn parse(text: &str, invalid: &impl Fn(String) -> Error) -> Result<Template, Error> {
+        serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// The error for a part of the template at `place`, given its reason.
+fn invalid_at(place: String) -> impl Fn(String) -> Error {
+    move |reason| Error::Template {
+        place: place.clone(),
+        reason,
+    }
+}
+
 /// A DynamoDB stream event of a function, with Lambda's defaults for what the
 /// template leaves out.
 #[derive(Clone, Debug, Deserialize)]
@@ -123,12 +138,8 @@ impl StreamMapping {
 
     /// The stream event `event` of `function` in `template`.
     pub fn of(template: &str, function: &str, event: &str) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::Template {
-            place: format!("{function}.Events.{event}"),
-            reason,
-        };
-        let template: Template =
-            serde_norway::from_str(template).map_err(|e| invalid(e.to_string()))?;
+        let invalid = invalid_at(format!("{function}.Events.{event}"));
+        let template = Template::parse(template, &invalid)?;
         let properties = template
             .resources
             .get(function)
@@ -136,7 +147,7 @@ impl StreamMapping {
             .ok_or_else(|| invalid("no such event".into()))?;
         let raw: RawStreamMapping = serde_norway::from_value(properties.clone())
             .map_err(|e| invalid(format!("not a stream mapping: {e}")))?;
-        raw.played().map_err(invalid)
+        raw.played().map_err(&invalid)
     }
 }
 
@@ -144,12 +155,8 @@ impl StreamMapping {
 /// itself (its `Environment.Variables`, not the Globals'), whatever their
 /// values: conditional ones (`!If`) are named too.
 pub fn variables_of(template: &str, function: &str) -> Result<Vec<String>, Error> {
-    let invalid = |reason: String| Error::Template {
-        place: format!("{function}.Environment.Variables"),
-        reason,
-    };
-    let template: Template =
-        serde_norway::from_str(template).map_err(|e| invalid(e.to_string()))?;
+    let invalid = invalid_at(format!("{function}.Environment.Variables"));
+    let template = Template::parse(template, &invalid)?;
     let variables = template
         .resources
         .get(function)
@@ -268,12 +275,8 @@ impl KafkaMapping {
 
     /// The Kafka event source mapping resource `resource` of `template`.
     pub fn of(template: &str, resource: &str) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::Template {
-            place: resource.to_owned(),
-            reason,
-        };
-        let template: Template =
-            serde_norway::from_str(template).map_err(|e| invalid(e.to_string()))?;
+        let invalid = invalid_at(resource.to_owned());
+        let template = Template::parse(template, &invalid)?;
         let properties = &template
             .resources
             .get(resource)
@@ -285,13 +288,13 @@ impl KafkaMapping {
                 .map(|v| template.resolved(v))
                 .transpose()
         };
-        let starting_position = match setting("StartingPosition").map_err(invalid)? {
+        let starting_position = match setting("StartingPosition").map_err(&invalid)? {
             Some(v) if v.as_str() == Some("LATEST") => StartingPosition::Latest,
             Some(v) if v.as_str() == Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
             other => return Err(invalid(format!("StartingPosition {other:?} is not played"))),
         };
         let number = |name: &str, default: u64| -> Result<u64, Error> {
-            match setting(name).map_err(invalid)? {
+            match setting(name).map_err(&invalid)? {
                 None => Ok(default),
                 Some(v) => v
                     .as_u64()
