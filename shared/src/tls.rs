@@ -180,6 +180,15 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_gone_since_it_was_decoded_leaves_the_sdk_to_load_the_systems_roots() {
+        let gone = Roots {
+            path: PathBuf::from("/nonexistent/ca-bundle.crt"),
+            der: Vec::new(),
+        };
+        assert_eq!(gone.pem(), None);
+    }
+
+    #[test]
     fn text_around_the_certificates_is_skipped_as_amazon_linuxs_comments_are() {
         let pem = "# ACCVRAIZ1\n-----BEGIN CERTIFICATE-----\r\nAAEC\r\nAw==\r\n-----END CERTIFICATE-----\n\n\
                    # Second\n-----BEGIN CERTIFICATE-----\nBAUG\n-----END CERTIFICATE-----\n";
