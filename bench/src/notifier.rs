@@ -22,7 +22,7 @@ use shared::clock::{Clock, SystemClock};
 use shared::domain::ReservationId;
 use shared::dynamodb::DynamoFailureLedger;
 use shared::idempotency::IdempotencyStore;
-use shared::kafka::KafkaPublisher;
+use shared::kafka::{KafkaPublisher, ProducerStart};
 use shared::kafka_event::encode_record;
 use shared::notification::ChannelRoutes;
 use std::sync::Arc;
@@ -109,7 +109,9 @@ fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, E
     let delivery = &direct.config.delivery;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let deliverer = crate::in_region::deliverer(delivery, clock.clone()).map_err(measure)?;
-    let sink = delivery.sink(direct.dynamodb.clone()).map_err(measure)?;
+    let sink = delivery
+        .sink(direct.dynamodb.clone(), ProducerStart::AtFirstPublish)
+        .map_err(measure)?;
     let retry_delay = direct.config.settings.retry_delay;
     Ok(Notifier::new(deliverer, sink, clock, retry_delay).with_concurrency(keys))
 }

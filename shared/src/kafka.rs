@@ -16,6 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The variable (or `<NAME>_SECRET_ID` / `<NAME>_PARAMETER`) that holds the SASL
@@ -304,23 +305,76 @@ impl ProducerSettings {
     }
 }
 
+/// When a producer is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProducerStart {
+    /// With the publisher: a function that publishes on its normal path (the
+    /// relay, dlq-retry, whose every run builds a consumer anyway).
+    AtInit,
+    /// At the first publish: a function that publishes only what failed (the
+    /// notifier's and the feed's dead letters). Its cold starts then build no
+    /// producer (librdkafka's global set-up, three threads and a broker
+    /// connection, about 0.7 ms of init and a TLS handshake's CPU in AWS), and
+    /// its first dead letter pays that once. The settings are still checked
+    /// at init, property by property, so a typo still fails the cold start.
+    AtFirstPublish,
+}
+
 /// An idempotent producer (acks=all): a retry inside librdkafka never duplicates
 /// or reorders a record within a partition.
 #[derive(Clone)]
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producing: Arc<Producing>,
+}
+
+/// A producer's settings, and the producer once built from them.
+struct Producing {
+    config: ClientConfig,
+    producer: tokio::sync::OnceCell<FutureProducer>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KafkaPublisher")
+        f.debug_struct("KafkaPublisher")
+            .field("built", &self.is_built())
+            .finish_non_exhaustive()
     }
 }
 
 impl KafkaPublisher {
+    /// A publisher whose producer is built now.
     pub fn new(kafka: &KafkaSettings, settings: &ProducerSettings) -> Result<Self, ConfigError> {
-        let producer = kafka
-            .client_config()
+        Self::starting(kafka, settings, ProducerStart::AtInit)
+    }
+
+    /// A publisher whose producer is built `start`; its settings are checked
+    /// now either way.
+    pub fn starting(
+        kafka: &KafkaSettings,
+        settings: &ProducerSettings,
+        start: ProducerStart,
+    ) -> Result<Self, ConfigError> {
+        let config = Self::producer_config(kafka, settings);
+        let producer = tokio::sync::OnceCell::new();
+        match start {
+            ProducerStart::AtInit => {
+                let built = Self::build(&config)?;
+                producer.set(built).ok();
+            }
+            ProducerStart::AtFirstPublish => {
+                config
+                    .create_native_config()
+                    .map_err(|e| ConfigError::setup("check the Kafka producer's settings", e))?;
+            }
+        }
+        Ok(KafkaPublisher {
+            producing: Arc::new(Producing { config, producer }),
+        })
+    }
+
+    fn producer_config(kafka: &KafkaSettings, settings: &ProducerSettings) -> ClientConfig {
+        let mut config = kafka.client_config();
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
@@ -331,14 +385,47 @@ impl KafkaPublisher {
                 "queue.buffering.max.kbytes",
                 settings.queue_max_kbytes.to_string(),
             )
-            .set("linger.ms", settings.linger.as_millis().to_string())
-            .create()
-            .map_err(|e| ConfigError::setup("create the Kafka producer", e))?;
-        Ok(KafkaPublisher { producer })
+            .set("linger.ms", settings.linger.as_millis().to_string());
+        config
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    fn build(config: &ClientConfig) -> Result<FutureProducer, ConfigError> {
+        config
+            .create()
+            .map_err(|e| ConfigError::setup("create the Kafka producer", e))
+    }
+
+    /// Whether its producer exists yet.
+    pub fn is_built(&self) -> bool {
+        self.producing.producer.initialized()
+    }
+
+    /// The producer, built now if it was not yet (once, however many records
+    /// ask at the same time).
+    async fn producer(&self) -> Result<&FutureProducer, ConfigError> {
+        let producing = &*self.producing;
+        producing
+            .producer
+            .get_or_try_init(|| async {
+                let built = Self::build(&producing.config);
+                if let Err(e) = &built {
+                    tracing::error!(error = %e, "the Kafka producer could not be built: its records are not sent, and their sources stay uncommitted");
+                }
+                built
+            })
+            .await
+    }
+
+    /// A record not sent because its producer could not be built: worth
+    /// retrying (its record stays uncommitted and comes again) while someone
+    /// fixes the settings the error names.
+    fn unbuilt(record: &OutboundRecord, e: &ConfigError) -> Error {
+        InfraError::Publish {
+            event_id: record.event_id.clone(),
+            topic: record.topic.clone(),
+            source: Box::new(e.clone()),
+        }
+        .into()
     }
 
     /// A failed send: for good when the broker refuses the record itself (too
@@ -436,13 +523,17 @@ pub fn future_record(record: &OutboundRecord) -> FutureRecord<'_, [u8], [u8]> {
 
 impl EventPublisher for KafkaPublisher {
     async fn publish_all(&self, records: &[OutboundRecord]) -> Vec<Result<(), Error>> {
+        let producer = match self.producer().await {
+            Ok(producer) => producer,
+            Err(e) => return records.iter().map(|r| Err(Self::unbuilt(r, &e))).collect(),
+        };
         // Enqueue everything first (librdkafka batches and pipelines), then wait
         // for each acknowledgement in order.
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
             let mut future_record = future_record(record);
             let enqueued = loop {
-                match self.producer.send_result(future_record) {
+                match producer.send_result(future_record) {
                     Ok(delivery) => break Ok(delivery),
                     // The bounded local queue is full: let it drain.
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -636,15 +727,16 @@ fn admin_hint(code: RDKafkaErrorCode) -> &'static str {
     }
 }
 
-/// Waits until every queued record was delivered or failed.
+/// Waits until every queued record was delivered or failed (none were when
+/// its producer was never built).
 pub fn flush(publisher: &KafkaPublisher, timeout: Duration) -> Result<(), InfraError> {
-    publisher
-        .producer
-        .flush(timeout)
-        .map_err(|e| InfraError::Kafka {
-            operation: "flush",
-            source: e.into(),
-        })
+    let Some(producer) = publisher.producing.producer.get() else {
+        return Ok(());
+    };
+    producer.flush(timeout).map_err(|e| InfraError::Kafka {
+        operation: "flush",
+        source: e.into(),
+    })
 }
 
 fn kafka_failure(
@@ -661,6 +753,65 @@ fn kafka_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record() -> OutboundRecord {
+        OutboundRecord {
+            topic: "payment.completed.dlq".into(),
+            key: None,
+            value: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+            event_id: "e-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_producer_left_for_the_first_publish_still_has_its_settings_checked_at_once() {
+        let typo = KafkaSettings::new("127.0.0.1:1").with_property(("linger.msec", "5"));
+        let refused = KafkaPublisher::starting(
+            &typo,
+            &ProducerSettings::default(),
+            ProducerStart::AtFirstPublish,
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains("linger.msec"), "{refused}");
+
+        let fine = KafkaSettings::new("127.0.0.1:1");
+        let publisher = KafkaPublisher::starting(
+            &fine,
+            &ProducerSettings::default(),
+            ProducerStart::AtFirstPublish,
+        )
+        .unwrap();
+        assert!(!publisher.is_built());
+        flush(&publisher, Duration::from_millis(10)).unwrap();
+        let built = KafkaPublisher::new(&fine, &ProducerSettings::default()).unwrap();
+        assert!(built.is_built());
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_cannot_be_built_at_its_first_publish_fails_each_record_retryably() {
+        // A CA file librdkafka cannot load: only building the producer finds out.
+        let kafka = KafkaSettings::new("127.0.0.1:1")
+            .secured(SecurityProtocol::Ssl, None)
+            .unwrap()
+            .trusting("/nonexistent/ca.pem");
+        let publisher = KafkaPublisher::starting(
+            &kafka,
+            &ProducerSettings::default(),
+            ProducerStart::AtFirstPublish,
+        )
+        .unwrap();
+        let results = publisher.publish_all(&[record(), record()]).await;
+        assert_eq!(results.len(), 2);
+        for result in results {
+            let error = result.unwrap_err();
+            assert!(error.is_retryable(), "{error}");
+            let chain = crate::error_chain(&error);
+            assert!(chain.contains("create the Kafka producer"), "{chain}");
+            assert!(chain.contains("ssl.ca.location"), "{chain}");
+        }
+        assert!(!publisher.is_built(), "tried again at the next publish");
+    }
 
     #[test]
     fn a_write_refused_for_replicas_or_acls_says_what_to_fix() {

@@ -136,6 +136,10 @@ async fn every_sale_reaches_the_platform_once_in_batches_even_when_the_batch_com
     assert_eq!(answer["delivered"], 10, "{answer}");
     assert_eq!(answer["batchItemFailures"], serde_json::json!([]));
     assert_eq!(s.taken(), ids, "each once, in offset order");
+    assert!(
+        !s.feed.sink().publisher().is_built(),
+        "delivered events build no dead-letter producer"
+    );
     assert_eq!(
         s.sandbox.platform_requests(),
         3,
@@ -161,8 +165,13 @@ async fn an_outage_leaves_the_events_on_the_dead_letter_topic_until_dlq_retry_de
     s.sandbox
         .fail_next(FailurePlan::fail(1, 503).on(DATA_PLATFORM));
 
+    assert!(!s.feed.sink().publisher().is_built(), "none at init");
     let answer = s.feed(records).await;
     assert_eq!(answer["deadLettered"], 3, "{answer}");
+    assert!(
+        s.feed.sink().publisher().is_built(),
+        "the first dead letter built it"
+    );
     let letters = consume(
         &kafka().bootstrap_servers,
         &s.config.topics.payment_completed_dlq,

@@ -212,16 +212,7 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
         "dlq-down@example.com",
         9_000,
     );
-    let event = json!({
-        "eventSource": "SelfManagedKafka",
-        "records": {format!("{}-0", topics.payment_completed): [{
-            "topic": topics.payment_completed, "partition": 0, "offset": 7,
-            "timestamp": 1_800_000_000_000i64, "timestampType": "CREATE_TIME",
-            "key": STANDARD.encode(envelope.aggregate_id.as_bytes()),
-            "value": STANDARD.encode(envelope.to_json()),
-            "headers": encode_headers([("event-id", envelope.event_id.to_string().as_bytes())]),
-        }]}
-    });
+    let event = kafka_event(&topics.payment_completed, 7, &envelope);
     let result = invoke("notifier", Duration::from_secs(30), event, |e| {
         notifier.handle(e)
     })
@@ -238,4 +229,86 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
             .is_none()
     );
     assert!(sandbox.messages().is_empty());
+}
+
+/// The event Lambda's Kafka source gives the notifier for `envelope` at
+/// `offset` of partition 0 of `topic`.
+fn kafka_event(topic: &str, offset: i64, envelope: &EventEnvelope) -> serde_json::Value {
+    json!({
+        "eventSource": "SelfManagedKafka",
+        "records": {format!("{topic}-0"): [{
+            "topic": topic, "partition": 0, "offset": offset,
+            "timestamp": 1_800_000_000_000i64, "timestampType": "CREATE_TIME",
+            "key": STANDARD.encode(envelope.aggregate_id.as_bytes()),
+            "value": STANDARD.encode(envelope.to_json()),
+            "headers": encode_headers([("event-id", envelope.event_id.to_string().as_bytes())]),
+        }]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_notifier_builds_its_dead_letter_producer_at_its_first_dead_letter_not_at_init() {
+    let aws = aws().await;
+    let (tables, topics) = provision(&aws, 1).await;
+    let sandbox = NotificationSandbox::default();
+    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = notifier_config(
+        &tables,
+        &topics,
+        notification_sandbox::channel_settings(addr, Default::default()),
+    );
+    let notifier = Arc::new(
+        LambdaNotifier::from_config(
+            &config,
+            aws_sdk_dynamodb::Client::new(&aws),
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    );
+    let producer_built = || notifier.sink().publisher().is_built();
+    assert!(!producer_built(), "no producer at init");
+
+    // A payment's record at `offset`, handled by the notifier.
+    let (topic, notifier) = (&topics.payment_completed, &notifier);
+    let notify = |offset: i64| async move {
+        let envelope = shared::fixtures::payment_completed_envelope(
+            ReservationId::random(),
+            "n@example.com",
+            10,
+        );
+        let event = kafka_event(topic, offset, &envelope);
+        invoke("notifier", Duration::from_secs(30), event, |e| {
+            notifier.handle(e)
+        })
+        .await
+        .unwrap();
+        envelope
+    };
+
+    notify(1).await;
+    assert_eq!(sandbox.messages().len(), 1);
+    assert!(!producer_built(), "a delivered record builds no producer");
+
+    sandbox.fail_next(FailurePlan::fail(10, 503));
+    let failed = notify(2).await;
+    assert!(producer_built(), "the first dead letter built it");
+    let dead = consume(
+        &kafka().bootstrap_servers,
+        &topics.payment_completed_dlq,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        header(&dead[0], "event-id"),
+        Some(failed.event_id.to_string())
+    );
+    let ledger =
+        DynamoFailureLedger::new(aws_sdk_dynamodb::Client::new(&aws), tables.failed_messages);
+    let entry = ledger
+        .get(&failed.event_id.to_string(), Some(ChannelKind::Telegram))
+        .await
+        .unwrap()
+        .expect("a ledger row for the dead letter");
+    assert_eq!(entry.status, LedgerStatus::Pending);
 }

@@ -12,6 +12,7 @@ use shared::clock::{Clock, ManualClock, SystemClock};
 use shared::dead_letter;
 use shared::delivery::{Disposition, Failure};
 use shared::dynamodb::DynamoFailureLedger;
+use shared::kafka::ProducerStart;
 use shared::ledger::{LedgerEntry, LedgerStatus};
 use shared::notification::ChannelKind;
 use std::sync::Arc;
@@ -238,7 +239,12 @@ async fn letter_due(d: &Direct, at: chrono::DateTime<Utc>) -> String {
     });
     let letter =
         dead_letter::DeadLetter::new(record, &failure, 0, at).on_channel(ChannelKind::Telegram);
-    let sink = d.n.config.delivery.sink(d.n.dynamodb.clone()).unwrap();
+    // As the notifier writes it: its producer built at this first dead letter.
+    let sink =
+        d.n.config
+            .delivery
+            .sink(d.n.dynamodb.clone(), ProducerStart::AtFirstPublish)
+            .unwrap();
     sink.dead_letter(&letter, Disposition::Retry, Utc::now())
         .await
         .unwrap();
@@ -428,7 +434,12 @@ async fn platform_dead_letter(d: &Direct) -> String {
     });
     let letter = dead_letter::DeadLetter::new(original, &error, 0, Utc::now())
         .on_channel(ChannelKind::DataPlatform);
-    let sink = d.n.config.delivery.sink(d.n.dynamodb.clone()).unwrap();
+    // As the notifier writes it: its producer built at this first dead letter.
+    let sink =
+        d.n.config
+            .delivery
+            .sink(d.n.dynamodb.clone(), ProducerStart::AtFirstPublish)
+            .unwrap();
     sink.dead_letter(&letter, Disposition::Retry, Utc::now())
         .await
         .unwrap();

@@ -26,7 +26,7 @@ use shared::delivery::{
 };
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::idempotency::IdempotencyStore;
-use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
+use shared::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, ProducerStart};
 use shared::kafka_event::{
     DecodedRecord, KafkaBatchResponse, coordinates, decode_lossy, decode_record, key_text,
     records_in_order,
@@ -109,7 +109,12 @@ impl LambdaFeed {
                 config.idempotency_ttl,
             );
             let sink = DeadLetterSink::new(
-                KafkaPublisher::new(&config.kafka, &config.producer)?,
+                // Only what fails is published: no producer until a dead letter.
+                KafkaPublisher::starting(
+                    &config.kafka,
+                    &config.producer,
+                    ProducerStart::AtFirstPublish,
+                )?,
                 DynamoFailureLedger::new(client, config.tables.failed_messages.clone()),
                 config.topics.clone(),
             );
@@ -169,6 +174,11 @@ where
             batch_size: events.max(1),
             ..self
         }
+    }
+
+    /// Where its failures go.
+    pub fn sink(&self) -> &DeadLetterSink<P, L> {
+        &self.sink
     }
 
     /// Delivers the batch chunk by chunk, in offset order; what failed is

@@ -38,8 +38,8 @@ use shared::delivery::{
 };
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::idempotency::IdempotencyStore;
-use shared::kafka::KafkaPublisher;
 use shared::kafka::decoded_message;
+use shared::kafka::{KafkaPublisher, ProducerStart};
 use shared::kafka_event::group_by_key;
 use shared::ledger::FailureLedger;
 use shared::spans;
@@ -212,7 +212,11 @@ impl LambdaDlqRetry {
         let deliverer = delivery
             .deliverer(client.clone(), clock.clone())
             .map_err(Error::Config)?;
-        let sink = delivery.sink(client).map_err(Error::Config)?;
+        // Every run builds a consumer (librdkafka's global set-up is paid at
+        // init either way): the producer is built with it.
+        let sink = delivery
+            .sink(client, ProducerStart::AtInit)
+            .map_err(Error::Config)?;
         Ok(DlqRetry::new(config, deliverer, sink, clock))
     }
 }

@@ -30,7 +30,7 @@ use shared::delivery::Destination;
 use shared::delivery::{DeadLetterSink, Deliverer, DeliveryConfig, Disposition, Failure, Written};
 use shared::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
 use shared::idempotency::IdempotencyStore;
-use shared::kafka::KafkaPublisher;
+use shared::kafka::{KafkaPublisher, ProducerStart};
 use shared::kafka_event::{
     DecodedRecord, KafkaBatchResponse, coordinates, decode_lossy, decode_record, key_text,
     records_by_key,
@@ -122,7 +122,10 @@ impl LambdaNotifier {
         let deliverer = delivery
             .deliverer(client.clone(), clock.clone())
             .map_err(Error::Config)?;
-        let sink = delivery.sink(client).map_err(Error::Config)?;
+        // Only what fails is published: no producer until a dead letter.
+        let sink = delivery
+            .sink(client, ProducerStart::AtFirstPublish)
+            .map_err(Error::Config)?;
         let settings = &config.settings;
         Ok(Notifier::new(deliverer, sink, clock, settings.retry_delay)
             .with_concurrency(settings.concurrency))

@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::config::{TableNames, TopicNames, Vars};
 use crate::dynamodb::{DynamoFailureLedger, DynamoIdempotencyStore};
-use crate::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings};
+use crate::kafka::{KafkaPublisher, KafkaSettings, ProducerSettings, ProducerStart};
 use chrono::Duration;
 use std::sync::Arc;
 
@@ -59,10 +59,14 @@ impl DeliveryConfig {
         ))
     }
 
-    /// A producer for the dead letters, and the ledger.
-    pub fn sink(&self, client: aws_sdk_dynamodb::Client) -> Result<LambdaSink, ConfigError> {
+    /// A producer for the dead letters, built `start`, and the ledger.
+    pub fn sink(
+        &self,
+        client: aws_sdk_dynamodb::Client,
+        start: ProducerStart,
+    ) -> Result<LambdaSink, ConfigError> {
         Ok(DeadLetterSink::new(
-            KafkaPublisher::new(&self.kafka, &self.producer)?,
+            KafkaPublisher::starting(&self.kafka, &self.producer, start)?,
             DynamoFailureLedger::new(client, self.tables.failed_messages.clone()),
             self.topics.clone(),
         ))
