@@ -9,6 +9,9 @@
 //! a second, as Telegram does; the notifier with `TELEGRAM_MAX_SENDS_PER_SECOND`
 //! at that rate beside the same notifier without a limit: the rate of messages
 //! delivered and the 429s each collected.
+//!
+//! Last, the first dead letter of a notifier just built, which builds its
+//! producer then, beside the same notifier's next dead letter.
 
 use crate::Error;
 use crate::in_region::{IN_REGION_LATENCY, InRegionStore};
@@ -89,6 +92,26 @@ async fn handle<S: IdempotencyStore>(
     ))
 }
 
+/// How long `notifier` takes over a record whose send fails (the sandbox
+/// answers 503): its dead letter published and its ledger row written.
+async fn dead_letter_ms(notifier: &LambdaNotifier, topic: &str) -> Result<f64, Error> {
+    let started = Instant::now();
+    notifier
+        .handle(LambdaEvent::new(
+            batch(1, topic),
+            lambda_runtime::Context::default(),
+        ))
+        .await
+        .map_err(|e| Error::Measure(format!("the notifier failed: {e}")))?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    if !notifier.sink().publisher().is_built() {
+        return Err(Error::Measure(
+            "the failed send left no dead letter: the sandbox did not fail it".into(),
+        ));
+    }
+    Ok(elapsed)
+}
+
 /// The notifiers compared, all on the same tables and sandbox.
 struct Notifiers {
     /// As deployed: `NOTIFY_CONCURRENCY` keys at once.
@@ -114,6 +137,24 @@ fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, E
         .map_err(measure)?;
     let retry_delay = direct.config.settings.retry_delay;
     Ok(Notifier::new(deliverer, sink, clock, retry_delay).with_concurrency(keys))
+}
+
+/// `direct`'s notifier as it was built before its producer waited for the
+/// first dead letter: the producer built with it.
+fn producer_at_init(direct: &DirectNotifier) -> Result<LambdaNotifier, Error> {
+    let measure = |e: shared::config::ConfigError| Error::Measure(shared::error_chain(&e));
+    let delivery = &direct.config.delivery;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let client = direct.dynamodb.clone();
+    let deliverer = delivery
+        .deliverer(client.clone(), clock.clone())
+        .map_err(measure)?;
+    let sink = delivery
+        .sink(client, ProducerStart::AtInit)
+        .map_err(measure)?;
+    let settings = &direct.config.settings;
+    Ok(Notifier::new(deliverer, sink, clock, settings.retry_delay)
+        .with_concurrency(settings.concurrency))
 }
 
 impl Notifiers {
@@ -152,7 +193,45 @@ impl NotifierBench {
             ..FailurePlan::fail(u32::MAX, 200)
         });
         self.throughput(report, &direct, &notifiers).await?;
-        self.rate_limited(report, &direct, &notifiers).await
+        self.rate_limited(report, &direct, &notifiers).await?;
+        self.first_dead_letter(report).await
+    }
+
+    /// What building the dead-letter producer at the first dead letter costs
+    /// (`ProducerStart::AtFirstPublish`, instead of at init): a record
+    /// dead-lettered by a notifier just built, beside the same notifier's next.
+    async fn first_dead_letter(&self, report: &mut Report) -> Result<(), Error> {
+        let direct = DirectNotifier::start_routed(
+            ChannelRoutes::default(),
+            chrono::Duration::seconds(60),
+            Duration::from_secs(5),
+        )
+        .await;
+        direct.sandbox.fail_next(FailurePlan::fail(u32::MAX, 503));
+        let topic = &direct.topics.payment_completed;
+        let [mut first, mut next, mut built_at_init] = [(); 3].map(|_| Samples::default());
+        for _ in 0..self.runs {
+            let notifier = LambdaNotifier::from_config(
+                &direct.config,
+                direct.dynamodb.clone(),
+                Arc::new(SystemClock),
+            )
+            .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+            first.push(dead_letter_ms(&notifier, topic).await?);
+            next.push(dead_letter_ms(&notifier, topic).await?);
+            let eager = producer_at_init(&direct)?;
+            built_at_init.push(dead_letter_ms(&eager, topic).await?);
+        }
+        let metric = "a record dead-lettered by a notifier just built (its producer built then)";
+        report.add(
+            Figure::of("notifier", metric, "ms", &first)
+                .against("the same notifier's next dead letter", &next),
+        );
+        report.add(Figure::of("notifier", metric, "ms", &first).against(
+            "the same, its producer built at init (before this change)",
+            &built_at_init,
+        ));
+        Ok(())
     }
 
     /// Records a second, `NOTIFY_CONCURRENCY` keys at once against one at a time.
