@@ -129,32 +129,42 @@ struct Notifiers {
 /// DynamoDB does in-region, handling `keys` keys at once.
 fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, Error> {
     let measure = |e: shared::config::ConfigError| Error::Measure(shared::error_chain(&e));
-    let delivery = &direct.config.delivery;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let deliverer = crate::in_region::deliverer(delivery, clock.clone()).map_err(measure)?;
-    let sink = delivery
-        .sink(direct.dynamodb.clone(), ProducerStart::AtFirstPublish)
-        .map_err(measure)?;
-    let retry_delay = direct.config.settings.retry_delay;
-    Ok(Notifier::new(deliverer, sink, clock, retry_delay).with_concurrency(keys))
+    let deliverer =
+        crate::in_region::deliverer(&direct.config.delivery, clock.clone()).map_err(measure)?;
+    let notifier = Notifier::with_deliverer(
+        &direct.config,
+        deliverer,
+        direct.dynamodb.clone(),
+        clock,
+        ProducerStart::AtFirstPublish,
+    );
+    Ok(notifier.map_err(built)?.with_concurrency(keys))
 }
 
 /// `direct`'s notifier as it was built before its producer waited for the
 /// first dead letter: the producer built with it.
 fn producer_at_init(direct: &DirectNotifier) -> Result<LambdaNotifier, Error> {
-    let measure = |e: shared::config::ConfigError| Error::Measure(shared::error_chain(&e));
-    let delivery = &direct.config.delivery;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let client = direct.dynamodb.clone();
-    let deliverer = delivery
+    let deliverer = direct
+        .config
+        .delivery
         .deliverer(client.clone(), clock.clone())
-        .map_err(measure)?;
-    let sink = delivery
-        .sink(client, ProducerStart::AtInit)
-        .map_err(measure)?;
-    let settings = &direct.config.settings;
-    Ok(Notifier::new(deliverer, sink, clock, settings.retry_delay)
-        .with_concurrency(settings.concurrency))
+        .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+    Notifier::with_deliverer(
+        &direct.config,
+        deliverer,
+        client,
+        clock,
+        ProducerStart::AtInit,
+    )
+    .map_err(built)
+}
+
+/// Why a notifier could not be built, as a measurement's error.
+fn built(e: notifier::Error) -> Error {
+    Error::Measure(shared::error_chain(&e))
 }
 
 impl Notifiers {
@@ -163,7 +173,7 @@ impl Notifiers {
             let mut config = direct.config.clone();
             edit(&mut config);
             LambdaNotifier::from_config(&config, direct.dynamodb.clone(), Arc::new(SystemClock))
-                .map_err(|e| Error::Measure(shared::error_chain(&e)))
+                .map_err(built)
         };
         Ok(Notifiers {
             concurrent: build(&|_| {})?,

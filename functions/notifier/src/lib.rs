@@ -113,19 +113,39 @@ pub type LambdaNotifier =
     Notifier<Channel, DynamoIdempotencyStore, KafkaPublisher, DynamoFailureLedger>;
 
 impl LambdaNotifier {
+    /// The notifier as deployed. Only what fails is published, so its
+    /// dead-letter producer is built at the first dead letter, not at init.
     pub fn from_config(
         config: &Config,
         client: aws_sdk_dynamodb::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        let delivery = &config.delivery;
-        let deliverer = delivery
+        let deliverer = config
+            .delivery
             .deliverer(client.clone(), clock.clone())
             .map_err(Error::Config)?;
-        // Only what fails is published: no producer until a dead letter.
-        let sink = delivery
-            .sink(client, ProducerStart::AtFirstPublish)
-            .map_err(Error::Config)?;
+        Notifier::with_deliverer(
+            config,
+            deliverer,
+            client,
+            clock,
+            ProducerStart::AtFirstPublish,
+        )
+    }
+}
+
+impl<C: Destination, S: IdempotencyStore> Notifier<C, S, KafkaPublisher, DynamoFailureLedger> {
+    /// `config`'s notifier sending through `deliverer`, its dead letters on
+    /// Kafka (the producer built `start`) and DynamoDB: the one assembly of
+    /// the deployed notifier and of those the bench compares with it.
+    pub fn with_deliverer(
+        config: &Config,
+        deliverer: Deliverer<C, S>,
+        client: aws_sdk_dynamodb::Client,
+        clock: Arc<dyn Clock>,
+        start: ProducerStart,
+    ) -> Result<Self, Error> {
+        let sink = config.delivery.sink(client, start).map_err(Error::Config)?;
         let settings = &config.settings;
         Ok(Notifier::new(deliverer, sink, clock, settings.retry_delay)
             .with_concurrency(settings.concurrency))
