@@ -541,20 +541,38 @@ impl DirectNotifier {
         retry_delay: Duration,
         timeout: StdDuration,
     ) -> DirectNotifier {
+        Self::start_configured(routes, |config| {
+            let channels = &mut config.delivery.channels;
+            for settings in channels.telegram.iter_mut() {
+                settings.timeout = timeout;
+            }
+            for settings in channels.discord.iter_mut() {
+                settings.timeout = timeout;
+            }
+            config.settings.retry_delay = retry_delay;
+        })
+        .await
+    }
+
+    /// Telegram alone, on the defaults as `edit` leaves them.
+    pub async fn start_with(edit: impl FnOnce(&mut notifier::Config)) -> DirectNotifier {
+        Self::start_configured(ChannelRoutes::default(), edit).await
+    }
+
+    /// The channels of `routes` on the sandbox, the configuration as `edit`
+    /// leaves it.
+    async fn start_configured(
+        routes: ChannelRoutes,
+        edit: impl FnOnce(&mut notifier::Config),
+    ) -> DirectNotifier {
         init_logs();
         let aws = aws().await;
         let (tables, topics) = provision(&aws, 1).await;
         let sandbox = NotificationSandbox::default();
         let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let mut channels = notification_sandbox::channel_settings(addr, routes);
-        for settings in channels.telegram.iter_mut() {
-            settings.timeout = timeout;
-        }
-        for settings in channels.discord.iter_mut() {
-            settings.timeout = timeout;
-        }
+        let channels = notification_sandbox::channel_settings(addr, routes);
         let mut config = notifier_config(&tables, &topics, channels);
-        config.settings.retry_delay = retry_delay;
+        edit(&mut config);
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
         let notifier = notifier::LambdaNotifier::from_config(
             &config,

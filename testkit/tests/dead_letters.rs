@@ -5,12 +5,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use local_runner::invoke::invoke;
-use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
-use notifier::LambdaNotifier;
+use local_runner::notification_sandbox::FailurePlan;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
-use shared::clock::SystemClock;
 use shared::dead_letter;
 use shared::domain::ReservationId;
 use shared::dynamodb::DynamoFailureLedger;
@@ -20,12 +18,8 @@ use shared::kafka_event::encode_headers;
 use shared::ledger::LedgerStatus;
 use shared::notification::ChannelKind;
 use shared::ports::{EventPublisher, OutboundRecord};
-use std::sync::Arc;
 use std::time::Duration;
-use testkit::{
-    Options, TestPipeline, aws, consume, eventually, header, kafka, notifier_config, provision,
-    seed,
-};
+use testkit::{DirectNotifier, Options, TestPipeline, consume, eventually, header, kafka, seed};
 
 /// The status of the ledger row of `event_id` on `channel`, once it exists.
 async fn ledger_status(
@@ -181,46 +175,31 @@ async fn a_poison_record_goes_to_the_failed_topic_and_the_partition_keeps_flowin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing_is_recorded() {
-    let aws = aws().await;
-    let (tables, topics) = provision(&aws, 1).await;
-    let sandbox = NotificationSandbox::default();
-    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    sandbox.fail_next(FailurePlan::fail(10, 503));
     // The dead letters go to a broker that is down.
     let cluster = MockCluster::new(1).unwrap();
     cluster.broker_down(1).unwrap();
-    let mut config = notifier_config(
-        &tables,
-        &topics,
-        notification_sandbox::channel_settings(addr, Default::default()),
-    );
-    config.delivery.kafka = KafkaSettings::new(cluster.bootstrap_servers());
-    config.delivery.producer = ProducerSettings {
-        message_timeout: Duration::from_secs(2),
-        ..ProducerSettings::default()
-    };
-    let notifier = Arc::new(
-        LambdaNotifier::from_config(
-            &config,
-            aws_sdk_dynamodb::Client::new(&aws),
-            Arc::new(SystemClock),
-        )
-        .unwrap(),
-    );
+    let d = DirectNotifier::start_with(|config| {
+        config.delivery.kafka = KafkaSettings::new(cluster.bootstrap_servers());
+        config.delivery.producer = ProducerSettings {
+            message_timeout: Duration::from_secs(2),
+            ..ProducerSettings::default()
+        };
+    })
+    .await;
+    d.sandbox.fail_next(FailurePlan::fail(10, 503));
     let envelope = shared::fixtures::payment_completed_envelope(
         ReservationId::random(),
         "dlq-down@example.com",
         9_000,
     );
-    let event = kafka_event(&topics.payment_completed, 7, &envelope);
+    let event = kafka_event(&d.topics.payment_completed, 7, &envelope);
     let result = invoke("notifier", Duration::from_secs(30), event, |e| {
-        notifier.handle(e)
+        d.notifier.handle(e)
     })
     .await;
     let err = result.unwrap_err();
     assert!(err.to_string().contains("publishing event"), "{err}");
-    let ledger =
-        DynamoFailureLedger::new(aws_sdk_dynamodb::Client::new(&aws), tables.failed_messages);
+    let ledger = DynamoFailureLedger::new(d.dynamodb.clone(), d.tables.failed_messages.clone());
     assert!(
         ledger
             .get(&envelope.event_id.to_string(), Some(ChannelKind::Telegram))
@@ -228,7 +207,7 @@ async fn when_the_dead_letter_cannot_be_written_the_invocation_fails_and_nothing
             .unwrap()
             .is_none()
     );
-    assert!(sandbox.messages().is_empty());
+    assert!(d.sandbox.messages().is_empty());
 }
 
 /// The event Lambda's Kafka source gives the notifier for `envelope` at
@@ -248,28 +227,13 @@ fn kafka_event(topic: &str, offset: i64, envelope: &EventEnvelope) -> serde_json
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_notifier_builds_its_dead_letter_producer_at_its_first_dead_letter_not_at_init() {
-    let aws = aws().await;
-    let (tables, topics) = provision(&aws, 1).await;
-    let sandbox = NotificationSandbox::default();
-    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let config = notifier_config(
-        &tables,
-        &topics,
-        notification_sandbox::channel_settings(addr, Default::default()),
-    );
-    let notifier = Arc::new(
-        LambdaNotifier::from_config(
-            &config,
-            aws_sdk_dynamodb::Client::new(&aws),
-            Arc::new(SystemClock),
-        )
-        .unwrap(),
-    );
+    let d = DirectNotifier::start_with(|_| {}).await;
+    let (notifier, sandbox, topics) = (&d.notifier, &d.sandbox, &d.topics);
     let producer_built = || notifier.sink().publisher().is_built();
     assert!(!producer_built(), "no producer at init");
 
     // A payment's record at `offset`, handled by the notifier.
-    let (topic, notifier) = (&topics.payment_completed, &notifier);
+    let topic = &topics.payment_completed;
     let notify = |offset: i64| async move {
         let envelope = shared::fixtures::payment_completed_envelope(
             ReservationId::random(),
@@ -303,8 +267,7 @@ async fn the_notifier_builds_its_dead_letter_producer_at_its_first_dead_letter_n
         header(&dead[0], "event-id"),
         Some(failed.event_id.to_string())
     );
-    let ledger =
-        DynamoFailureLedger::new(aws_sdk_dynamodb::Client::new(&aws), tables.failed_messages);
+    let ledger = DynamoFailureLedger::new(d.dynamodb.clone(), d.tables.failed_messages.clone());
     let entry = ledger
         .get(&failed.event_id.to_string(), Some(ChannelKind::Telegram))
         .await

@@ -4,18 +4,16 @@
 
 use local_runner::invoke::invoke;
 use local_runner::kafka_source::lambda_event;
-use local_runner::notification_sandbox::{self, FailurePlan, NotificationSandbox};
+use local_runner::notification_sandbox::{FailurePlan, NotificationSandbox};
 use notifier::LambdaNotifier;
 use rdkafka::message::OwnedMessage;
-use shared::clock::SystemClock;
-use shared::config::TopicNames;
 use shared::domain::ReservationId;
 use shared::kafka::{KafkaPublisher, ProducerSettings};
 use shared::outbox::OutboxItem;
 use shared::ports::EventPublisher;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{aws, consume, kafka, notifier_config, provision};
+use testkit::{DirectNotifier, consume, kafka};
 
 struct Setup {
     notifier: Arc<LambdaNotifier>,
@@ -24,21 +22,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let aws = aws().await;
-    let (tables, topics): (_, TopicNames) = provision(&aws, 1).await;
-    let sandbox = NotificationSandbox::default();
-    let addr = sandbox.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let config = notifier_config(
-        &tables,
-        &topics,
-        notification_sandbox::channel_settings(addr, Default::default()),
-    );
-    let notifier = LambdaNotifier::from_config(
-        &config,
-        aws_sdk_dynamodb::Client::new(&aws),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
+    let DirectNotifier {
+        notifier,
+        sandbox,
+        topics,
+        ..
+    } = DirectNotifier::start_with(|_| {}).await;
 
     let event = shared::fixtures::payment_completed_envelope(
         ReservationId::random(),
