@@ -5,7 +5,8 @@
 //! broker (the ceiling: reading alone), and one letter at a time. Then the same
 //! with the keys and the ledger on stores answering in 5 ms concurrently, as
 //! DynamoDB does in-region, and every send taking 20 ms (moto serves one
-//! request at a time, which bounds the first figures).
+//! request at a time, which bounds the first figures), at the default
+//! `NOTIFY_CONCURRENCY` and at twice it: the ratio follows the concurrency.
 
 use crate::Error;
 use crate::in_region::{self, IN_REGION_LATENCY, InRegionLedger, InRegionStore};
@@ -250,28 +251,35 @@ impl DlqRetryBench {
     }
 
     /// Keys and ledger answering in 5 ms concurrently (DynamoDB in-region),
-    /// sends taking `send_latency`: the concurrency itself, not moto's queue.
+    /// sends taking `send_latency`: the concurrency itself, not moto's queue,
+    /// at the default and at twice it, against one letter at a time.
     async fn in_region(&self, report: &mut Report) -> Result<(), Error> {
-        let concurrent = Setup::in_region(notifier::DEFAULT_CONCURRENCY, self.send_latency).await?;
+        let default = notifier::DEFAULT_CONCURRENCY;
+        let concurrent = Setup::in_region(default, self.send_latency).await?;
+        let doubled = Setup::in_region(2 * default, self.send_latency).await?;
         let one_by_one = Setup::in_region(1, self.send_latency).await?;
         let (records, sequential_records) = (self.records.min(2_000), self.records.min(200));
-        let (mut drained, mut sequential) = (Samples::default(), Samples::default());
+        let [mut drained, mut drained_doubled, mut sequential] =
+            [(); 3].map(|_| Samples::default());
         let rounds = self.runs.min(3);
         for round in 0..rounds {
             drained.push(concurrent.drain(records).await?.0);
+            drained_doubled.push(doubled.drain(records).await?.0);
             sequential.push(one_by_one.drain(sequential_records).await?.0);
             eprintln!("dlq-retry in-region: round {}/{rounds} done", round + 1);
         }
-        let metric = format!(
-            "{records} due dead letters, sends take {} ms, keys and ledger on stores answering in {} ms concurrently (DynamoDB in-region), {} at once",
-            self.send_latency.as_millis(),
-            IN_REGION_LATENCY.as_millis(),
-            notifier::DEFAULT_CONCURRENCY
-        );
-        report.add(Figure::of("dlq-retry", &metric, "rec/s", &drained).against(
-            &format!("one letter and its commit at a time ({sequential_records} letters)"),
-            &sequential,
-        ));
+        let baseline =
+            format!("one letter and its commit at a time ({sequential_records} letters)");
+        for (at_once, samples) in [(default, &drained), (2 * default, &drained_doubled)] {
+            let metric = format!(
+                "{records} due dead letters, sends take {} ms, keys and ledger on stores answering in {} ms concurrently (DynamoDB in-region), {at_once} at once",
+                self.send_latency.as_millis(),
+                IN_REGION_LATENCY.as_millis(),
+            );
+            report.add(
+                Figure::of("dlq-retry", &metric, "rec/s", samples).against(&baseline, &sequential),
+            );
+        }
         Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //! reservation each, over three partitions), every send answered by the sandbox
 //! after 20 ms, the idempotency keys on moto, and again on a store answering
 //! in 5 ms concurrently as DynamoDB does in-region (`in_region`: moto serves
-//! one request at a time, which bounds the first figure). Baseline: the same
-//! notifier handling one record at a time (`NOTIFY_CONCURRENCY=1`).
+//! one request at a time, which bounds the first figure), there also with
+//! twice the default `NOTIFY_CONCURRENCY` (the ratio follows it). Baseline:
+//! the same notifier handling one record at a time (`NOTIFY_CONCURRENCY=1`).
 //!
 //! Then the send-rate limit: the sandbox refuses (429) what goes over 100 sends
 //! a second, as Telegram does; the notifier with `TELEGRAM_MAX_SENDS_PER_SECOND`
@@ -120,8 +121,10 @@ struct Notifiers {
     one_at_a_time: LambdaNotifier,
     /// As deployed, with `TELEGRAM_MAX_SENDS_PER_SECOND` at the sandbox's limit.
     paced: LambdaNotifier,
-    /// As deployed, and one at a time, with the keys on the in-region store.
+    /// With the keys on the in-region store: as deployed, twice as many keys
+    /// at once, and one at a time.
     in_region: InRegionNotifier,
+    in_region_doubled: InRegionNotifier,
     in_region_one_at_a_time: InRegionNotifier,
 }
 
@@ -184,8 +187,18 @@ impl Notifiers {
                 }
             })?,
             in_region: in_region(direct, direct.config.settings.concurrency)?,
+            in_region_doubled: in_region(direct, 2 * direct.config.settings.concurrency)?,
             in_region_one_at_a_time: in_region(direct, 1)?,
         })
+    }
+
+    /// The in-region notifiers: as deployed, doubled, one at a time.
+    fn in_region_all(&self) -> [&InRegionNotifier; 3] {
+        [
+            &self.in_region,
+            &self.in_region_doubled,
+            &self.in_region_one_at_a_time,
+        ]
     }
 }
 
@@ -244,76 +257,58 @@ impl NotifierBench {
         Ok(())
     }
 
-    /// Records a second, `NOTIFY_CONCURRENCY` keys at once against one at a time.
+    /// Records a second, `NOTIFY_CONCURRENCY` keys at once against one at a
+    /// time, on moto and on the in-region store (there also twice as many).
     async fn throughput(
         &self,
         report: &mut Report,
         direct: &DirectNotifier,
         notifiers: &Notifiers,
     ) -> Result<(), Error> {
-        let topic = &direct.topics.payment_completed;
-        let handle = |notifier, records| handle(notifier, &direct.sandbox, topic, records);
+        let (sandbox, topic) = (&direct.sandbox, &direct.topics.payment_completed);
         // Connections and clients warm, as after a cold start.
-        handle(&notifiers.concurrent, 10).await?;
-        handle(&notifiers.one_at_a_time, 10).await?;
-        self::handle(&notifiers.in_region, &direct.sandbox, topic, 10).await?;
-        self::handle(
-            &notifiers.in_region_one_at_a_time,
-            &direct.sandbox,
-            topic,
-            10,
-        )
-        .await?;
-        let mut fast = Samples::default();
-        let mut slow = Samples::default();
-        let (mut in_region_fast, mut in_region_slow) = (Samples::default(), Samples::default());
+        for on_moto in [&notifiers.concurrent, &notifiers.one_at_a_time] {
+            handle(on_moto, sandbox, topic, 10).await?;
+        }
+        for in_region in notifiers.in_region_all() {
+            handle(in_region, sandbox, topic, 10).await?;
+        }
+        let [mut fast, mut slow] = [(); 2].map(|_| Samples::default());
+        let mut in_region = [(); 3].map(|_| Samples::default());
         for round in 0..self.runs {
-            fast.push(handle(&notifiers.concurrent, self.records).await?.0);
-            slow.push(handle(&notifiers.one_at_a_time, self.records).await?.0);
-            // `handle` here is the closure over the moto-backed notifiers.
-            let sandbox = &direct.sandbox;
-            let fast_one = &notifiers.in_region;
-            in_region_fast.push(
-                self::handle(fast_one, sandbox, topic, self.records)
+            fast.push(
+                handle(&notifiers.concurrent, sandbox, topic, self.records)
                     .await?
                     .0,
             );
-            let slow_one = &notifiers.in_region_one_at_a_time;
-            in_region_slow.push(
-                self::handle(slow_one, sandbox, topic, self.records)
+            slow.push(
+                handle(&notifiers.one_at_a_time, sandbox, topic, self.records)
                     .await?
                     .0,
             );
+            for (samples, notifier) in in_region.iter_mut().zip(notifiers.in_region_all()) {
+                samples.push(handle(notifier, sandbox, topic, self.records).await?.0);
+            }
             eprintln!("notifier: round {}/{} done", round + 1, self.runs);
         }
-        let latency_ms = self.latency.as_millis();
+        let (records, latency_ms) = (self.records, self.latency.as_millis());
+        let default = notifier::DEFAULT_CONCURRENCY;
+        let sends = format!("{records}-record batch, sends take {latency_ms} ms");
+        let metric = format!("{sends}, {default} keys at once");
         report.add(
-            Figure::of(
-                "notifier",
-                &format!(
-                    "{}-record batch, sends take {latency_ms} ms, {} keys at once",
-                    self.records,
-                    notifier::DEFAULT_CONCURRENCY
-                ),
-                "rec/s",
-                &fast,
-            )
-            .against("one record at a time", &slow),
+            Figure::of("notifier", &metric, "rec/s", &fast).against("one record at a time", &slow),
         );
-        report.add(
-            Figure::of(
-                "notifier",
-                &format!(
-                    "{}-record batch, sends take {latency_ms} ms, keys on a store answering in {} ms concurrently (DynamoDB in-region), {} keys at once",
-                    self.records,
-                    IN_REGION_LATENCY.as_millis(),
-                    notifier::DEFAULT_CONCURRENCY
-                ),
-                "rec/s",
-                &in_region_fast,
-            )
-            .against("one record at a time", &in_region_slow),
-        );
+        let [deployed, doubled, one_at_a_time] = &in_region;
+        for (keys, samples) in [(default, deployed), (2 * default, doubled)] {
+            let metric = format!(
+                "{sends}, keys on a store answering in {} ms concurrently (DynamoDB in-region), {keys} keys at once",
+                IN_REGION_LATENCY.as_millis(),
+            );
+            report.add(
+                Figure::of("notifier", &metric, "rec/s", samples)
+                    .against("one record at a time", one_at_a_time),
+            );
+        }
         Ok(())
     }
 
