@@ -8,9 +8,9 @@
 //! request at a time, which bounds the first figures), at the default
 //! `NOTIFY_CONCURRENCY` and at twice it: the ratio follows the concurrency.
 
-use crate::Error;
 use crate::in_region::{self, IN_REGION_LATENCY, InRegionLedger, InRegionStore};
 use crate::report::{Figure, Report, Samples};
+use crate::{Error, measure};
 use chrono::{Duration, Utc};
 use dlq_retry::{DlqRetry, LambdaDlqRetry};
 use local_runner::notification_sandbox::FailurePlan;
@@ -141,10 +141,6 @@ async fn notifier_stack() -> DirectNotifier {
         StdDuration::from_secs(5),
     )
     .await
-}
-
-fn measure(e: impl std::error::Error + 'static) -> Error {
-    Error::Measure(shared::error_chain(&e))
 }
 
 impl Setup<Channel, DynamoIdempotencyStore, DynamoFailureLedger> {

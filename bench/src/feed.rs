@@ -5,9 +5,9 @@
 //! they bound the figure). Baseline: the same feed sending one event per
 //! request (`DATA_PLATFORM_BATCH_SIZE=1`).
 
-use crate::Error;
 use crate::notifier::batch;
 use crate::report::{Figure, Report, Samples};
+use crate::{Error, measure};
 use data_platform_feed::{Config, LambdaFeed};
 use lambda_runtime::LambdaEvent;
 use local_runner::notification_sandbox::{
@@ -57,7 +57,7 @@ impl Feeds {
             let mut config = config.clone();
             config.platform.batch_size = batch_size;
             LambdaFeed::from_config(&config, dynamodb.clone(), Arc::new(SystemClock))
-                .map_err(|e| Error::Measure(shared::error_chain(&e)))
+                .map_err(measure)
         };
         Ok(Feeds {
             batched: build(config.platform.batch_size)?,

@@ -36,6 +36,12 @@ pub enum Error {
     Results(#[source] std::io::Error),
 }
 
+/// What failed while setting a benchmark up, with its causes, as a
+/// measurement's error.
+pub(crate) fn measure(e: impl std::error::Error + 'static) -> Error {
+    Error::Measure(shared::error_chain(&e))
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the payment pipeline against the local stack")]
 struct Cli {

@@ -14,9 +14,9 @@
 //! Last, the first dead letter of a notifier just built, which builds its
 //! producer then, beside the same notifier's next dead letter.
 
-use crate::Error;
 use crate::in_region::{IN_REGION_LATENCY, InRegionStore};
 use crate::report::{Figure, Report, Samples};
+use crate::{Error, measure};
 use aws_lambda_events::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 use local_runner::notification_sandbox::{FailurePlan, NotificationSandbox};
@@ -131,7 +131,6 @@ struct Notifiers {
 /// `direct`'s notifier with its keys on a store of its own answering as
 /// DynamoDB does in-region, handling `keys` keys at once.
 fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, Error> {
-    let measure = |e: shared::config::ConfigError| Error::Measure(shared::error_chain(&e));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let deliverer =
         crate::in_region::deliverer(&direct.config.delivery, clock.clone()).map_err(measure)?;
@@ -142,7 +141,7 @@ fn in_region(direct: &DirectNotifier, keys: usize) -> Result<InRegionNotifier, E
         clock,
         ProducerStart::AtFirstPublish,
     );
-    Ok(notifier.map_err(built)?.with_concurrency(keys))
+    Ok(notifier.map_err(measure)?.with_concurrency(keys))
 }
 
 /// `direct`'s notifier as it was built before its producer waited for the
@@ -154,7 +153,7 @@ fn producer_at_init(direct: &DirectNotifier) -> Result<LambdaNotifier, Error> {
         .config
         .delivery
         .deliverer(client.clone(), clock.clone())
-        .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+        .map_err(measure)?;
     Notifier::with_deliverer(
         &direct.config,
         deliverer,
@@ -162,12 +161,7 @@ fn producer_at_init(direct: &DirectNotifier) -> Result<LambdaNotifier, Error> {
         clock,
         ProducerStart::AtInit,
     )
-    .map_err(built)
-}
-
-/// Why a notifier could not be built, as a measurement's error.
-fn built(e: notifier::Error) -> Error {
-    Error::Measure(shared::error_chain(&e))
+    .map_err(measure)
 }
 
 impl Notifiers {
@@ -176,7 +170,7 @@ impl Notifiers {
             let mut config = direct.config.clone();
             edit(&mut config);
             LambdaNotifier::from_config(&config, direct.dynamodb.clone(), Arc::new(SystemClock))
-                .map_err(built)
+                .map_err(measure)
         };
         Ok(Notifiers {
             concurrent: build(&|_| {})?,
@@ -239,7 +233,7 @@ impl NotifierBench {
                 direct.dynamodb.clone(),
                 Arc::new(SystemClock),
             )
-            .map_err(|e| Error::Measure(shared::error_chain(&e)))?;
+            .map_err(measure)?;
             first.push(dead_letter_ms(&notifier, topic).await?);
             next.push(dead_letter_ms(&notifier, topic).await?);
             let eager = producer_at_init(&direct)?;
