@@ -1,5 +1,5 @@
 //! The notification channels over real HTTP: the Discord webhook against a
-//! wiremock server (the exact request) and the sandbox (its failure modes), and
+//! scripted webhook server (the exact request) and the sandbox (its failure modes), and
 //! both channels behind one notifier on the real stack: one channel failing
 //! never re-sends on the other, and its retry goes to that channel only.
 
@@ -19,8 +19,7 @@ use shared::notification::{ChannelKind, ChannelRoutes};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use testkit::{DirectNotifier, consume, header, kafka};
-use wiremock::matchers::{body_json, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use webhook::ScriptedWebhook;
 
 const WEBHOOK_TOKEN: &str = "webhook-secret-token";
 
@@ -34,14 +33,92 @@ fn message(text: &str) -> Letter {
     letter
 }
 
-async fn webhook_server() -> (MockServer, DiscordChannel) {
-    let server = MockServer::start().await;
+/// A webhook server that answers `script` in order (its last answer from then
+/// on), and the Discord channel pointed at it.
+async fn webhook_server(
+    script: Vec<(u16, serde_json::Value)>,
+) -> (ScriptedWebhook, DiscordChannel) {
+    let server = ScriptedWebhook::start(script).await;
     let channel = DiscordChannel::new(
-        &format!("{}/api/webhooks/77/{WEBHOOK_TOKEN}", server.uri()),
+        &format!("{}/api/webhooks/77/{WEBHOOK_TOKEN}", server.uri),
         StdDuration::from_secs(2),
     )
     .unwrap();
     (server, channel)
+}
+
+/// A real HTTP server standing in for Discord: it records every request and
+/// answers with the next scripted status and JSON body.
+mod webhook {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Received {
+        pub method: Method,
+        pub path: String,
+        pub query: Option<String>,
+        pub body: serde_json::Value,
+    }
+
+    #[derive(Default)]
+    struct Script {
+        answers: VecDeque<(u16, serde_json::Value)>,
+        received: Vec<Received>,
+    }
+
+    pub struct ScriptedWebhook {
+        pub uri: String,
+        script: Arc<Mutex<Script>>,
+    }
+
+    impl ScriptedWebhook {
+        pub async fn start(answers: Vec<(u16, serde_json::Value)>) -> Self {
+            assert!(!answers.is_empty(), "a webhook needs at least one answer");
+            let script = Arc::new(Mutex::new(Script {
+                answers: answers.into(),
+                received: Vec::new(),
+            }));
+            let app = axum::Router::new()
+                .fallback(answer)
+                .with_state(script.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let uri = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Self { uri, script }
+        }
+
+        /// Every request so far, in the order they came.
+        pub fn received(&self) -> Vec<Received> {
+            self.script.lock().unwrap().received.clone()
+        }
+    }
+
+    async fn answer(
+        State(script): State<Arc<Mutex<Script>>>,
+        method: Method,
+        uri: Uri,
+        body: Bytes,
+    ) -> Response {
+        let mut script = script.lock().unwrap();
+        script.received.push(Received {
+            method,
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        });
+        let (status, body) = if script.answers.len() > 1 {
+            script.answers.pop_front().unwrap()
+        } else {
+            script.answers[0].clone()
+        };
+        let status = StatusCode::from_u16(status).unwrap();
+        (status, axum::Json(body)).into_response()
+    }
 }
 
 /// The channel error's (retryable, retry after, message).
@@ -59,32 +136,33 @@ fn failure(error: shared::Error) -> (bool, Option<StdDuration>, String) {
 
 #[tokio::test]
 async fn discord_gets_the_text_as_content_with_mentions_off_and_waits_for_the_message() {
-    let (server, channel) = webhook_server().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/api/webhooks/77/{WEBHOOK_TOKEN}")))
-        .and(query_param("wait", "true"))
-        .and(body_json(serde_json::json!({
+    let (server, channel) = webhook_server(vec![(200, serde_json::json!({"id": "1"}))]).await;
+    channel.send(&message("결제 완료 @everyone")).await.unwrap();
+    let received = server.received();
+    assert_eq!(received.len(), 1, "one request: {received:?}");
+    assert_eq!(received[0].method, axum::http::Method::POST);
+    assert_eq!(
+        received[0].path,
+        format!("/api/webhooks/77/{WEBHOOK_TOKEN}")
+    );
+    assert_eq!(received[0].query.as_deref(), Some("wait=true"));
+    assert_eq!(
+        received[0].body,
+        serde_json::json!({
             "content": "결제 완료 @everyone",
             "allowed_mentions": {"parse": []},
-        })))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "1"})))
-        .expect(1)
-        .mount(&server)
-        .await;
-    channel.send(&message("결제 완료 @everyone")).await.unwrap();
+        })
+    );
 }
 
 #[tokio::test]
 async fn a_discord_429_is_retryable_after_its_fractional_retry_after() {
-    let (server, channel) = webhook_server().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({
-            "message": "You are being rate limited.",
-            "retry_after": 0.617,
-            "global": false,
-        })))
-        .mount(&server)
-        .await;
+    let rate_limited = serde_json::json!({
+        "message": "You are being rate limited.",
+        "retry_after": 0.617,
+        "global": false,
+    });
+    let (_server, channel) = webhook_server(vec![(429, rate_limited)]).await;
     let (retryable, retry_after, text) = failure(channel.send(&message("x")).await.unwrap_err());
     assert!(retryable, "{text}");
     assert_eq!(retry_after, Some(StdDuration::from_millis(617)));
@@ -93,19 +171,9 @@ async fn a_discord_429_is_retryable_after_its_fractional_retry_after() {
 
 #[tokio::test]
 async fn a_deleted_discord_webhook_is_permanent_and_a_5xx_is_retryable() {
-    let (server, channel) = webhook_server().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(404)
-                .set_body_json(serde_json::json!({"message": "Unknown Webhook", "code": 10015})),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(502))
-        .mount(&server)
-        .await;
+    let unknown = serde_json::json!({"message": "Unknown Webhook", "code": 10015});
+    let (_server, channel) =
+        webhook_server(vec![(404, unknown), (502, serde_json::Value::Null)]).await;
     let (retryable, _, text) = failure(channel.send(&message("x")).await.unwrap_err());
     assert!(!retryable, "{text}");
     assert!(text.contains("Unknown Webhook"), "{text}");
