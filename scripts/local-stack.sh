@@ -155,16 +155,32 @@ install_tansu() {
 run_logged() {
   local what=$1 logfile=$2
   shift 2
+  local stamp
+  stamp=$(mktemp)
   "$@" >"$logfile" 2>&1 &
   local pid=$! started=$SECONDS
   while kill -0 "$pid" 2>/dev/null; do
     for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     kill -0 "$pid" 2>/dev/null || break
-    local took=$((SECONDS - started)) crates
-    crates=$(grep -c 'Compiling ' "$logfile" 2>/dev/null || true)
-    log "$what: $((took / 60)) min $((took % 60)) s so far, ${crates:-0} crates compiled (log: $logfile)"
+    local took=$((SECONDS - started))
+    log "$what: $((took / 60)) min $((took % 60)) s so far, $(crates_compiled "$logfile" "$stamp") crates compiled (log: $logfile)"
   done
+  rm -f "$stamp"
   wait "$pid"
+}
+
+# crates_compiled LOG STAMP: the crates compiled since STAMP, counted twice and
+# the larger count told: cargo's "Compiling" lines in LOG, and the fingerprints
+# cargo has written in CARGO_TARGET_DIR (one when a crate is done), since sam
+# holds cargo-lambda's output back until a function is built.
+crates_compiled() {
+  local logfile=$1 stamp=$2 logged finished=0
+  logged=$(grep -c 'Compiling ' "$logfile" 2>/dev/null || true)
+  if [ -d "${CARGO_TARGET_DIR:-}" ]; then
+    finished=$(find "$CARGO_TARGET_DIR" -mindepth 4 -maxdepth 5 -path '*/.fingerprint/*' \
+      -type f ! -name invoked.timestamp -newer "$stamp" -printf '%h\n' 2>/dev/null | sort -u | wc -l)
+  fi
+  echo $((${logged:-0} > finished ? ${logged:-0} : finished))
 }
 
 install_cargo_deny() {
