@@ -6,6 +6,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/local-env.sh
 
+# A full disk shows up as the linker dying with SIGBUS ("ld terminated with
+# signal 7 [Bus error]"), not as "no space left": say it before building.
+free_gb=$(df --output=avail -BG "$ROOT" | tail -n 1 | tr -dc '0-9')
+if [ "${free_gb:-0}" -lt "${MIN_FREE_GB:-15}" ]; then
+  echo "[make test] warning: ${free_gb:-?} GB free on the disk of $ROOT; the first run needs about 12 GB (target/ 9 GB, the cache 2.5 GB), and a full disk fails the link with 'signal 7 [Bus error]'" >&2
+fi
+
 # Its own state folder: stopping at the end never touches a stack `make up` started.
 export PIPELINE_STATE_DIR="$ROOT/.local/test"
 mkdir -p "$PIPELINE_STATE_DIR"
